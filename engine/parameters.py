@@ -1,0 +1,218 @@
+"""Stored quantization parameters: the state, its export, and a validating import.
+
+Export format (every key optional on import; absent keys keep their current values):
+    quantization_type, quantization_mode, num_bits, symmetric, qmin, qmax   (must agree with the instance; mode
+                                                                            is applied)
+    is_calibrated                bool
+    global_scale, global_zero_point                     per-tensor parameters
+    per_channel_scales, per_channel_zero_points, channel_dim   per-channel parameters
+    layer_params                 {layer: {"scale": s | [s...], "zero_point": z | [z...], "channel_dim": int|null}}
+    calibration                  {method, batches, elements, range_min, range_max} or null
+These are the original service's keys plus channel_dim, layer_params and calibration, so its exports import.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from .config import QuantizationConfig, QuantizationMode, QuantizationType, parse_enum
+from .errors import ConfigError, ParameterError
+from .layers import resolve_layer
+from .qparams import QParams, qrange
+
+F32_MAX = float(np.finfo(np.float32).max)
+
+KNOWN_KEYS = (
+    "quantization_type", "quantization_mode", "num_bits", "symmetric", "qmin", "qmax", "is_calibrated",
+    "global_scale", "global_zero_point", "per_channel_scales", "per_channel_zero_points", "channel_dim",
+    "layer_params", "calibration",
+)
+
+
+@dataclasses.dataclass
+class ParameterState:
+    is_calibrated: bool = False
+    global_params: QParams | None = None
+    channel_params: QParams | None = None
+    layer_params: dict[str, QParams] = dataclasses.field(default_factory=dict)
+    calibration: dict[str, Any] | None = None
+
+
+def export_state(state: ParameterState, config: QuantizationConfig) -> dict[str, Any]:
+    plan = resolve_layer(config, None)
+    qmin, qmax = qrange(plan.quantization_type, plan.num_bits) if plan.quantization_type.is_integer else (None, None)
+    g = state.global_params
+    c = state.channel_params
+    return {
+        "quantization_type": config.quantization_type.name,
+        "quantization_mode": config.quantization_mode.name,
+        "num_bits": config.num_bits,
+        "symmetric": config.symmetric,
+        "qmin": qmin,
+        "qmax": qmax,
+        "is_calibrated": state.is_calibrated,
+        "global_scale": None if g is None else float(g.scale),
+        "global_zero_point": None if g is None else int(g.zero_point),
+        "per_channel_scales": None if c is None else [float(s) for s in c.scale],
+        "per_channel_zero_points": None if c is None else [int(z) for z in c.zero_point],
+        "channel_dim": None if c is None else c.axis,
+        "layer_params": {
+            name: {"scale": p.to_dict()["scale"], "zero_point": p.to_dict()["zero_point"], "channel_dim": p.axis}
+            for name, p in state.layer_params.items()
+        },
+        "calibration": state.calibration,
+    }
+
+
+# ---------------------------------------------------------------------- import validation
+def _scale(value: Any, key: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ParameterError(f"{key} must be a number; got {value!r}", field=key)
+    v = float(value)
+    if not (math.isfinite(v) and 0.0 < v <= F32_MAX) or np.float32(v) == 0:
+        raise ParameterError(f"{key} must be a finite positive float32 number; got {value!r}", field=key)
+    return v
+
+
+def _zero_point(value: Any, key: str, qmin: int, qmax: int) -> int:
+    if isinstance(value, bool):
+        raise ParameterError(f"{key} must be an integer; got {value!r}", field=key)
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # the spec's JSON types zero points as floats
+    if not isinstance(value, int):
+        raise ParameterError(f"{key} must be an integer; got {value!r}", field=key)
+    if not qmin <= value <= qmax:
+        raise ParameterError(f"{key} {value} is outside the type's range [{qmin}, {qmax}]", field=key)
+    return value
+
+
+def _list(value: Any, key: str) -> list[Any]:
+    if not isinstance(value, list) or not value:
+        raise ParameterError(f"{key} must be a non-empty list", field=key)
+    return value
+
+
+def _channel_dim(value: Any, key: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not -4 <= value < 4:
+        raise ParameterError(f"{key} must be an integer axis between -4 and 3; got {value!r}", field=key)
+    return value
+
+
+def _params(scale: Any, zp: Any, axis: Any, key: str, qmin: int, qmax: int) -> QParams:
+    if isinstance(scale, list) or isinstance(zp, list):
+        scales = [_scale(s, f"{key}.scale") for s in _list(scale, f"{key}.scale")]
+        zps = [_zero_point(z, f"{key}.zero_point", qmin, qmax) for z in _list(zp, f"{key}.zero_point")]
+        if len(scales) != len(zps):
+            raise ParameterError(f"{key}: {len(scales)} scales but {len(zps)} zero points", field=key)
+        return QParams.of(scales, zps, 0 if axis is None else _channel_dim(axis, f"{key}.channel_dim"))
+    return QParams.of(_scale(scale, f"{key}.scale"), _zero_point(zp, f"{key}.zero_point", qmin, qmax), None)
+
+
+def import_state(
+    data: Mapping[str, Any], state: ParameterState, config: QuantizationConfig
+) -> tuple[ParameterState, QuantizationConfig]:
+    """Validate `data` completely and return the new (state, config); raise ParameterError and change nothing."""
+    if not isinstance(data, Mapping):
+        raise ParameterError("parameters must be a JSON object", field="parameters")
+    unknown = sorted(str(k) for k in data if k not in KNOWN_KEYS)
+    if unknown:
+        raise ParameterError(f"unknown parameter key: {unknown[0]}", field=unknown[0], code="parameters.unknown_key")
+    plan = resolve_layer(config, None)
+    if not plan.quantization_type.is_integer and any(
+        data.get(k) is not None for k in ("global_scale", "per_channel_scales")
+    ):
+        raise ParameterError(f"a {config.quantization_type.name} instance has no scale or zero point",
+                             field="global_scale")
+    qmin, qmax = qrange(plan.quantization_type, plan.num_bits) if plan.quantization_type.is_integer else (0, 0)
+
+    try:
+        if data.get("quantization_type") is not None:
+            qt = parse_enum(QuantizationType, data["quantization_type"], "quantization_type")
+            if qt is not config.quantization_type:
+                raise ParameterError(f"the parameters are for {qt.name} but the instance is "
+                                     f"{config.quantization_type.name}", field="quantization_type")
+        mode = (parse_enum(QuantizationMode, data["quantization_mode"], "quantization_mode")
+                if data.get("quantization_mode") is not None else None)
+    except ConfigError as exc:
+        raise ParameterError(exc.message, field=exc.field) from exc
+    for key, expected in (("num_bits", config.num_bits), ("qmin", qmin), ("qmax", qmax)):
+        if data.get(key) is not None and (isinstance(data[key], bool) or data[key] != expected):
+            raise ParameterError(f"{key} {data[key]!r} does not match the instance ({expected})", field=key)
+    if data.get("symmetric") is not None and data["symmetric"] is not config.symmetric:
+        raise ParameterError(f"symmetric {data['symmetric']!r} does not match the instance", field="symmetric")
+
+    new = dataclasses.replace(state, layer_params=dict(state.layer_params))
+    if "global_scale" in data or "global_zero_point" in data:
+        if data.get("global_scale") is None and data.get("global_zero_point") is None:
+            new.global_params = None
+        else:
+            current = state.global_params
+            scale = data.get("global_scale", None if current is None else float(current.scale))
+            zp = data.get("global_zero_point", None if current is None else int(current.zero_point))
+            if scale is None or zp is None:
+                raise ParameterError("global_scale and global_zero_point go together", field="global_scale")
+            if isinstance(scale, list) or isinstance(zp, list):
+                raise ParameterError("global_scale and global_zero_point must be single numbers", field="global_scale")
+            new.global_params = _params(scale, zp, None, "global", qmin, qmax)
+    if any(k in data for k in ("per_channel_scales", "per_channel_zero_points", "channel_dim")):
+        current = state.channel_params
+        scales = data.get("per_channel_scales", None if current is None else [float(s) for s in current.scale])
+        zps = data.get("per_channel_zero_points", None if current is None else [int(z) for z in current.zero_point])
+        axis = data.get("channel_dim", None if current is None else current.axis)
+        if scales is None and zps is None:
+            new.channel_params = None
+        elif scales is None or zps is None:
+            raise ParameterError("per_channel_scales and per_channel_zero_points go together",
+                                 field="per_channel_scales")
+        else:
+            p = _params(_list(scales, "per_channel_scales"), _list(zps, "per_channel_zero_points"), axis,
+                        "per_channel", qmin, qmax)
+            new.channel_params = p
+    if data.get("layer_params") is not None:
+        layers = data["layer_params"]
+        if not isinstance(layers, Mapping):
+            raise ParameterError("layer_params must be an object of layer name -> parameters", field="layer_params")
+        for name, entry in layers.items():
+            key = f"layer_params.{name}"
+            if not isinstance(name, str) or not name or not isinstance(entry, Mapping):
+                raise ParameterError(f"{key} must be an object with scale and zero_point", field="layer_params")
+            extra = sorted(set(entry) - {"scale", "zero_point", "channel_dim"})
+            if extra or "scale" not in entry or "zero_point" not in entry:
+                raise ParameterError(f"{key} must hold scale, zero_point and optionally channel_dim",
+                                     field="layer_params")
+            lplan = resolve_layer(config, name)
+            if not lplan.effective_type.is_integer:
+                raise ParameterError(f"layer {name} is {lplan.effective_type.name}: it takes no parameters",
+                                     field="layer_params")
+            lmin, lmax = qrange(lplan.quantization_type, lplan.num_bits)
+            new.layer_params[name] = _params(entry["scale"], entry["zero_point"], entry.get("channel_dim"), key,
+                                             lmin, lmax)
+    if "calibration" in data:
+        cal = data["calibration"]
+        if cal is not None and not isinstance(cal, Mapping):
+            raise ParameterError("calibration must be an object or null", field="calibration")
+        new.calibration = None if cal is None else dict(cal)
+
+    has_params = new.global_params is not None or new.channel_params is not None or bool(new.layer_params)
+    if data.get("is_calibrated") is not None:
+        if not isinstance(data["is_calibrated"], bool):
+            raise ParameterError("is_calibrated must be a boolean", field="is_calibrated")
+        if data["is_calibrated"] and not has_params:
+            raise ParameterError("is_calibrated is true but no parameters are given", field="is_calibrated")
+        new.is_calibrated = data["is_calibrated"]
+    elif any(k in data for k in ("global_scale", "per_channel_scales", "layer_params")):
+        new.is_calibrated = has_params
+
+    new_config = config
+    if mode is not None:
+        new_config = config.replace(quantization_mode=mode)
+    if new.is_calibrated and data.get("is_calibrated") is not False and (
+        "is_calibrated" in data or any(k in data for k in ("global_scale", "per_channel_scales"))
+    ):
+        new_config = new_config.replace(quantization_mode=QuantizationMode.CALIBRATED)
+    return new, new_config
