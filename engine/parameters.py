@@ -23,7 +23,7 @@ import numpy as np
 from .config import QuantizationConfig, QuantizationMode, QuantizationType, parse_enum
 from .errors import ConfigError, ParameterError
 from .layers import resolve_layer
-from .qparams import QParams, qrange
+from .qparams import QParams, f32_float, qrange
 
 F32_MAX = float(np.finfo(np.float32).max)
 
@@ -56,9 +56,9 @@ def export_state(state: ParameterState, config: QuantizationConfig) -> dict[str,
         "qmin": qmin,
         "qmax": qmax,
         "is_calibrated": state.is_calibrated,
-        "global_scale": None if g is None else float(g.scale),
+        "global_scale": None if g is None else f32_float(g.scale),
         "global_zero_point": None if g is None else int(g.zero_point),
-        "per_channel_scales": None if c is None else [float(s) for s in c.scale],
+        "per_channel_scales": None if c is None else [f32_float(s) for s in c.scale],
         "per_channel_zero_points": None if c is None else [int(z) for z in c.zero_point],
         "channel_dim": None if c is None else c.axis,
         "layer_params": {

@@ -68,6 +68,11 @@ def scale_zero_point(
     return safe_scale.astype(F32), zp.astype(np.int64)
 
 
+def f32_float(value: Any) -> float:
+    """The float32 value as the shortest Python float that parses back to it (0.1, not 0.10000000149011612)."""
+    return float(str(np.float32(value)))
+
+
 @dataclasses.dataclass(frozen=True)
 class QParams:
     """Parameters of one quantization: per tensor (`axis` None, 0-d arrays) or per channel along `axis`."""
@@ -90,12 +95,12 @@ class QParams:
 
     def first(self) -> tuple[float, int]:
         """A single (scale, zero point): the tensor's, or channel 0's for per-channel parameters."""
-        return float(self.scale.reshape(-1)[0]), int(self.zero_point.reshape(-1)[0])
+        return f32_float(self.scale.reshape(-1)[0]), int(self.zero_point.reshape(-1)[0])
 
     def to_dict(self) -> dict[str, Any]:
         if self.axis is None:
-            return {"scale": float(self.scale), "zero_point": int(self.zero_point), "axis": None}
-        return {"scale": [float(s) for s in self.scale], "zero_point": [int(z) for z in self.zero_point],
+            return {"scale": f32_float(self.scale), "zero_point": int(self.zero_point), "axis": None}
+        return {"scale": [f32_float(s) for s in self.scale], "zero_point": [int(z) for z in self.zero_point],
                 "axis": self.axis}
 
     @classmethod

@@ -1,0 +1,152 @@
+"""Engine throughput: quantize / dequantize through the Quantizer API, beside a memcpy of the same bytes.
+
+Run from the repository root:
+
+    python bench/engine.py                 # 1000x1000 and 4000x4000 float32, median of 11 runs
+    python bench/engine.py --reps 15 --sizes 1000x1000 2000x2000 4000x4000
+
+Throughput is GB/s of float32 data (4 bytes per element): the input of quantize and quantize_dequantize, the
+float32 output of dequantize (its int8 input is a quarter of that), so every row is comparable with the memcpy
+row, `np.copyto` of the same float32 array into a preallocated one, measured in the same run (before and after
+the other rows; the median of both). Each row is the median of `--reps` timed calls after `--warmup` untimed
+ones. Every call allocates its result, as the service does; the dequantization cache is disabled, so dequantize
+rows measure the kernel, not a cache hit.
+
+Rows:
+  quantize fixed        per-tensor INT8 with calibrated (frozen) parameters
+  quantize dynamic      per-tensor INT8, parameters from the call's data (the min/max range pass included)
+  per-channel           axis 0, frozen per-channel parameters / dynamic per-channel parameters
+  dequantize            INT8 codes back to float32, per tensor and per channel
+  quantize_dequantize   per tensor, fused fake-quantization
+validate=True is the API default (NaN/Inf checks and the clipped-value count); validate=False skips them, so
+the difference is the cost of validation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+
+from engine import QuantizationConfig, QuantizationMode, Quantizer  # noqa: E402
+
+
+def median_seconds(fn: Callable[[], object], reps: int, warmup: int) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    times = []
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    return times
+
+
+def build_cases(x: np.ndarray) -> list[tuple[str, Callable[[], object]]]:
+    def cfg(**kw: object) -> QuantizationConfig:
+        return QuantizationConfig.from_dict({"quantization_type": "INT8", "enable_cache": False, **kw})
+
+    fixed = Quantizer(cfg())
+    fixed.calibrate([x])  # -> CALIBRATED mode, frozen per-tensor parameters
+    fixed_pc = Quantizer(cfg(per_channel=True))
+    fixed_pc.calibrate([x], channel_dim=0)  # -> CALIBRATED, one (scale, zero point) per row
+    dyn = Quantizer(cfg())
+    dyn_pc = Quantizer(cfg(quantization_mode=QuantizationMode.DYNAMIC_PER_CHANNEL.name))
+    assert dyn.config.quantization_mode is QuantizationMode.DYNAMIC
+    assert fixed.config.quantization_mode is QuantizationMode.CALIBRATED
+
+    codes = fixed.quantize(x).data
+    codes_pc = fixed_pc.quantize(x, channel_dim=0).data
+    assert codes.dtype == np.int8 and codes_pc.dtype == np.int8
+
+    return [
+        ("quantize fixed, validate=True", lambda: fixed.quantize(x)),
+        ("quantize fixed, validate=False", lambda: fixed.quantize(x, validate=False)),
+        ("quantize dynamic, validate=True", lambda: dyn.quantize(x)),
+        ("quantize dynamic, validate=False", lambda: dyn.quantize(x, validate=False)),
+        ("per-channel fixed, validate=True", lambda: fixed_pc.quantize(x, channel_dim=0)),
+        ("per-channel fixed, validate=False", lambda: fixed_pc.quantize(x, channel_dim=0, validate=False)),
+        ("per-channel dynamic, validate=True", lambda: dyn_pc.quantize(x, channel_dim=0)),
+        ("per-channel dynamic, validate=False", lambda: dyn_pc.quantize(x, channel_dim=0, validate=False)),
+        ("dequantize per tensor", lambda: fixed.dequantize(codes)),
+        ("dequantize per channel", lambda: fixed_pc.dequantize(codes_pc, channel_dim=0)),
+        ("quantize_dequantize fixed", lambda: fixed.quantize_dequantize(x)),
+        ("quantize_dequantize dynamic", lambda: dyn.quantize_dequantize(x)),
+    ]
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    rows, _, cols = text.lower().partition("x")
+    return int(rows), int(cols)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sizes", nargs="+", default=["1000x1000", "4000x4000"], help="2-D shapes, ROWSxCOLS")
+    ap.add_argument("--reps", type=int, default=11, help="timed calls per row (the median is reported)")
+    ap.add_argument("--warmup", type=int, default=2, help="untimed calls before each row")
+    args = ap.parse_args()
+
+    shapes = [parse_size(s) for s in args.sizes]
+    results: dict[str, dict[tuple[int, int], float]] = {}
+    memcpy: dict[tuple[int, int], float] = {}
+    order: list[str] = []
+    rng = np.random.default_rng(0)
+    for shape in shapes:
+        x = rng.standard_normal(shape, dtype=np.float32)
+        dst = np.empty_like(x)
+        copy_times = median_seconds(lambda: np.copyto(dst, x), args.reps, args.warmup)
+        for name, fn in build_cases(x):
+            if name not in order:
+                order.append(name)
+            results.setdefault(name, {})[shape] = statistics.median(median_seconds(fn, args.reps, args.warmup))
+        copy_times += median_seconds(lambda: np.copyto(dst, x), args.reps, args.warmup)
+        memcpy[shape] = statistics.median(copy_times)
+        del x, dst
+
+    def label(shape: tuple[int, int]) -> str:
+        n = shape[0] * shape[1]
+        return f"{shape[0]}x{shape[1]} ({n / 1e6:.0f}M)" if n >= 1e6 else f"{shape[0]}x{shape[1]} ({n / 1e3:.0f}K)"
+
+    cpus = os.cpu_count()
+    print(f"engine throughput: numpy {np.__version__}, {cpus} CPUs, median of {args.reps} runs after {args.warmup} "
+          f"warm-up; GB/s of float32 data (4 B/element)")
+    name_w = max(len(n) for n in order + ["memcpy (np.copyto, float32)"])
+    head = "".join(f" | {label(s):^25}" for s in shapes)
+    print(f"{'':<{name_w}}{head}")
+    sub = "".join(f" | {'ms':>7} {'GB/s':>7} {'memcpy':>8}" for _ in shapes)
+    print(f"{'operation':<{name_w}}{sub}")
+    print("-" * (name_w + 28 * len(shapes)))
+
+    def row(name: str, seconds: dict[tuple[int, int], float]) -> str:
+        cells = []
+        for s in shapes:
+            t = seconds[s]
+            gbs = s[0] * s[1] * 4 / t / 1e9
+            cells.append(f" | {t * 1e3:7.2f} {gbs:7.2f} {memcpy[s] / t * 100:7.1f}%")
+        return f"{name:<{name_w}}{''.join(cells)}"
+
+    print(row("memcpy (np.copyto, float32)", memcpy))
+    for name in order:
+        print(row(name, results[name]))
+
+
+if __name__ == "__main__":
+    main()

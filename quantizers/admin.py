@@ -1,0 +1,205 @@
+"""The operator's tool: instances with their configuration (edited through the engine's validation), parameters
+and statistics, and actions that go through the same services as the API."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.utils.html import format_html
+
+from engine import ConfigError, QuantizationConfig
+
+from . import services
+from .exceptions import ServiceError
+from .models import DEFAULT_INSTANCE_ID, QuantizerInstance
+from .registry import registry
+from .selectors import STATS_FIELDS
+
+
+class InstanceForm(forms.ModelForm):
+    config = forms.JSONField(help_text="The full configuration; validated by the engine, absent fields take the "
+                                       "defaults.")
+
+    class Meta:
+        model = QuantizerInstance
+        fields = ["instance_id", "config"]
+
+    def clean_config(self) -> dict[str, Any]:
+        try:
+            return QuantizationConfig.from_dict(self.cleaned_data["config"]).to_dict()
+        except ConfigError as exc:
+            raise forms.ValidationError(str(exc)) from None
+        except (TypeError, ValueError) as exc:
+            raise forms.ValidationError(f"invalid configuration: {exc}") from None
+
+
+def _pretty(value: Any) -> str:
+    return format_html("<pre>{}</pre>", json.dumps(value, indent=2, sort_keys=True, default=str))
+
+
+class CalibratedFilter(admin.SimpleListFilter):
+    title = "calibrated"
+    parameter_name = "calibrated"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("yes", "Yes"), ("no", "No")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[QuantizerInstance]) -> QuerySet[QuantizerInstance]:
+        if self.value() in ("yes", "no"):
+            return queryset.filter(parameters__is_calibrated=self.value() == "yes")
+        return queryset
+
+
+class ConfigValueFilter(admin.SimpleListFilter):
+    key = ""
+    choices: tuple[str, ...] = ()
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [(c, c) for c in self.choices]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[QuantizerInstance]) -> QuerySet[QuantizerInstance]:
+        if self.value():
+            return queryset.filter(**{f"config__{self.key}": self.value()})
+        return queryset
+
+
+class TypeFilter(ConfigValueFilter):
+    title = "quantization type"
+    parameter_name = "type"
+    key = "quantization_type"
+    choices = ("INT8", "UINT8", "INT16", "FLOAT16", "NONE", "MIXED")
+
+
+class ModeFilter(ConfigValueFilter):
+    title = "quantization mode"
+    parameter_name = "mode"
+    key = "quantization_mode"
+    choices = ("DYNAMIC", "DYNAMIC_PER_BATCH", "DYNAMIC_PER_CHANNEL", "STATIC", "CALIBRATED", "SYMMETRIC")
+
+
+@admin.register(QuantizerInstance)
+class QuantizerInstanceAdmin(admin.ModelAdmin):
+    form = InstanceForm
+    list_display = ("instance_id", "qtype", "mode", "bits", "symmetric", "per_channel", "calibrated", "calls",
+                    "clipped_share", "updated_at")
+    list_filter = (TypeFilter, ModeFilter, CalibratedFilter)
+    search_fields = ("instance_id",)
+    readonly_fields = ("version", "cache_epoch", "created_at", "updated_at", "parameters_view", "stats_view")
+    actions = ("reset_statistics", "clear_cache", "export_parameters", "duplicate")
+    fieldsets = (
+        (None, {"fields": ("instance_id", "config")}),
+        ("Parameters", {"fields": ("parameters_view",)}),
+        ("Statistics", {"fields": ("stats_view",)}),
+        ("Bookkeeping", {"fields": ("version", "cache_epoch", "created_at", "updated_at")}),
+    )
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[QuantizerInstance]:
+        return super().get_queryset(request).select_related("parameters", "stats")
+
+    def get_readonly_fields(self, request: HttpRequest, obj: QuantizerInstance | None = None) -> tuple[str, ...]:
+        return (*self.readonly_fields, "instance_id") if obj is not None else self.readonly_fields
+
+    # ------------------------------------------------------------------ columns
+    @admin.display(description="type")
+    def qtype(self, obj: QuantizerInstance) -> str:
+        return str(obj.config.get("quantization_type"))
+
+    @admin.display(description="mode")
+    def mode(self, obj: QuantizerInstance) -> str:
+        return str(obj.config.get("quantization_mode"))
+
+    @admin.display(description="bits")
+    def bits(self, obj: QuantizerInstance) -> int:
+        return int(obj.config.get("num_bits", 0))
+
+    @admin.display(description="symmetric", boolean=True)
+    def symmetric(self, obj: QuantizerInstance) -> bool:
+        return bool(obj.config.get("symmetric"))
+
+    @admin.display(description="per channel", boolean=True)
+    def per_channel(self, obj: QuantizerInstance) -> bool:
+        return bool(obj.config.get("per_channel"))
+
+    @admin.display(description="calibrated", boolean=True)
+    def calibrated(self, obj: QuantizerInstance) -> bool:
+        params = getattr(obj, "parameters", None)
+        return bool(params and params.is_calibrated)
+
+    @admin.display(description="calls")
+    def calls(self, obj: QuantizerInstance) -> int:
+        stats = getattr(obj, "stats", None)
+        return 0 if stats is None else stats.quantize_calls + stats.dequantize_calls
+
+    @admin.display(description="clipped")
+    def clipped_share(self, obj: QuantizerInstance) -> str:
+        stats = getattr(obj, "stats", None)
+        if stats is None or not stats.total_values:
+            return "-"
+        return f"{100.0 * stats.clipped_values / stats.total_values:.3f} %"
+
+    @admin.display(description="parameters")
+    def parameters_view(self, obj: QuantizerInstance) -> str:
+        if obj.pk is None or not hasattr(obj, "parameters"):
+            return "-"
+        return _pretty(registry.get(obj).export_parameters())
+
+    @admin.display(description="statistics")
+    def stats_view(self, obj: QuantizerInstance) -> str:
+        if obj.pk is None or not hasattr(obj, "stats"):
+            return "-"
+        return _pretty({name: getattr(obj.stats, name) for name in STATS_FIELDS})
+
+    # ------------------------------------------------------------------ saving and deleting through services
+    def save_model(self, request: HttpRequest, obj: QuantizerInstance, form: Any, change: bool) -> None:
+        if change:
+            services.instance_update_config(instance_id=obj.instance_id, config=form.cleaned_data["config"])
+        else:
+            services.instance_create(instance_id=obj.instance_id, config=form.cleaned_data["config"])
+        obj.refresh_from_db()
+
+    def has_delete_permission(self, request: HttpRequest, obj: QuantizerInstance | None = None) -> bool:
+        if obj is not None and obj.instance_id == DEFAULT_INSTANCE_ID:
+            return False
+        return super().has_delete_permission(request, obj)
+
+    def delete_model(self, request: HttpRequest, obj: QuantizerInstance) -> None:
+        services.instance_delete(instance_id=obj.instance_id)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[QuantizerInstance]) -> None:
+        for instance_id in queryset.exclude(pk=DEFAULT_INSTANCE_ID).values_list("instance_id", flat=True):
+            services.instance_delete(instance_id=instance_id)
+
+    # ------------------------------------------------------------------ actions
+    @admin.action(description="Reset statistics")
+    def reset_statistics(self, request: HttpRequest, queryset: QuerySet[QuantizerInstance]) -> None:
+        for instance_id in queryset.values_list("instance_id", flat=True):
+            services.instance_reset_stats(instance_id=instance_id)
+        self.message_user(request, f"Statistics reset for {queryset.count()} instance(s).", messages.SUCCESS)
+
+    @admin.action(description="Clear the dequantization cache (every worker)")
+    def clear_cache(self, request: HttpRequest, queryset: QuerySet[QuantizerInstance]) -> None:
+        for instance_id in queryset.values_list("instance_id", flat=True):
+            services.instance_clear_cache(instance_id=instance_id)
+        self.message_user(request, f"Cache cleared for {queryset.count()} instance(s).", messages.SUCCESS)
+
+    @admin.action(description="Export parameters as JSON")
+    def export_parameters(self, request: HttpRequest, queryset: QuerySet[QuantizerInstance]) -> HttpResponse:
+        payload = {obj.instance_id: registry.get(obj).export_parameters() for obj in queryset}
+        response = HttpResponse(json.dumps(payload, indent=2), content_type="application/json")
+        response["Content-Disposition"] = 'attachment; filename="quantizer-parameters.json"'
+        return response
+
+    @admin.action(description="Duplicate (as <id>_copy)")
+    def duplicate(self, request: HttpRequest, queryset: QuerySet[QuantizerInstance]) -> None:
+        for instance_id in queryset.values_list("instance_id", flat=True):
+            new_id = f"{instance_id}_copy"[:64]
+            try:
+                services.instance_duplicate(source_id=instance_id, new_id=new_id)
+                self.message_user(request, f"Created {new_id}.", messages.SUCCESS)
+            except ServiceError as exc:
+                self.message_user(request, f"{instance_id}: {exc.detail}", messages.ERROR)

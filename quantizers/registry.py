@@ -1,0 +1,86 @@
+"""This worker's engine objects, rebuilt whenever the stored state they came from changes.
+
+Maps instance id -> (uid, version, cache_epoch, Quantizer). Each request reads the instance row anyway; when its
+uid (re-created instance) or version (config or parameters changed) differs, the engine object is rebuilt from the
+row; when only the cache epoch differs (clear_cache through any worker), its cache is dropped. Nothing correct
+depends on this cache: a fresh registry gives the same answers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import uuid
+from typing import Any
+
+from engine import ParameterError, QuantizationConfig, Quantizer
+from engine.parameters import ParameterState, import_state
+
+from .models import QuantizerInstance, QuantizerParameters
+
+logger = logging.getLogger(__name__)
+
+PARAMETER_FIELDS = (
+    "is_calibrated", "global_scale", "global_zero_point", "per_channel_scales", "per_channel_zero_points",
+    "channel_dim", "layer_params", "calibration",
+)
+
+
+def parameters_as_dict(row: QuantizerParameters | None) -> dict[str, Any]:
+    if row is None:
+        return {}
+    return {name: getattr(row, name) for name in PARAMETER_FIELDS}
+
+
+def build_quantizer(instance: QuantizerInstance) -> Quantizer:
+    """A fresh engine object from the stored config and parameters."""
+    config = QuantizationConfig.from_dict(instance.config)
+    quantizer = Quantizer(config)
+    stored = {k: v for k, v in parameters_as_dict(getattr(instance, "parameters", None)).items() if v is not None}
+    if stored:
+        try:
+            quantizer.state, _ = import_state(stored, ParameterState(), config)
+        except ParameterError:
+            # Stored parameters that no longer fit the config are ignored rather than failing every request.
+            logger.warning("stored parameters of %s do not fit its config; ignored", instance.instance_id)
+    return quantizer
+
+
+@dataclasses.dataclass
+class _Entry:
+    uid: uuid.UUID
+    version: int
+    cache_epoch: int
+    quantizer: Quantizer
+
+
+class Registry:
+    def __init__(self) -> None:
+        self._entries: dict[str, _Entry] = {}
+        self._lock = threading.Lock()
+
+    def get(self, instance: QuantizerInstance) -> Quantizer:
+        with self._lock:
+            entry = self._entries.get(instance.instance_id)
+            if entry is None or entry.uid != instance.uid or entry.version != instance.version:
+                entry = _Entry(instance.uid, instance.version, instance.cache_epoch, build_quantizer(instance))
+                self._entries[instance.instance_id] = entry
+            elif entry.cache_epoch != instance.cache_epoch:
+                entry.quantizer.clear_cache()
+                entry.cache_epoch = instance.cache_epoch
+            return entry.quantizer
+
+    def forget(self, instance_id: str) -> None:
+        with self._lock:
+            self._entries.pop(instance_id, None)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+registry = Registry()

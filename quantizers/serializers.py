@@ -1,0 +1,234 @@
+"""Request and response shapes, named after the spec's models (the OpenAPI components carry these names).
+
+Array payloads go through `quantizers.arrays` (vectorised checks), never through per-element serializer fields.
+Configuration validation lives in the engine (`QuantizationConfig.from_dict`); `QuantizerConfigModel` here only
+documents it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from engine import QuantizationConfig
+
+from .arrays import parse_2d, parse_batches, parse_codes
+
+TYPE_NAMES = ["INT8", "UINT8", "INT16", "FLOAT16", "NONE", "MIXED"]
+MODE_NAMES = ["DYNAMIC", "DYNAMIC_PER_BATCH", "DYNAMIC_PER_CHANNEL", "STATIC", "CALIBRATED", "SYMMETRIC"]
+METHOD_NAMES = ["MINMAX", "PERCENTILE", "MSE", "ENTROPY", "MOVING_AVERAGE"]
+
+FLOAT_MATRIX = {"type": "array", "minItems": 1, "items": {"type": "array", "minItems": 1, "items": {"type": "number"}}}
+INT_MATRIX = {"type": "array", "minItems": 1, "items": {"type": "array", "minItems": 1, "items": {"type": "integer"}}}
+ANY_MATRIX = {"type": "array", "items": {"type": "array", "items": {}}}
+
+
+class StrictBooleanField(serializers.BooleanField):
+    """JSON true/false only (DRF's BooleanField also takes "yes", 1, "on" ...)."""
+
+    def to_internal_value(self, data: Any) -> bool:
+        if isinstance(data, bool):
+            return data
+        self.fail("invalid", input=data)
+        raise AssertionError  # unreachable: fail() raises
+
+
+class StrictIntegerField(serializers.IntegerField):
+    """JSON integers only (DRF's IntegerField also takes "3", 3.0 and true)."""
+
+    def to_internal_value(self, data: Any) -> int:
+        if isinstance(data, bool) or not isinstance(data, int):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictCharField(serializers.CharField):
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+@extend_schema_field(FLOAT_MATRIX)
+class FloatMatrixField(serializers.Field):
+    def to_internal_value(self, data: Any) -> Any:
+        return parse_2d(data, field=self.field_name or "data")
+
+    def to_representation(self, value: Any) -> Any:
+        return value
+
+
+@extend_schema_field(INT_MATRIX)
+class CodeMatrixField(FloatMatrixField):
+    def to_internal_value(self, data: Any) -> Any:
+        return parse_codes(data, field=self.field_name or "data")
+
+
+@extend_schema_field({"type": "array", "minItems": 1, "items": FLOAT_MATRIX})
+class BatchesField(FloatMatrixField):
+    def to_internal_value(self, data: Any) -> Any:
+        return parse_batches(data, field=self.field_name or "data")
+
+
+class StrictSerializer(serializers.Serializer):
+    """Rejects unknown keys, so a misspelt option is an error instead of being silently ignored."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        if not isinstance(data, dict):
+            raise serializers.ValidationError({"non_field_errors": ["the body must be a JSON object"]})
+        unknown = sorted(set(data) - set(self.fields))
+        if unknown:
+            raise serializers.ValidationError({unknown[0]: ["unknown field"]}, code="unknown_field")
+        return super().to_internal_value(data)
+
+
+LAYER_NAME = {"required": False, "allow_null": True, "default": None, "max_length": 256,
+              "help_text": "Layer name for mixed precision and per-layer settings."}
+CHANNEL_DIM_HELP = "Axis of the channels for per-channel operation (negative counts from the end; default 0)."
+
+
+class QuantizationSerializer(StrictSerializer):
+    data = FloatMatrixField(help_text="2-D array of data to quantize.")
+    validate = StrictBooleanField(required=False, default=True,
+                                  help_text="Scan for NaN/Inf and count clipped values (structural checks always run).")
+    channel_dim = StrictIntegerField(required=False, allow_null=True, default=None, help_text=CHANNEL_DIM_HELP)
+    layer_name = StrictCharField(**LAYER_NAME)
+
+
+class DequantizationSerializer(StrictSerializer):
+    data = CodeMatrixField(help_text="2-D array of quantized codes (floats for FLOAT16 / NONE instances).")
+    channel_dim = StrictIntegerField(required=False, allow_null=True, default=None, help_text=CHANNEL_DIM_HELP)
+    layer_name = StrictCharField(**LAYER_NAME)
+
+
+class CalibrationSerializer(StrictSerializer):
+    data = BatchesField(help_text="List of 2-D arrays of representative data.")
+    channel_dim = StrictIntegerField(required=False, allow_null=True, default=None,
+                                     help_text="Channel axis for per-channel instances (default 0).")
+
+
+class QuantizationParamsSerializer(StrictSerializer):
+    data = FloatMatrixField(help_text="2-D array of data to compute parameters for.")
+    channel_idx = StrictIntegerField(required=False, allow_null=True, default=None,
+                                     help_text="Give the parameters of this channel (slice along channel_dim).")
+    channel_dim = StrictIntegerField(required=False, allow_null=True, default=None, help_text=CHANNEL_DIM_HELP)
+    layer_name = StrictCharField(**LAYER_NAME)
+
+
+class ImportExportParamsSerializer(StrictSerializer):
+    parameters = serializers.DictField(help_text="Parameters as GET /instances/{id}/parameters returns them.")
+
+
+# ---------------------------------------------------------------------------- configuration (documentation)
+def _config_serializer() -> type[serializers.Serializer]:
+    defaults = QuantizationConfig().to_dict()
+    fields: dict[str, serializers.Field] = {
+        "quantization_type": serializers.ChoiceField(TYPE_NAMES, default=defaults["quantization_type"],
+                                                     help_text="Also accepted in lower case."),
+        "quantization_mode": serializers.ChoiceField(MODE_NAMES, default=defaults["quantization_mode"],
+                                                     help_text="Also accepted in lower case."),
+        "num_bits": serializers.IntegerField(min_value=2, max_value=16, default=defaults["num_bits"],
+                                             help_text="2-8 for INT8/UINT8, 2-16 for INT16; defaults to the type's "
+                                                       "width when a type is given without it."),
+        "cache_size": serializers.IntegerField(min_value=0, default=defaults["cache_size"]),
+        "buffer_size": serializers.IntegerField(min_value=0, default=defaults["buffer_size"]),
+        "min_percentile": serializers.FloatField(min_value=0, max_value=100, default=defaults["min_percentile"]),
+        "max_percentile": serializers.FloatField(min_value=0, max_value=100, default=defaults["max_percentile"]),
+        "requantization_threshold": serializers.FloatField(default=defaults["requantization_threshold"]),
+        "outlier_threshold": serializers.FloatField(allow_null=True, default=None),
+        "skip_layers": serializers.ListField(child=serializers.CharField(), default=list),
+        "mixed_precision_layers": serializers.ListField(child=serializers.CharField(), default=list),
+        "custom_quantization_config": serializers.DictField(
+            child=serializers.DictField(), default=dict,
+            help_text="layer name -> {quantization_type, num_bits, symmetric, per_channel}"),
+        "calibration_method": serializers.ChoiceField(METHOD_NAMES, default=defaults["calibration_method"]),
+    }
+    for name, value in defaults.items():
+        if name not in fields and isinstance(value, bool):
+            fields[name] = serializers.BooleanField(default=value)
+    ordered = {name: fields[name] for name in defaults}
+    return type("QuantizerConfigModel", (serializers.Serializer,), ordered)
+
+
+QuantizerConfigModel = _config_serializer()
+
+
+# ---------------------------------------------------------------------------- responses (documentation)
+class MessageResponse(serializers.Serializer):
+    message = serializers.CharField()
+
+
+class HealthResponse(serializers.Serializer):
+    status = serializers.CharField()
+    service = serializers.CharField()
+
+
+class ErrorResponse(serializers.Serializer):
+    detail = serializers.CharField(help_text="What was wrong.")
+    code = serializers.CharField(help_text="Stable error code.")
+    field = serializers.CharField(required=False, help_text="The field at fault, where one is.")
+
+
+@extend_schema_field(ANY_MATRIX)
+class MatrixOutField(serializers.Field):
+    def to_representation(self, value: Any) -> Any:
+        return value
+
+
+class QuantizationResponse(serializers.Serializer):
+    data = MatrixOutField(help_text="Quantized data: integer codes (floats for FLOAT16 / NONE).")
+    quantization_type = serializers.ChoiceField(TYPE_NAMES)
+    original_shape = serializers.ListField(child=serializers.IntegerField())
+
+
+class ArrayResponse(serializers.Serializer):
+    data = MatrixOutField()
+    original_shape = serializers.ListField(child=serializers.IntegerField())
+
+
+@extend_schema_field({"oneOf": [{"type": "number"}, {"type": "array", "items": {"type": "number"}}]})
+class ScalarOrListField(serializers.Field):
+    def to_representation(self, value: Any) -> Any:
+        return value
+
+
+class ScaleZeroPointResponse(serializers.Serializer):
+    scale = ScalarOrListField(help_text="Scale; a list with one per channel for per-channel parameters.")
+    zero_point = ScalarOrListField(help_text="Zero point (an integer); a list for per-channel parameters.")
+
+
+class CalibrationResponse(ScaleZeroPointResponse):
+    message = serializers.CharField()
+    per_channel_scales = serializers.ListField(child=serializers.FloatField(), allow_null=True)
+    per_channel_zero_points = serializers.ListField(child=serializers.IntegerField(), allow_null=True)
+
+
+class StatsResponse(serializers.Serializer):
+    clipped_values = serializers.IntegerField()
+    total_values = serializers.IntegerField()
+    quantize_calls = serializers.IntegerField()
+    dequantize_calls = serializers.IntegerField()
+    cache_hits = serializers.IntegerField()
+    cache_misses = serializers.IntegerField()
+    last_scale = serializers.FloatField()
+    last_zero_point = serializers.FloatField()
+    processing_time_ms = serializers.FloatField()
+    last_channel_scales = serializers.ListField(child=serializers.FloatField(), allow_null=True)
+    last_channel_zero_points = serializers.ListField(child=serializers.IntegerField(), allow_null=True)
+
+
+class UploadResponse(serializers.Serializer):
+    message = serializers.CharField()
+    operation = serializers.CharField()
+    shape = serializers.ListField(child=serializers.IntegerField())
+    dtype = serializers.CharField()
+    original_shape = serializers.ListField(child=serializers.IntegerField())
+    quantization_type = serializers.CharField()
+    data = serializers.JSONField()
+
+
+class UploadRequest(serializers.Serializer):
+    file = serializers.FileField(help_text=".npy file (numeric dtype, 1-4 dimensions); never unpickled.")

@@ -1,0 +1,200 @@
+"""Use-cases that change state. Each owns its transaction; views and the admin call these and nothing else.
+
+Counters are added with F() expressions in one UPDATE per request (no read-modify-write, so concurrent workers
+lose no increment); the same UPDATE stores the parameters the request used. Changes of config or parameters
+bump the instance's version so that every worker rebuilds its engine object on its next request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+from django.db import IntegrityError, transaction
+from django.db.models import F
+
+from engine import OpResult, QParams, QuantizationConfig, Quantizer
+
+from .exceptions import DefaultInstanceProtected, InstanceExists, InstanceNotFound
+from .models import DEFAULT_INSTANCE_ID, QuantizerInstance, QuantizerParameters, QuantizerStats
+from .registry import PARAMETER_FIELDS, build_quantizer, registry
+from .selectors import check_instance_id, instance_get
+
+Operation = Literal["quantize", "dequantize", "quantize_dequantize"]
+OPERATIONS: tuple[str, ...] = ("quantize", "dequantize", "quantize_dequantize")
+STATS_COUNTERS = ("clipped_values", "total_values", "quantize_calls", "dequantize_calls", "cache_hits", "cache_misses")
+
+
+# ---------------------------------------------------------------------------- instances
+def instance_create(*, instance_id: str, config: Mapping[str, Any]) -> QuantizerInstance:
+    """INSERT the instance; a duplicate id is the database's unique-constraint error (never check-then-create)."""
+    check_instance_id(instance_id)
+    cfg = QuantizationConfig.from_dict(config)
+    try:
+        with transaction.atomic():
+            instance = QuantizerInstance.objects.create(instance_id=instance_id, config=cfg.to_dict())
+            QuantizerParameters.objects.create(instance=instance)
+            QuantizerStats.objects.create(instance=instance)
+    except IntegrityError:
+        raise InstanceExists(instance_id) from None
+    return instance
+
+
+def instance_delete(*, instance_id: str) -> None:
+    check_instance_id(instance_id)
+    if instance_id == DEFAULT_INSTANCE_ID:
+        raise DefaultInstanceProtected()
+    _, per_model = QuantizerInstance.objects.filter(pk=instance_id).delete()
+    if per_model.get(QuantizerInstance._meta.label, 0) == 0:
+        raise InstanceNotFound(instance_id)
+    registry.forget(instance_id)
+
+
+def instance_duplicate(*, source_id: str, new_id: str) -> QuantizerInstance:
+    """A new instance with the source's config and parameters (fresh statistics)."""
+    source = instance_get(source_id)
+    instance = instance_create(instance_id=new_id, config=source.config)
+    fields = {name: getattr(source.parameters, name) for name in PARAMETER_FIELDS}
+    QuantizerParameters.objects.filter(instance=instance).update(**fields)
+    return instance
+
+
+def _locked(instance_id: str) -> QuantizerInstance:
+    check_instance_id(instance_id)
+    try:
+        return QuantizerInstance.objects.select_for_update().select_related("parameters").get(pk=instance_id)
+    except QuantizerInstance.DoesNotExist:
+        raise InstanceNotFound(instance_id) from None
+
+
+def _save_state(instance: QuantizerInstance, quantizer: Quantizer, *, parameters: bool) -> None:
+    """Persist config (and parameters) and bump the version, inside the caller's transaction."""
+    if parameters:
+        exported = quantizer.export_parameters()
+        QuantizerParameters.objects.update_or_create(
+            instance=instance, defaults={name: exported[name] for name in PARAMETER_FIELDS}
+        )
+    QuantizerInstance.objects.filter(pk=instance.pk).update(
+        config=quantizer.config.to_dict(), version=F("version") + 1
+    )
+
+
+def _parameters_depend_on(cfg: QuantizationConfig) -> tuple[Any, ...]:
+    return cfg.quantization_type, cfg.num_bits, cfg.symmetric
+
+
+def instance_update_config(*, instance_id: str, config: Mapping[str, Any], partial: bool = False
+                           ) -> QuantizationConfig:
+    """PUT replaces the whole config (absent fields take the defaults); PATCH changes the given fields.
+
+    Stored parameters survive unless the change alters what they depend on (type, bits, symmetry): then they
+    are cleared, since codes computed for another range would be wrong.
+    """
+    with transaction.atomic():
+        instance = _locked(instance_id)
+        current = QuantizationConfig.from_dict(instance.config)
+        new = QuantizationConfig.from_dict(config, base=current if partial else None)
+        quantizer = build_quantizer(instance)
+        quantizer.config = new
+        clear = _parameters_depend_on(new) != _parameters_depend_on(current)
+        if clear:
+            quantizer = Quantizer(new)
+        _save_state(instance, quantizer, parameters=clear)
+    return new
+
+
+# ---------------------------------------------------------------------------- operations
+def _last_params(stored: Mapping[str, Any] | None) -> QParams | None:
+    if not stored:
+        return None
+    return QParams.of(stored["scale"], stored["zero_point"], stored.get("axis"))
+
+
+def _record(instance_id: str, result: OpResult, *, quantized: bool) -> None:
+    delta = result.delta
+    changes: dict[str, Any] = {name: F(name) + getattr(delta, name) for name in STATS_COUNTERS
+                               if getattr(delta, name)}
+    changes["processing_time_ms"] = F("processing_time_ms") + delta.processing_time_ms
+    if delta.last_scale is not None:
+        changes["last_scale"] = delta.last_scale
+        changes["last_zero_point"] = delta.last_zero_point
+    if quantized and result.params is not None:
+        changes["last_params"] = result.params.to_dict()
+    QuantizerStats.objects.filter(instance_id=instance_id).update(**changes)
+
+
+def instance_run(
+    *,
+    instance_id: str,
+    operation: str,
+    data: npt.NDArray[Any],
+    validate: bool = True,
+    channel_dim: int | None = None,
+    layer_name: str | None = None,
+) -> OpResult:
+    """quantize, dequantize or quantize_dequantize `data`, and add the call to the stored statistics."""
+    instance = instance_get(instance_id)
+    quantizer = registry.get(instance)
+    quantizer.last_params = _last_params(instance.stats.last_params)
+    if operation == "dequantize":
+        result = quantizer.dequantize(data, channel_dim=channel_dim, layer_name=layer_name)
+    elif operation == "quantize":
+        result = quantizer.quantize(data, validate=validate, channel_dim=channel_dim, layer_name=layer_name)
+    else:
+        result = quantizer.quantize_dequantize(data, validate=validate, channel_dim=channel_dim,
+                                               layer_name=layer_name)
+    _record(instance_id, result, quantized=operation != "dequantize")
+    return result
+
+
+def instance_compute_params(
+    *, instance_id: str, data: npt.NDArray[Any], channel_idx: int | None = None, channel_dim: int | None = None,
+    layer_name: str | None = None,
+) -> QParams:
+    """Parameters the data would get; changes nothing (no stats, no state)."""
+    quantizer = registry.get(instance_get(instance_id))
+    return quantizer.compute_params(data, channel_idx=channel_idx, channel_dim=channel_dim, layer_name=layer_name)
+
+
+def instance_calibrate(*, instance_id: str, batches: Sequence[npt.NDArray[Any]], channel_dim: int | None = None
+                       ) -> tuple[QParams, dict[str, Any]]:
+    """Calibrate on a fresh engine object and persist parameters and config (mode CALIBRATED) with the version
+    bump in one transaction; a failure stores nothing."""
+    with transaction.atomic():
+        instance = _locked(instance_id)
+        quantizer = build_quantizer(instance)
+        params = quantizer.calibrate(batches, channel_dim=channel_dim)
+        _save_state(instance, quantizer, parameters=True)
+    return params, quantizer.export_parameters()
+
+
+def instance_import_parameters(*, instance_id: str, parameters: Mapping[str, Any]) -> None:
+    with transaction.atomic():
+        instance = _locked(instance_id)
+        quantizer = build_quantizer(instance)
+        quantizer.import_parameters(parameters)
+        _save_state(instance, quantizer, parameters=True)
+
+
+def instance_reset_stats(*, instance_id: str) -> None:
+    """Zero the counters. The latest quantize's parameters are state, not statistics: they stay, so a dynamic
+    dequantize still works after a reset."""
+    check_instance_id(instance_id)
+    updated = QuantizerStats.objects.filter(instance_id=instance_id).update(
+        **{name: 0 for name in STATS_COUNTERS}, last_scale=0.0, last_zero_point=0.0, processing_time_ms=0.0
+    )
+    if not updated:
+        raise InstanceNotFound(instance_id)
+
+
+def instance_clear_cache(*, instance_id: str) -> None:
+    """Bump the cache epoch: every worker drops its dequantization cache on its next request."""
+    check_instance_id(instance_id)
+    if not QuantizerInstance.objects.filter(pk=instance_id).update(cache_epoch=F("cache_epoch") + 1):
+        raise InstanceNotFound(instance_id)
+
+
+def as_float32(values: Sequence[float]) -> npt.NDArray[np.float32]:
+    return np.asarray(values, dtype=np.float32)

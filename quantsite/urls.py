@@ -1,0 +1,22 @@
+"""URL wiring: the API at the root (as the spec writes it), the admin, the OpenAPI schema and its UIs."""
+
+from django.contrib import admin
+from django.urls import include, path, re_path
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+
+from quantizers import exceptions
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+    path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
+    path("", include("quantizers.urls")),
+    # Anything else is a JSON 404, with DEBUG on or off.
+    re_path(r"^(?!admin/|static/).*$", exceptions.json_not_found),
+]
+
+handler400 = exceptions.json_bad_request
+handler403 = exceptions.json_permission_denied
+handler404 = exceptions.json_not_found
+handler500 = exceptions.json_server_error
