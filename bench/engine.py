@@ -42,7 +42,7 @@ import numpy as np  # noqa: E402
 from engine import QuantizationConfig, QuantizationMode, Quantizer  # noqa: E402
 
 
-def median_seconds(fn: Callable[[], object], reps: int, warmup: int) -> list[float]:
+def run_timed(fn: Callable[[], object], reps: int, warmup: int) -> list[float]:
     for _ in range(warmup):
         fn()
     times = []
@@ -74,7 +74,8 @@ def build_cases(x: np.ndarray) -> list[tuple[str, Callable[[], object]]]:
 
     codes = fixed.quantize(x).data
     codes_pc = fixed_pc.quantize(x, channel_dim=0).data
-    assert codes.dtype == np.int8 and codes_pc.dtype == np.int8
+    assert codes.dtype == np.int8
+    assert codes_pc.dtype == np.int8
 
     return [
         ("quantize fixed, validate=True", lambda: fixed.quantize(x)),
@@ -90,6 +91,19 @@ def build_cases(x: np.ndarray) -> list[tuple[str, Callable[[], object]]]:
         ("quantize_dequantize fixed", lambda: fixed.quantize_dequantize(x)),
         ("quantize_dequantize dynamic", lambda: dyn.quantize_dequantize(x)),
     ]
+
+
+def measure(x: np.ndarray, reps: int, warmup: int) -> tuple[float, list[tuple[str, float]]]:
+    """Median seconds of memcpy (timed before and after the rest) and of every case, for one input array."""
+    dst = np.empty_like(x)
+
+    def copy() -> None:
+        np.copyto(dst, x)
+
+    copy_times = run_timed(copy, reps, warmup)
+    timed = [(name, statistics.median(run_timed(fn, reps, warmup))) for name, fn in build_cases(x)]
+    copy_times += run_timed(copy, reps, warmup)
+    return statistics.median(copy_times), timed
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -111,15 +125,12 @@ def main() -> None:
     rng = np.random.default_rng(0)
     for shape in shapes:
         x = rng.standard_normal(shape, dtype=np.float32)
-        dst = np.empty_like(x)
-        copy_times = median_seconds(lambda: np.copyto(dst, x), args.reps, args.warmup)
-        for name, fn in build_cases(x):
+        memcpy[shape], timed = measure(x, args.reps, args.warmup)
+        for name, seconds in timed:
             if name not in order:
                 order.append(name)
-            results.setdefault(name, {})[shape] = statistics.median(median_seconds(fn, args.reps, args.warmup))
-        copy_times += median_seconds(lambda: np.copyto(dst, x), args.reps, args.warmup)
-        memcpy[shape] = statistics.median(copy_times)
-        del x, dst
+            results.setdefault(name, {})[shape] = seconds
+        del x
 
     def label(shape: tuple[int, int]) -> str:
         n = shape[0] * shape[1]
@@ -128,7 +139,7 @@ def main() -> None:
     cpus = os.cpu_count()
     print(f"engine throughput: numpy {np.__version__}, {cpus} CPUs, median of {args.reps} runs after {args.warmup} "
           f"warm-up; GB/s of float32 data (4 B/element)")
-    name_w = max(len(n) for n in order + ["memcpy (np.copyto, float32)"])
+    name_w = max(len(n) for n in [*order, "memcpy (np.copyto, float32)"])
     head = "".join(f" | {label(s):^25}" for s in shapes)
     print(f"{'':<{name_w}}{head}")
     sub = "".join(f" | {'ms':>7} {'GB/s':>7} {'memcpy':>8}" for _ in shapes)

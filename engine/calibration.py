@@ -52,6 +52,7 @@ count is kept until a batch with a spread arrives.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import numpy.typing as npt
@@ -69,7 +70,7 @@ MOVING_AVERAGE_CONSTANT = 0.01  # as torch's MovingAverageMinMaxObserver: m += c
 NUM_BINS = 2048  # histogram bins per tensor / channel (TensorRT, ModelOpt, ORT's 2048-bin calibrators)
 MSE_COARSE_CANDIDATES = 256  # coarse grid of the MSE search; then every edge around the best one
 MSE_ROUNDS = 4  # coordinate-descent rounds of the asymmetric MSE search
-ENTROPY_CHUNK = 128  # KL candidates evaluated together
+ENTROPY_CHUNK = 1 << 20  # (candidates x quantized bins) evaluated together
 BINNING_CHUNK = 1 << 20  # elements binned at a time (bounds the temporaries of `update`)
 
 HISTOGRAM_METHODS = (CalibrationMethod.PERCENTILE, CalibrationMethod.MSE, CalibrationMethod.ENTROPY)
@@ -102,9 +103,9 @@ class RunningHistogram:
         if self.from_zero:
             lo = np.zeros_like(lo)
         initialised = self.width > 0
-        lower = self.start * self.width
-        upper = (self.start + self.num_bins) * self.width
-        outside = initialised & ((lo < lower) | (hi > upper))
+        width = np.where(initialised, self.width, 1.0)
+        # the same tests as `_fits`: positions in bin units against the window [start, start + num_bins]
+        outside = initialised & ((lo / width < self.start) | (hi / width > self.start + self.num_bins))
         for c in np.flatnonzero(~initialised | outside):
             if initialised[c]:
                 self._widen(int(c), float(lo[c]), float(hi[c]))
@@ -130,52 +131,58 @@ class RunningHistogram:
         i = math.floor(value / float(self.width[c])) - int(self.start[c])
         return min(max(i, 0), self.num_bins - 1)
 
+    def _fits(self, lo: float, hi: float, width: float, start: int) -> bool:
+        return lo / width >= start and hi / width <= start + self.num_bins
+
     def _initialise(self, c: int, lo: float, hi: float) -> None:
-        """First spread of channel c: place the window on [lo, hi] (and any single value counted before)."""
+        """First spread of channel c: place the window on [lo, hi] (and the single value counted before, if any).
+        A channel whose values are still all one value only counts them (`note_single_values`)."""
         n_prev = int(self.pending[c])
         if n_prev:
             lo, hi = min(lo, float(self.point[c])), max(hi, float(self.point[c]))
-        if not hi > lo:  # still a single value: just count it
-            self.point[c] = lo
-            self.pending[c] = n_prev  # the batch itself is counted by the caller's element count, see below
+        if not hi > lo:
             return
-        if self.from_zero:
-            width, start = hi / self.num_bins, 0
-        else:
-            width = (hi - lo) / (self.num_bins - 1)
-            start = math.floor(lo / width)
+        nb = self.num_bins
+        width = hi / nb if self.from_zero else (hi - lo) / (nb - 1)
+        start = 0 if self.from_zero else math.floor(lo / width)
+        while not self._fits(lo, hi, width, start):  # rounding: at most a few ulps
+            width = float(np.nextafter(width, np.inf))
+            start = 0 if self.from_zero else math.floor(lo / width)
         self.width[c], self.start[c] = width, float(start)
         if n_prev:
             self.counts[c, self._index(c, float(self.point[c]))] += n_prev
             self.pending[c] = 0
 
     def note_single_values(self, rows: npt.NDArray[np.float32]) -> None:
-        """Count the values of channels that still have no width (all their values are one point)."""
+        """Count the values of channels that still have no width (all their values so far are one point)."""
         waiting = self.width <= 0
         if waiting.any():
-            self.point[waiting] = np.abs(rows[waiting, 0]) if self.from_zero else rows[waiting, 0]
+            self.point[waiting] = rows[waiting, 0]
             self.pending[waiting] += rows.shape[1]
 
     def _widen(self, c: int, lo: float, hi: float) -> None:
-        """Widen channel c's window to hold [lo, hi]: width times the smallest integer k that fits, old bins
-        merged exactly (every new edge is an old edge)."""
+        """Widen channel c's window to hold [lo, hi] and its counts: the width times the smallest integer k that
+        fits, the old bins merged exactly (every new edge is an old edge, as the grid is anchored at 0)."""
         nb = self.num_bins
         width, start = float(self.width[c]), int(self.start[c])
         nonzero = np.flatnonzero(self.counts[c])
         first = start + int(nonzero[0]) if nonzero.size else start
         last = start + int(nonzero[-1]) if nonzero.size else start
-        lo_pos = min(lo / width, float(first))  # positions in old-bin units
-        hi_pos = max(hi / width, float(last + 1))
-        k = max(1, math.ceil((hi_pos - lo_pos) / nb))
+        span = max(hi / width, last + 1.0) - min(lo / width, float(first))  # in old bins
+        k = max(1, math.ceil(span / nb))
+        new_start = start
         for _ in range(64):
-            new_start = min(math.floor(lo / width / k), math.floor(first / k))
-            if new_start + nb >= hi_pos / k:
+            new_start = min(math.floor(lo / (width * k)), first // k)
+            if self._fits(lo, hi, width * k, new_start) and last // k < new_start + nb:
                 break
             k += max(1, k >> 40)
-        absolute = (start + nonzero).astype(np.float64)
-        new_index = (np.floor(absolute / k) - new_start).astype(np.int64)
-        np.clip(new_index, 0, nb - 1, out=new_index)
-        merged = np.bincount(new_index, weights=self.counts[c, nonzero].astype(np.float64), minlength=nb)
+        absolute = start + nonzero.astype(np.int64)
+        if k < 1 << 62:
+            merged_index = absolute // k - new_start
+        else:  # |absolute| is small: the float quotient is exact enough for the floor
+            merged_index = np.floor(absolute / float(k)).astype(np.int64) - new_start
+        np.clip(merged_index, 0, nb - 1, out=merged_index)
+        merged = np.bincount(merged_index, weights=self.counts[c, nonzero].astype(np.float64), minlength=nb)
         self.counts[c] = np.rint(merged).astype(np.int64)
         self.width[c] = width * k
         self.start[c] = float(new_start)
@@ -279,15 +286,15 @@ class RangeCollector:
         if self.symmetric:
             top = max(abs(lo), abs(hi))
             if hist.width[c] <= 0 or top == 0.0:
-                return -top, top
+                return 0.0 - top, top
             counts, first_edge, width = hist.channel(c)
             if self.method is CalibrationMethod.PERCENTILE:
-                amax = histogram_percentile(counts, first_edge, width, self.max_percentile, 0.0, top)
+                amax = histogram_percentile(counts, first_edge, width, self.max_percentile, 0.0, top, from_zero=True)
             elif self.method is CalibrationMethod.MSE:
                 amax = mse_symmetric_amax(counts, width, top, self.qmin, self.qmax)
             else:
                 amax = entropy_threshold(counts, width, top, self.num_quantized_bins)
-            return -amax, amax
+            return 0.0 - amax, amax
         if hist.width[c] <= 0 or lo == hi:
             return lo, hi
         counts, first_edge, width = hist.channel(c)
@@ -301,19 +308,20 @@ class RangeCollector:
         neg_counts, neg_width = one_sided(counts, start, width, positive=False)
         t_pos = entropy_threshold(pos_counts, pos_width, max(hi, 0.0), self.num_quantized_bins) if hi > 0 else 0.0
         t_neg = entropy_threshold(neg_counts, neg_width, max(-lo, 0.0), self.num_quantized_bins) if lo < 0 else 0.0
-        return -t_neg, t_pos
+        return 0.0 - t_neg, t_pos
 
 
 # ---------------------------------------------------------------------- percentile
 def histogram_percentile(counts: F64Array, first_edge: float, width: float, percentile: float,
-                         vmin: float, vmax: float) -> float:
+                         vmin: float, vmax: float, *, from_zero: bool = False) -> float:
     """numpy's default (linear) percentile of the histogrammed values.
 
     Order statistic j (0-based) is estimated inside its bin assuming the bin's values are evenly spread (the
-    m-th of c values in bin [e, e + w) at e + (m + 0.5) w / c); the last one is the observed maximum `vmax`.
+    m-th of c values in bin [e, e + w) at e + (m + 0.5) w / c); the last one is the observed maximum `vmax`, the
+    first the observed minimum `vmin` (unless `from_zero`: a histogram of |x| only knows 0 as a lower bound).
     Percentile p interpolates linearly between order statistics floor(r) and floor(r) + 1, r = p/100 (n - 1).
     """
-    n = int(round(float(counts.sum())))
+    n = round(float(counts.sum()))
     if n <= 1:
         return vmax
     cumulative = np.cumsum(counts)
@@ -321,6 +329,8 @@ def histogram_percentile(counts: F64Array, first_edge: float, width: float, perc
     def order_statistic(j: int) -> float:
         if j >= n - 1:
             return vmax
+        if j <= 0 and not from_zero:
+            return vmin
         b = int(np.searchsorted(cumulative, j, side="right"))
         before = float(cumulative[b] - counts[b])
         value = first_edge + (b + (j - before + 0.5) / float(counts[b])) * width
@@ -420,10 +430,16 @@ def mse_asymmetric_range(counts: F64Array, first_edge: float, width: float, lo: 
         zp = np.clip(np.rint(cmin - rmin / scale), cmin, cmax)
         return quantization_errors(counts, edges, scale, (cmin - zp) * scale, (cmax - zp) * scale)
 
+    def best_max(rmin: float) -> float:
+        return _search(max_cands, lambda v: errors(np.full(v.shape, rmin), v))
+
+    def best_min(rmax: float) -> float:
+        return _search(min_cands, lambda v: errors(v, np.full(v.shape, rmax)))
+
     rmin, rmax = lo0, hi0
     for _ in range(MSE_ROUNDS):
-        new_max = _search(max_cands, lambda v: errors(np.full(v.shape, rmin), v))
-        new_min = _search(min_cands, lambda v: errors(v, np.full(v.shape, new_max)))
+        new_max = best_max(rmin)
+        new_min = best_min(new_max)
         if (new_min, new_max) == (rmin, rmax):
             break
         rmin, rmax = new_min, new_max
@@ -448,31 +464,38 @@ def one_sided(counts: F64Array, start: int, width: float, *, positive: bool) -> 
 
 
 def _kl_divergences(hist: F64Array, candidates: I64Array, nq: int) -> F64Array:
-    """KL(P || Q) for keeping the first i bins, each i in `candidates` (TensorRT's entropy calibration)."""
-    n = hist.size
+    """KL(P || Q) for keeping the first i bins, for each i (>= nq) in `candidates` (TensorRT's entropy search).
+
+    P: the first i bins, the outliers beyond added to bin i - 1. Q: the first i bins merged into nq groups (bin j
+    in group floor(j nq / i)), each group's count spread evenly over its non-empty bins. Both normalised, so
+    KL = (sum p log p - sum p log q) / N + log(Q / N) with N = all values and Q = those in the first i bins; the
+    sums come from prefix sums over the bins, O(nq) per candidate. Infinite when bin i - 1 is empty but
+    outliers land in it (Q is 0 there).
+    """
     total = float(hist.sum())
-    kk = candidates.size
-    j = np.arange(n, dtype=np.int64)
-    inside = j[None, :] < candidates[:, None]
-    group = (j[None, :] * nq) // candidates[:, None]
-    flat = np.where(inside, np.arange(kk, dtype=np.int64)[:, None] * nq + np.minimum(group, nq - 1), 0)
-    h = np.broadcast_to(hist, (kk, n))
-    occupied = inside & (h > 0)
-    sums = np.bincount(flat[inside], weights=h[inside], minlength=kk * nq)
-    nonempty = np.bincount(flat[occupied], minlength=kk * nq).astype(np.float64)
-    per_bin = np.divide(sums, nonempty, out=np.zeros_like(sums), where=nonempty > 0)
-    q = np.where(occupied, per_bin[flat], 0.0)
-    cumulative = np.cumsum(hist)
-    kept = cumulative[candidates - 1]
-    p = np.where(inside, h, 0.0)
-    p[np.arange(kk), candidates - 1] += total - kept
-    p_norm = p / total
-    q_norm = q / np.where(kept > 0, kept, 1.0)[:, None]
-    positive = p_norm > 0
-    impossible = np.any(positive & (q_norm <= 0), axis=1)
-    ratio = np.where(positive & (q_norm > 0), p_norm / np.where(q_norm > 0, q_norm, 1.0), 1.0)
-    kl: F64Array = np.sum(np.where(positive, p_norm, 0.0) * np.log(ratio), axis=1)
-    kl[impossible] = np.inf
+    positive = hist > 0
+    hlogh = np.zeros_like(hist)
+    hlogh[positive] = hist[positive] * np.log(hist[positive])
+    cum = np.concatenate(([0.0], np.cumsum(hist)))
+    cum_nonzero = np.concatenate(([0.0], np.cumsum(positive.astype(np.float64))))
+    cum_hlogh = np.concatenate(([0.0], np.cumsum(hlogh)))
+    i = candidates[:, None]
+    bounds = (np.arange(nq + 1, dtype=np.int64)[None, :] * i + nq - 1) // nq  # group g: bins bounds[g]..bounds[g+1]
+    sums = cum[bounds[:, 1:]] - cum[bounds[:, :-1]]
+    nonempty = cum_nonzero[bounds[:, 1:]] - cum_nonzero[bounds[:, :-1]]
+    occupied = sums > 0
+    per_bin = np.divide(sums, nonempty, out=np.ones_like(sums), where=occupied)
+    sum_p_log_q = np.sum(np.where(occupied, sums * np.log(per_bin), 0.0), axis=1)
+    last = candidates - 1
+    kept = cum[candidates]
+    tail = total - kept
+    last_count = hist[last]
+    p_last = last_count + tail
+    sum_p_log_p = cum_hlogh[candidates] - hlogh[last] + np.where(p_last > 0, p_last, 1.0) * np.log(
+        np.where(p_last > 0, p_last, 1.0))
+    sum_p_log_q += tail * np.log(np.where(last_count > 0, per_bin[:, -1], 1.0))
+    kl: F64Array = (sum_p_log_p - sum_p_log_q) / total + np.log(np.where(kept > 0, kept, total) / total)
+    kl[(tail > 0) & (last_count <= 0)] = np.inf
     return kl
 
 
@@ -488,7 +511,7 @@ def entropy_threshold(counts: F64Array, width: float, top: float, num_quantized_
         return top
     hist = counts[:used]
     candidates = np.arange(nq, used + 1, dtype=np.int64)
-    kl = np.concatenate([_kl_divergences(hist, candidates[i:i + ENTROPY_CHUNK], nq)
-                         for i in range(0, candidates.size, ENTROPY_CHUNK)])
+    step = max(1, ENTROPY_CHUNK // (nq + 1))
+    kl = np.concatenate([_kl_divergences(hist, candidates[i:i + step], nq) for i in range(0, candidates.size, step)])
     best = len(kl) - 1 - int(np.argmin(kl[::-1]))
     return min(float(candidates[best]) * width, top)

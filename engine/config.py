@@ -143,14 +143,15 @@ class QuantizationConfig:
         known = set(cls.field_names())
         unknown = sorted(str(k) for k in data if k not in known)
         if unknown:
-            raise ConfigError(f"unknown configuration field: {unknown[0]}", field=unknown[0], code="config.unknown_field")
+            raise ConfigError(f"unknown configuration field: {unknown[0]}", field=unknown[0],
+                              code="config.unknown_field")
         start = base if base is not None else cls()
         values: dict[str, Any] = {f: getattr(start, f) for f in known}
         for key, raw in data.items():
             values[key] = _PARSERS[key](raw, key)
         if "quantization_type" in data and "num_bits" not in data:
-            # A type given without num_bits gets its own width (8 for INT8/UINT8/MIXED, 16 for INT16).
-            values["num_bits"] = _default_bits(values["quantization_type"])
+            # A type given without num_bits gets its own width (8 for INT8/UINT8/MIXED, 16 for INT16/FLOAT16).
+            values["num_bits"] = values["quantization_type"].width
         return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
@@ -183,14 +184,6 @@ class QuantizationConfig:
 
     def replace(self, **changes: Any) -> QuantizationConfig:
         return dataclasses.replace(self, **changes)
-
-
-def _default_bits(qtype: QuantizationType) -> int:
-    return 16 if qtype is QuantizationType.INT16 else 8
-
-
-def max_bits(qtype: QuantizationType) -> int:
-    return 16 if qtype is QuantizationType.INT16 else 8
 
 
 # ---------------------------------------------------------------------- field parsers
@@ -243,14 +236,18 @@ def _overrides(value: object, field: str) -> dict[str, LayerOverride]:
         if unknown:
             raise ConfigError(f"unknown layer setting {where}.{unknown[0]} (known: {', '.join(LAYER_OVERRIDE_KEYS)})",
                               field=field, code="config.unknown_field")
-        qtype = settings.get("quantization_type")
-        out[layer] = LayerOverride(
-            quantization_type=None if qtype is None else parse_enum(QuantizationType, qtype, f"{where}.quantization_type"),
-            num_bits=None if settings.get("num_bits") is None else _int(settings["num_bits"], f"{where}.num_bits"),
-            symmetric=None if settings.get("symmetric") is None else _bool(settings["symmetric"], f"{where}.symmetric"),
-            per_channel=None if settings.get("per_channel") is None
-            else _bool(settings["per_channel"], f"{where}.per_channel"),
-        )
+        qtype, bits, symmetric, per_channel = (settings.get(k) for k in LAYER_OVERRIDE_KEYS)
+        try:
+            out[layer] = LayerOverride(
+                quantization_type=None if qtype is None
+                else parse_enum(QuantizationType, qtype, f"{where}.quantization_type"),
+                num_bits=None if bits is None else _int(bits, f"{where}.num_bits"),
+                symmetric=None if symmetric is None else _bool(symmetric, f"{where}.symmetric"),
+                per_channel=None if per_channel is None else _bool(per_channel, f"{where}.per_channel"),
+            )
+        except ConfigError as exc:
+            # The message names the layer setting; `field` stays the configuration field, as for every error.
+            raise ConfigError(exc.message, field=field, code=exc.code) from None
     return out
 
 
@@ -278,11 +275,11 @@ _PARSERS: dict[str, Any] = {
 }
 
 
-def check_bits(qtype: QuantizationType, num_bits: int, field: str = "num_bits") -> None:
-    if qtype.is_integer or qtype is QuantizationType.MIXED:
-        top = max_bits(qtype)
-        if not 2 <= num_bits <= top:
-            raise ConfigError(f"{field} must be between 2 and {top} for {qtype.name}; got {num_bits}", field=field)
+def check_bits(qtype: QuantizationType, num_bits: int, field: str = "num_bits", where: str | None = None) -> None:
+    """num_bits must fit the type: 2..8 for INT8/UINT8/MIXED, 2..16 for INT16 (and FLOAT16), 2..32 for NONE."""
+    if not 2 <= num_bits <= qtype.width:
+        raise ConfigError(f"{where or field} must be between 2 and {qtype.width} for {qtype.name}; got {num_bits}",
+                          field=field)
 
 
 def _validate(cfg: QuantizationConfig) -> None:
@@ -309,9 +306,12 @@ def _validate(cfg: QuantizationConfig) -> None:
     if cfg.outlier_threshold is not None and cfg.outlier_threshold <= 0:
         raise ConfigError("outlier_threshold must be > 0 or null", field="outlier_threshold")
     for layer, override in cfg.custom_quantization_config.items():
-        qtype = override.quantization_type or cfg.quantization_type
-        if qtype is QuantizationType.MIXED:
+        if override.quantization_type is QuantizationType.MIXED:
             raise ConfigError(f"custom_quantization_config.{layer}.quantization_type cannot be MIXED",
                               field="custom_quantization_config")
+        # Without a type of its own the layer keeps the instance's, which is INT8 for a MIXED instance.
+        qtype = override.quantization_type or (
+            QuantizationType.INT8 if cfg.quantization_type is QuantizationType.MIXED else cfg.quantization_type)
         if override.num_bits is not None:
-            check_bits(qtype, override.num_bits, "custom_quantization_config")
+            check_bits(qtype, override.num_bits, "custom_quantization_config",
+                       f"custom_quantization_config.{layer}.num_bits")

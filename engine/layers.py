@@ -70,7 +70,8 @@ def resolve_layer(config: QuantizationConfig, layer_name: str | None) -> LayerPl
         new_type = override.quantization_type or base.quantization_type
         bits = override.num_bits
         if bits is None:
-            bits = base.num_bits if override.quantization_type is None else (16 if new_type is QuantizationType.INT16 else 8)
+            # A layer given a type of its own without bits gets that type's width, as in the configuration.
+            bits = base.num_bits if override.quantization_type is None else new_type.width
         return dataclasses.replace(
             base,
             quantization_type=new_type,

@@ -264,7 +264,7 @@ class Quantizer:
         if dynamic and qtype.is_integer:
             lo, hi = self._extremes(x, axis)  # the range pass, which also reveals NaN / Inf for free
         elif validate:
-            lo, hi = np.min(x), np.max(x)
+            lo, hi = kernels.minmax(x)  # one pass for both
         else:
             lo = hi = F32(0)
         has_nonfinite = not (np.isfinite(lo).all() and np.isfinite(hi).all())
@@ -279,14 +279,15 @@ class Quantizer:
         params = (self._dynamic_params(x, plan, axis, (lo, hi)) if dynamic
                   else self._stored_params(plan, x.shape, channel_dim))
         qmin, qmax = qrange(plan.quantization_type, plan.num_bits)
-        if validate:
-            delta.clipped_values = self._clipped(x, params, qmin, qmax, lo, hi, nonfinite)
         in_place = self.config.optimize_memory and dequantize_after
-        out = kernels.quantize(
+        out, clipped = kernels.quantize_counted(
             x, params, qmin, qmax, STORAGE_DTYPES[plan.quantization_type],
             nan_to_zero_point=has_nonfinite, workspace=self._workspace(),
             dequantize_after=dequantize_after,
+            count_clipped=validate and self._may_clip(params, qmin, qmax, lo, hi, nonfinite),
         )
+        if validate:
+            delta.clipped_values = clipped
         if in_place and x.flags.writeable and x is data:
             np.copyto(x, out)
             out = x
@@ -295,17 +296,17 @@ class Quantizer:
 
     @staticmethod
     def _extremes(x: FloatArray, axis: int | None) -> tuple[Any, Any]:
-        axes = tuple(i for i in range(x.ndim) if i != axis) if axis is not None else None
-        return np.min(x, axis=axes), np.max(x, axis=axes)
+        return kernels.minmax(x, axis)  # min and max over every axis but `axis`, in one pass
 
-    def _clipped(self, x: FloatArray, params: QParams, qmin: int, qmax: int, lo: Any, hi: Any,
-                 nonfinite: int) -> int:
-        if nonfinite == 0 and params.axis is None and np.ndim(lo) == 0:
-            # The map x -> rint(x/s) + zp is monotone: if the extremes do not clip, nothing does.
-            ends = kernels.code_of(np.array([lo, hi], dtype=F32), params)
-            if ends[0] >= qmin and ends[1] <= qmax:
-                return 0
-        return kernels.count_outside(x, params, qmin, qmax, workspace=self._workspace())
+    @staticmethod
+    def _may_clip(params: QParams, qmin: int, qmax: int, lo: Any, hi: Any, nonfinite: int) -> bool:
+        """Can any element clip? x -> rint(x/s) + zp is monotone: if the extremes (global, or one pair per channel
+        of `params`) do not clip, nothing does. When they might, the quantize kernel counts in the same pass."""
+        if nonfinite or np.size(lo) not in (1, params.scale.size):
+            return True
+        ends_lo = kernels.code_of(np.asarray(lo, F32), params)
+        ends_hi = kernels.code_of(np.asarray(hi, F32), params)
+        return not (bool(np.all(ends_lo >= qmin)) and bool(np.all(ends_hi <= qmax)))
 
     @staticmethod
     def _cast(x: FloatArray, qtype: QuantizationType, dequantize_after: bool) -> npt.NDArray[Any]:
@@ -362,7 +363,7 @@ class Quantizer:
             with np.errstate(invalid="ignore"):
                 if not np.isfinite(arr).all() or not np.array_equal(arr, np.rint(arr)):
                     raise InputError("dequantize data must be integer codes", field="data")
-        lo, hi = arr.min(), arr.max()
+        lo, hi = kernels.minmax(arr)  # one pass for both
         if lo < qmin or hi > qmax:
             outside = int(np.count_nonzero((arr < qmin) | (arr > qmax)))
             raise InputError(f"{outside} code(s) are outside the type's range [{qmin}, {qmax}]", field="data",

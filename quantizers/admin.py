@@ -57,10 +57,11 @@ class CalibratedFilter(admin.SimpleListFilter):
 
 class ConfigValueFilter(admin.SimpleListFilter):
     key = ""
-    choices: tuple[str, ...] = ()
+    # Not `choices`: that name is SimpleListFilter's method that renders the filter's links.
+    values: tuple[str, ...] = ()
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        return [(c, c) for c in self.choices]
+        return [(c, c) for c in self.values]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[QuantizerInstance]) -> QuerySet[QuantizerInstance]:
         if self.value():
@@ -72,14 +73,14 @@ class TypeFilter(ConfigValueFilter):
     title = "quantization type"
     parameter_name = "type"
     key = "quantization_type"
-    choices = ("INT8", "UINT8", "INT16", "FLOAT16", "NONE", "MIXED")
+    values = ("INT8", "UINT8", "INT16", "FLOAT16", "NONE", "MIXED")
 
 
 class ModeFilter(ConfigValueFilter):
     title = "quantization mode"
     parameter_name = "mode"
     key = "quantization_mode"
-    choices = ("DYNAMIC", "DYNAMIC_PER_BATCH", "DYNAMIC_PER_CHANNEL", "STATIC", "CALIBRATED", "SYMMETRIC")
+    values = ("DYNAMIC", "DYNAMIC_PER_BATCH", "DYNAMIC_PER_CHANNEL", "STATIC", "CALIBRATED", "SYMMETRIC")
 
 
 @admin.register(QuantizerInstance)

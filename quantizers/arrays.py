@@ -14,13 +14,16 @@ from django.conf import settings
 
 from engine import InputError, LimitError
 
+from .jsonmatrix import JsonMatrix
+
 F32_MAX = float(np.finfo(np.float32).max)
 _NUMBER_TYPES = {int, float}
 _INTEGER_TYPES = {int}
 
 MSG_NOT_2D = "{field} must be a non-empty 2-D array: a list of rows, each a non-empty list of numbers"
 MSG_RAGGED = "{field} must be rectangular: row {row} has {got} values, row 0 has {want}"
-MSG_NOT_NUMBER = "{field} must hold only numbers (no booleans, strings, nulls, lists or objects); row {row} holds {kind}"
+MSG_NOT_NUMBER = ("{field} must hold only numbers (no booleans, strings, nulls, lists or objects); "
+                  "row {row} holds {kind}")
 MSG_NOT_INTEGER = "{field} must hold only integers; row {row} holds {kind}"
 MSG_RANGE = "{field} holds {count} value(s) outside the float32 range"
 MSG_TOO_MANY = "{field} has {count} elements, more than QUANTIZER_MAX_ELEMENTS ({limit})"
@@ -33,6 +36,8 @@ def max_elements() -> int:
 def parse_2d(value: Any, *, field: str = "data", integers: bool = False, budget: int | None = None
              ) -> npt.NDArray[Any]:
     """A rectangular 2-D list of numbers as float32 (or int64 when `integers` and all values are ints)."""
+    if isinstance(value, JsonMatrix):
+        return _from_rows(value, field=field, dtype=np.float64 if integers else np.float32, budget=budget)
     if not isinstance(value, list) or not value or not isinstance(value[0], list) or not value[0]:
         raise InputError(MSG_NOT_2D.format(field=field), field=field, code="input.shape")
     width = len(value[0])
@@ -66,8 +71,44 @@ def parse_2d(value: Any, *, field: str = "data", integers: bool = False, budget:
     return arr.astype(np.float32)
 
 
+def _from_rows(matrix: JsonMatrix, *, field: str, dtype: Any, budget: int | None) -> npt.NDArray[Any]:
+    """The same checks as parse_2d, one row at a time into a preallocated buffer."""
+    limit = max_elements() if budget is None else budget
+    rows = matrix.row_lists()
+    first = next(rows)
+    width = len(first)
+    if not width:
+        raise InputError(MSG_NOT_2D.format(field=field), field=field, code="input.shape")
+    if len(matrix) * width > limit:
+        raise LimitError(MSG_TOO_MANY.format(field=field, count=len(matrix) * width, limit=limit), field=field)
+    out = np.empty((len(matrix), width), dtype=dtype)
+    with np.errstate(over="ignore"):
+        for index, row in enumerate(_chain(first, rows)):
+            if len(row) != width:
+                raise InputError(MSG_RAGGED.format(field=field, row=index, got=len(row), want=width), field=field,
+                                 code="input.shape")
+            kinds = set(map(type, row))
+            if not kinds <= _NUMBER_TYPES:
+                bad = sorted(k.__name__ for k in kinds - _NUMBER_TYPES)
+                raise InputError(MSG_NOT_NUMBER.format(field=field, row=index, kind=", ".join(bad)), field=field,
+                                 code="input.type")
+            out[index] = row
+    outside = ~np.isfinite(out) | (np.abs(out) > F32_MAX)
+    if outside.any():
+        raise InputError(MSG_RANGE.format(field=field, count=int(np.count_nonzero(outside))), field=field,
+                         code="input.range")
+    return out
+
+
+def _chain(first: Any, rest: Any) -> Any:
+    yield first
+    yield from rest
+
+
 def parse_codes(value: Any, *, field: str = "data") -> npt.NDArray[Any]:
     """Dequantize input: integers, or floats (FLOAT16 / NONE instances dequantize float values)."""
+    if isinstance(value, JsonMatrix):
+        return parse_2d(value, field=field, integers=True)
     if isinstance(value, list) and value and isinstance(value[0], list) and value[0] and all(
         type(v) is int for v in value[0]
     ):

@@ -6,7 +6,12 @@ from typing import Any
 
 import orjson
 from rest_framework.exceptions import ParseError
-from rest_framework.parsers import JSONParser
+from rest_framework.parsers import BaseParser, JSONParser
+
+from engine import NpyFormatError
+from engine.npy import decode_npy, raw_decode
+
+from .jsonmatrix import split_body
 
 
 class OrjsonParser(JSONParser):
@@ -17,6 +22,42 @@ class OrjsonParser(JSONParser):
             raw = stream.read() if stream is not None else b""
             if not raw:
                 raise ParseError("the request body is empty; a JSON object was expected")
+            split = split_body(raw)
+            if split is not None:
+                rest, matrix = split
+                rest["data"] = matrix
+                return rest
             return orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
             raise ParseError(f"malformed JSON: {exc}") from None
+
+
+def _max_elements() -> int:
+    from django.conf import settings
+
+    return int(settings.QUANTIZER_MAX_ELEMENTS)
+
+
+class NpyParser(BaseParser):
+    """A `.npy` body, checked before anything is allocated and read zero-copy; never unpickled."""
+
+    media_type = "application/x-npy"
+
+    def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> Any:
+        raw = stream.read() if stream is not None else b""
+        return {"data": decode_npy(raw, max_elements=_max_elements())}
+
+
+class OctetStreamParser(BaseParser):
+    """Raw little-endian C-order bytes; the shape and dtype come from the X-Shape and X-Dtype headers."""
+
+    media_type = "application/octet-stream"
+
+    def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> Any:
+        meta = parser_context["request"].META if parser_context else {}
+        shape, dtype = meta.get("HTTP_X_SHAPE"), meta.get("HTTP_X_DTYPE", "float32")
+        if not shape:
+            raise NpyFormatError("an application/octet-stream body needs an X-Shape header, e.g. X-Shape: 2000,2000",
+                                 field="X-Shape")
+        raw = stream.read() if stream is not None else b""
+        return {"data": raw_decode(raw, shape=shape, dtype=dtype, max_elements=_max_elements())}

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import orjson
 from rest_framework.renderers import BaseRenderer
+
+from engine.npy import encode_npy
 
 
 class OrjsonRenderer(BaseRenderer):
@@ -20,3 +23,41 @@ class OrjsonRenderer(BaseRenderer):
         if data is None:
             return b""
         return orjson.dumps(data, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS)
+
+
+class ArrayRenderer(BaseRenderer):
+    """Renders the `data` array of an operation's answer as binary; anything else (an error) stays JSON."""
+
+    charset = None
+
+    def encode(self, array: np.ndarray) -> bytes:
+        raise NotImplementedError
+
+    def render(self, data: Any, accepted_media_type: str | None = None, renderer_context: Any = None) -> bytes:
+        response = (renderer_context or {}).get("response")
+        array = data.get("data") if isinstance(data, dict) else None
+        if response is None or response.status_code >= 400 or not isinstance(array, np.ndarray):
+            if response is not None:
+                response["Content-Type"] = "application/json"
+            return OrjsonRenderer().render(data)
+        response["X-Shape"] = ",".join(str(n) for n in array.shape)
+        response["X-Dtype"] = array.dtype.name
+        return self.encode(array)
+
+
+class NpyRenderer(ArrayRenderer):
+    media_type = "application/x-npy"
+    format = "npy"
+
+    def encode(self, array: np.ndarray) -> bytes:
+        return encode_npy(array)
+
+
+class OctetStreamRenderer(ArrayRenderer):
+    """Raw little-endian C-order bytes, shape and dtype in the X-Shape and X-Dtype headers."""
+
+    media_type = "application/octet-stream"
+    format = "bin"
+
+    def encode(self, array: np.ndarray) -> bytes:
+        return np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()

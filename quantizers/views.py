@@ -7,23 +7,23 @@ from typing import Any
 import numpy as np
 from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
-from django.http import HttpResponse
 from drf_spectacular.generators import SchemaGenerator
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, viewsets
-from rest_framework.decorators import api_view, schema as schema_decorator
+from rest_framework.decorators import api_view
 from rest_framework.parsers import MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
 from engine import OpResult, QParams
-from engine.npy import decode_npy, encode_npy
+from engine.npy import decode_npy
 
 from . import selectors, services
 from .arrays import max_elements
 from .exceptions import BadRequest
+from .parsers import NpyParser, OctetStreamParser, OrjsonParser
+from .renderers import NpyRenderer, OctetStreamRenderer, OrjsonRenderer
 from .serializers import (
     ArrayResponse,
     CalibrationResponse,
@@ -63,6 +63,15 @@ def _errors(*codes: int) -> dict[int, OpenApiResponse]:
 
 INSTANCE_ERRORS = (400, 404, 405)
 BODY_ERRORS = (400, 404, 405, 413, 415)
+BINARY_QUERY = [
+    OpenApiParameter("validate", bool, description="Binary bodies only (JSON bodies carry it in the body)."),
+    OpenApiParameter("channel_dim", int, description="Binary bodies only."),
+    OpenApiParameter("layer_name", str, description="Binary bodies only."),
+    OpenApiParameter("X-Shape", str, OpenApiParameter.HEADER, description="application/octet-stream bodies: the "
+                     "shape, e.g. 2000,2000 (1-4 dimensions)."),
+    OpenApiParameter("X-Dtype", str, OpenApiParameter.HEADER, description="application/octet-stream bodies: "
+                     "float32 (default), float64, float16, int8, uint8, int16, ..."),
+]
 SPEC_EXAMPLE = OpenApiExample("spec example", value={"data": [[1.2, 3.4, 5.6], [7.8, 9.0, 2.1]], "validate": True},
                               request_only=True)
 
@@ -76,19 +85,45 @@ def _shape(arr: np.ndarray) -> list[int]:
     return [int(n) for n in arr.shape]
 
 
-def _wants_npy(request: Request) -> bool:
-    return NPY_MEDIA_TYPE in request.META.get("HTTP_ACCEPT", "")
-
-
-def _npy_response(result: OpResult) -> HttpResponse:
-    response = HttpResponse(encode_npy(np.asarray(result.data)), content_type=NPY_MEDIA_TYPE)
+def _result_headers(response: Response, result: OpResult) -> Response:
+    """Parameters and type in headers, for every format (binary answers have no JSON body to carry them)."""
     response["X-Quantization-Type"] = result.quantization_type.name
     if result.params is not None:
-        scale, zp = result.params.first()
-        response["X-Scale"] = repr(scale)
-        response["X-Zero-Point"] = str(zp)
-    response["X-Shape"] = ",".join(str(n) for n in np.shape(result.data))
+        params = result.params.to_dict()
+        response["X-Scale"] = ",".join(str(v) for v in np.atleast_1d(params["scale"]).tolist())
+        response["X-Zero-Point"] = ",".join(str(v) for v in np.atleast_1d(params["zero_point"]).tolist())
+        if params["axis"] is not None:
+            response["X-Channel-Dim"] = str(params["axis"])
     return response
+
+
+def _binary_options(request: Request) -> dict[str, Any]:
+    """Options of a binary (.npy / octet-stream) request come from the query string."""
+    query = request.query_params
+    unknown = sorted(set(query) - {"validate", "channel_dim", "layer_name", "operation"})
+    if unknown:
+        raise BadRequest(f"unknown query parameter: {unknown[0]}", field=unknown[0])
+    return {
+        "validate": _query_bool(query.get("validate"), "validate", default=True),
+        "channel_dim": _query_int(query.get("channel_dim"), "channel_dim"),
+        "layer_name": query.get("layer_name") or None,
+    }
+
+
+def _array_responses(json_answer: Any) -> dict[Any, Any]:
+    binary = {(200, media_type): schema for media_type, schema in BINARY_BODY.items()}
+    return {(200, "application/json"): json_answer, **binary, **_errors(*BODY_ERRORS, 409)}
+
+
+JSON_ONLY = ([OrjsonParser], [OrjsonRenderer])
+ARRAY_IO = ([OrjsonParser, NpyParser, OctetStreamParser], [OrjsonRenderer, NpyRenderer, OctetStreamRenderer])
+ACTION_IO = {
+    "quantize": ARRAY_IO,
+    "dequantize": ARRAY_IO,
+    "quantize_dequantize": ARRAY_IO,
+    "upload_numpy": ([MultiPartParser], ARRAY_IO[1]),
+}
+BINARY_BODY = {"application/x-npy": OpenApiTypes.BINARY, "application/octet-stream": OpenApiTypes.BINARY}
 
 
 @extend_schema(summary="Health check", responses={200: HealthResponse}, tags=["health"])
@@ -117,17 +152,31 @@ class InstanceViewSet(viewsets.ViewSet):
 
     lookup_field = "instance_id"
 
+    def _io(self) -> tuple[list[type], list[type]]:
+        # The view function of a viewset sets self.request and self.action_map before parsers are chosen.
+        request = getattr(self, "request", None)
+        action = getattr(self, "action", None)
+        if action is None and request is not None:
+            action = self.action_map.get(request.method.lower())
+        return ACTION_IO.get(action or "", JSON_ONLY)
+
+    def get_parsers(self) -> list[Any]:
+        return [parser() for parser in self._io()[0]]
+
+    def get_renderers(self) -> list[Any]:
+        return [renderer() for renderer in self._io()[1]]
+
     # ------------------------------------------------------------------ instances
-    @extend_schema(summary="List instance ids", responses={200: serializers.ListSerializer(child=serializers.CharField())},
-                   tags=["instances"])
+    @extend_schema(summary="List instance ids", tags=["instances"],
+                   responses={200: serializers.ListSerializer(child=serializers.CharField())})
     def list(self, request: Request) -> Response:
         return Response(selectors.instance_list())
 
     @extend_schema(
         summary="Create an instance", request=QuantizerConfigModel, tags=["instances"],
         responses={200: MessageResponse, **_errors(400, 405, 409, 413, 415)},
-        examples=[OpenApiExample("symmetric INT8", value={"quantization_type": "INT8", "num_bits": 8, "symmetric": True},
-                                 request_only=True)],
+        examples=[OpenApiExample("symmetric INT8", request_only=True,
+                                 value={"quantization_type": "INT8", "num_bits": 8, "symmetric": True})],
     )
     def create(self, request: Request, instance_id: str) -> Response:
         services.instance_create(instance_id=instance_id, config=_json_object(request))
@@ -157,36 +206,42 @@ class InstanceViewSet(viewsets.ViewSet):
         return Response({"message": MSG_CONFIG_UPDATED.format(instance_id=instance_id)})
 
     # ------------------------------------------------------------------ operations
-    def _run(self, request: Request, instance_id: str, operation: str) -> Response | HttpResponse:
+    def _run(self, request: Request, instance_id: str, operation: str) -> Response:
         selectors.check_instance_id(instance_id)
-        serializer_cls = DequantizationSerializer if operation == "dequantize" else QuantizationSerializer
-        body = _valid(serializer_cls, request)
+        payload = request.data
+        if isinstance(payload, dict) and isinstance(payload.get("data"), np.ndarray) and len(payload) == 1:
+            body = {"data": payload["data"], **_binary_options(request)}  # a .npy or octet-stream body
+        else:
+            serializer_cls = DequantizationSerializer if operation == "dequantize" else QuantizationSerializer
+            body = _valid(serializer_cls, request)
         result = services.instance_run(
             instance_id=instance_id, operation=operation, data=body["data"], validate=body.get("validate", True),
             channel_dim=body["channel_dim"], layer_name=body["layer_name"],
         )
-        if _wants_npy(request):
-            return _npy_response(result)
         out: dict[str, Any] = {"data": result.data}
         if operation == "quantize":
             out["quantization_type"] = result.quantization_type.name
         out["original_shape"] = _shape(body["data"])
-        return Response(out)
+        return _result_headers(Response(out), result)
 
-    @extend_schema(summary="Quantize data", tags=["operations"], request=QuantizationSerializer,
-                   responses={200: QuantizationResponse, **_errors(*BODY_ERRORS, 409)}, examples=[SPEC_EXAMPLE])
-    def quantize(self, request: Request, instance_id: str) -> Response | HttpResponse:
+    @extend_schema(summary="Quantize data", tags=["operations"],
+                   request={"application/json": QuantizationSerializer, **BINARY_BODY},
+                   responses=_array_responses(QuantizationResponse),
+                   parameters=BINARY_QUERY, examples=[SPEC_EXAMPLE])
+    def quantize(self, request: Request, instance_id: str) -> Response:
         return self._run(request, instance_id, "quantize")
 
-    @extend_schema(summary="Dequantize codes", tags=["operations"], request=DequantizationSerializer,
-                   responses={200: ArrayResponse, **_errors(*BODY_ERRORS, 409)})
-    def dequantize(self, request: Request, instance_id: str) -> Response | HttpResponse:
+    @extend_schema(summary="Dequantize codes", tags=["operations"],
+                   request={"application/json": DequantizationSerializer, **BINARY_BODY},
+                   responses=_array_responses(ArrayResponse), parameters=BINARY_QUERY)
+    def dequantize(self, request: Request, instance_id: str) -> Response:
         return self._run(request, instance_id, "dequantize")
 
     @extend_schema(summary="Quantize then dequantize (fake quantization)", tags=["operations"],
-                   request=QuantizationSerializer, responses={200: ArrayResponse, **_errors(*BODY_ERRORS, 409)},
-                   examples=[SPEC_EXAMPLE])
-    def quantize_dequantize(self, request: Request, instance_id: str) -> Response | HttpResponse:
+                   request={"application/json": QuantizationSerializer, **BINARY_BODY},
+                   responses=_array_responses(ArrayResponse),
+                   parameters=BINARY_QUERY, examples=[SPEC_EXAMPLE])
+    def quantize_dequantize(self, request: Request, instance_id: str) -> Response:
         return self._run(request, instance_id, "quantize_dequantize")
 
     @extend_schema(summary="Calibrate from representative data (switches the instance to CALIBRATED mode)",
@@ -195,7 +250,7 @@ class InstanceViewSet(viewsets.ViewSet):
     def calibrate(self, request: Request, instance_id: str) -> Response:
         selectors.check_instance_id(instance_id)
         body = _valid(CalibrationSerializer, request)
-        params, exported = services.instance_calibrate(instance_id=instance_id, batches=body["data"],
+        _, exported = services.instance_calibrate(instance_id=instance_id, batches=body["data"],
                                                        channel_dim=body["channel_dim"])
         return Response({
             "message": MSG_CALIBRATED,
@@ -218,7 +273,8 @@ class InstanceViewSet(viewsets.ViewSet):
         return Response(_params_body(params))
 
     # ------------------------------------------------------------------ stats, cache, parameters
-    @extend_schema(summary="Statistics", tags=["statistics"], responses={200: StatsResponse, **_errors(*INSTANCE_ERRORS)})
+    @extend_schema(summary="Statistics", tags=["statistics"],
+                   responses={200: StatsResponse, **_errors(*INSTANCE_ERRORS)})
     def stats(self, request: Request, instance_id: str) -> Response:
         return Response(selectors.instance_stats(instance_id))
 
@@ -262,9 +318,9 @@ class InstanceViewSet(viewsets.ViewSet):
             OpenApiParameter("channel_dim", int, required=False),
             OpenApiParameter("layer_name", str, required=False),
         ],
-        responses={200: UploadResponse, (200, NPY_MEDIA_TYPE): OpenApiTypes.BINARY, **_errors(*BODY_ERRORS, 409)},
+        responses=_array_responses(UploadResponse),
     )
-    def upload_numpy(self, request: Request, instance_id: str) -> Response | HttpResponse:
+    def upload_numpy(self, request: Request, instance_id: str) -> Response:
         selectors.check_instance_id(instance_id)
         query = request.query_params
         operation = query.get("operation", "quantize")
@@ -282,13 +338,11 @@ class InstanceViewSet(viewsets.ViewSet):
         array = decode_npy(upload.read(), max_elements=max_elements())
         result = services.instance_run(instance_id=instance_id, operation=operation, data=array, validate=validate,
                                        channel_dim=channel_dim, layer_name=layer_name)
-        if _wants_npy(request):
-            return _npy_response(result)
         out = np.asarray(result.data)
-        return Response({
+        return _result_headers(Response({
             "message": MSG_UPLOAD, "operation": operation, "shape": _shape(out), "dtype": str(out.dtype),
             "original_shape": _shape(array), "quantization_type": result.quantization_type.name, "data": out,
-        })
+        }), result)
 
 
 def _json_object(request: Request) -> dict[str, Any]:

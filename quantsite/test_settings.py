@@ -4,4 +4,4 @@ import os
 
 os.environ.setdefault("DJANGO_SECRET_KEY", "tests-only-secret-key-not-for-deployment")
 
-from .settings import *  # noqa: E402,F403
+from .settings import *  # noqa: F403

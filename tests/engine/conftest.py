@@ -10,6 +10,7 @@ import pytest
 
 from engine import QuantizationConfig, Quantizer
 
+
 @pytest.fixture
 def make_quantizer() -> Callable[..., Quantizer]:
     """`make_quantizer(quantization_type="UINT8", per_channel=True)`: a Quantizer from config fields."""

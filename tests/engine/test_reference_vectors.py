@@ -16,8 +16,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from engine import QParams, QuantizationConfig, Quantizer
-from engine import kernels
+from engine import QParams, QuantizationConfig, Quantizer, kernels
 from engine.qparams import scale_zero_point
 
 REFERENCE = json.loads((Path(__file__).parents[1] / "data" / "reference_vectors.json").read_text())
