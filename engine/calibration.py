@@ -94,10 +94,6 @@ class RunningHistogram:
         self.pending: I64Array = np.zeros(channels, dtype=np.int64)  # values seen while width is 0 ...
         self.point: F64Array = np.zeros(channels, dtype=np.float64)  # ... all equal to this value
 
-    @property
-    def channels(self) -> int:
-        return int(self.counts.shape[0])
-
     def add(self, rows: npt.NDArray[np.float32], lo: F64Array, hi: F64Array) -> None:
         """Add `rows` (channels x n values; |x| for a `from_zero` histogram) whose per-row extrema are lo / hi."""
         if self.from_zero:
@@ -111,19 +107,22 @@ class RunningHistogram:
                 self._widen(int(c), float(lo[c]), float(hi[c]))
             else:
                 self._initialise(int(c), float(lo[c]), float(hi[c]))
-        ready = self.width > 0
-        if not ready.any():
+        waiting = self.width <= 0  # channels whose values so far are all one value: just count them
+        if waiting.any():
+            self.point[waiting] = rows[waiting, 0]
+            self.pending[waiting] += rows.shape[1]
+        chans = np.flatnonzero(~waiting)
+        if chans.size == 0:
             return
-        chans = np.flatnonzero(ready)
         width = self.width[chans][:, None]
         start = self.start[chans][:, None]
         offsets = (np.arange(chans.size, dtype=np.int64) * self.num_bins)[:, None]
-        step = max(1, BINNING_CHUNK // max(1, chans.size))
+        step = max(1, BINNING_CHUNK // chans.size)
         acc = np.zeros(chans.size * self.num_bins, dtype=np.int64)
         for begin in range(0, rows.shape[1], step):
             part = rows[chans, begin:begin + step].astype(np.float64)
             idx = np.floor(part / width) - start
-            np.clip(idx, 0, self.num_bins - 1, out=idx)
+            np.clip(idx, 0, self.num_bins - 1, out=idx)  # rounding at the window's edges; the last bin is closed
             acc += np.bincount((idx.astype(np.int64) + offsets).ravel(), minlength=acc.size)
         self.counts[chans] += acc.reshape(chans.size, self.num_bins)
 
@@ -135,8 +134,8 @@ class RunningHistogram:
         return lo / width >= start and hi / width <= start + self.num_bins
 
     def _initialise(self, c: int, lo: float, hi: float) -> None:
-        """First spread of channel c: place the window on [lo, hi] (and the single value counted before, if any).
-        A channel whose values are still all one value only counts them (`note_single_values`)."""
+        """First spread of channel c: place the window on [lo, hi] and the single value counted before, if any.
+        Nothing happens while the channel's values are all one value (`add` counts them)."""
         n_prev = int(self.pending[c])
         if n_prev:
             lo, hi = min(lo, float(self.point[c])), max(hi, float(self.point[c]))
@@ -152,13 +151,6 @@ class RunningHistogram:
         if n_prev:
             self.counts[c, self._index(c, float(self.point[c]))] += n_prev
             self.pending[c] = 0
-
-    def note_single_values(self, rows: npt.NDArray[np.float32]) -> None:
-        """Count the values of channels that still have no width (all their values so far are one point)."""
-        waiting = self.width <= 0
-        if waiting.any():
-            self.point[waiting] = rows[waiting, 0]
-            self.pending[waiting] += rows.shape[1]
 
     def _widen(self, c: int, lo: float, hi: float) -> None:
         """Widen channel c's window to hold [lo, hi] and its counts: the width times the smallest integer k that
@@ -182,8 +174,9 @@ class RunningHistogram:
         else:  # |absolute| is small: the float quotient is exact enough for the floor
             merged_index = np.floor(absolute / float(k)).astype(np.int64) - new_start
         np.clip(merged_index, 0, nb - 1, out=merged_index)
-        merged = np.bincount(merged_index, weights=self.counts[c, nonzero].astype(np.float64), minlength=nb)
-        self.counts[c] = np.rint(merged).astype(np.int64)
+        merged = np.zeros(nb, dtype=np.int64)
+        np.add.at(merged, merged_index, self.counts[c, nonzero])
+        self.counts[c] = merged
         self.width[c] = width * k
         self.start[c] = float(new_start)
 
@@ -224,6 +217,7 @@ class RangeCollector:
         self._avg_min: FloatArray | None = None
         self._avg_max: FloatArray | None = None
         self.histogram: RunningHistogram | None = None  # created by the first batch of a histogram method
+        self._abs_min: F64Array | None = None  # per-channel min |x| (symmetric histograms; for percentiles)
 
     def update(self, batch: npt.NDArray[np.float32]) -> None:
         x = np.asarray(batch, dtype=F32)
@@ -258,11 +252,11 @@ class RangeCollector:
         if self.symmetric:
             rows = np.abs(rows)
             lo, hi = np.zeros_like(hi), np.maximum(np.abs(lo), np.abs(hi))
+            abs_min = rows.min(axis=1).astype(np.float64)
+            self._abs_min = abs_min if self._abs_min is None else np.minimum(self._abs_min, abs_min)
         if self.histogram is None:
             self.histogram = RunningHistogram(rows.shape[0], self.num_bins, from_zero=self.symmetric)
-        hist = self.histogram
-        hist.add(rows, lo, hi)
-        hist.note_single_values(rows)
+        self.histogram.add(rows, lo, hi)
 
     def compute_range(self) -> tuple[FloatArray, FloatArray]:
         if self._min is None or self._max is None or self._avg_min is None or self._avg_max is None:
@@ -289,7 +283,8 @@ class RangeCollector:
                 return 0.0 - top, top
             counts, first_edge, width = hist.channel(c)
             if self.method is CalibrationMethod.PERCENTILE:
-                amax = histogram_percentile(counts, first_edge, width, self.max_percentile, 0.0, top, from_zero=True)
+                abs_min = 0.0 if self._abs_min is None else float(self._abs_min[c])
+                amax = histogram_percentile(counts, first_edge, width, self.max_percentile, abs_min, top)
             elif self.method is CalibrationMethod.MSE:
                 amax = mse_symmetric_amax(counts, width, top, self.qmin, self.qmax)
             else:
@@ -313,12 +308,12 @@ class RangeCollector:
 
 # ---------------------------------------------------------------------- percentile
 def histogram_percentile(counts: F64Array, first_edge: float, width: float, percentile: float,
-                         vmin: float, vmax: float, *, from_zero: bool = False) -> float:
+                         vmin: float, vmax: float) -> float:
     """numpy's default (linear) percentile of the histogrammed values.
 
     Order statistic j (0-based) is estimated inside its bin assuming the bin's values are evenly spread (the
-    m-th of c values in bin [e, e + w) at e + (m + 0.5) w / c); the last one is the observed maximum `vmax`, the
-    first the observed minimum `vmin` (unless `from_zero`: a histogram of |x| only knows 0 as a lower bound).
+    m-th of c values in bin [e, e + w) at e + (m + 0.5) w / c) and kept within the observed [vmin, vmax]; the
+    first and last are the observed `vmin` and `vmax` themselves.
     Percentile p interpolates linearly between order statistics floor(r) and floor(r) + 1, r = p/100 (n - 1).
     """
     n = round(float(counts.sum()))
@@ -329,7 +324,7 @@ def histogram_percentile(counts: F64Array, first_edge: float, width: float, perc
     def order_statistic(j: int) -> float:
         if j >= n - 1:
             return vmax
-        if j <= 0 and not from_zero:
+        if j <= 0:
             return vmin
         b = int(np.searchsorted(cumulative, j, side="right"))
         before = float(cumulative[b] - counts[b])
@@ -352,19 +347,30 @@ def _error_antiderivative(edges: F64Array, scale: F64Array, lo_r: F64Array, hi_r
 
     Within [lo_r - s/2, hi_r + s/2] the error is the rounding sawtooth v - s rint(v/s), whose square integrates
     to s^3 (m/12 + ((f - 1/2)^3 + 1/8)/3) with u = v/s + 1/2, m = floor(u), f = u - m; beyond, values clip to
-    lo_r / hi_r and the error is (v - lo_r)^2 / (v - hi_r)^2.
+    lo_r / hi_r and the error is (v - lo_r)^2 / (v - hi_r)^2. P is continuous; only its differences matter.
     """
     s = scale[:, None]
     low = (lo_r - scale / 2)[:, None]
     high = (hi_r + scale / 2)[:, None]
     e = edges[None, :]
-    u = np.clip(e, low, high) / s + 0.5
+    inside = np.clip(e, low, high)
+    beyond = e - inside  # < 0 below low, > 0 above high, else 0
+    u = inside / s
+    u += 0.5
     m = np.floor(u)
-    f = u - m - 0.5
-    rounding = s**3 * (m / 12.0 + (f**3 + 0.125) / 3.0)
-    below = (np.minimum(e, low) - lo_r[:, None]) ** 3 / 3.0
-    above = (np.maximum(e, high) - hi_r[:, None]) ** 3 / 3.0
-    result: F64Array = rounding + below + above
+    u -= m
+    u -= 0.5  # f - 1/2
+    result: F64Array = u * u * u
+    result += 0.125
+    result /= 3.0
+    m /= 12.0
+    result += m
+    result *= s * s * s
+    # clipped values: from the edge of the sawtooth region (where the clip error is s/2 in size, with g = +-s/2)
+    # the integral of (g + d)^2 over d is d^3/3 + g d^2 + g^2 d, i.e. d^3/3 + (s/2) d|d| + (s^2/4) d
+    result += beyond * beyond * beyond / 3.0
+    result += (s / 2) * beyond * np.abs(beyond)
+    result += (s * s / 4) * beyond
     return result
 
 

@@ -208,11 +208,14 @@ def import_state(
     elif any(k in data for k in ("global_scale", "per_channel_scales", "layer_params")):
         new.is_calibrated = has_params
 
+    # An explicit quantization_mode is applied as given, so that an export imports back exactly. Without one,
+    # imported parameters switch a dynamic-mode instance to CALIBRATED so that they are used; STATIC and CALIBRATED
+    # instances use stored parameters already and keep their mode.
     new_config = config
     if mode is not None:
         new_config = config.replace(quantization_mode=mode)
-    if new.is_calibrated and data.get("is_calibrated") is not False and (
-        "is_calibrated" in data or any(k in data for k in ("global_scale", "per_channel_scales"))
+    elif new.is_calibrated and not config.quantization_mode.needs_parameters and (
+        data.get("is_calibrated") is True or any(k in data for k in ("global_scale", "per_channel_scales"))
     ):
-        new_config = new_config.replace(quantization_mode=QuantizationMode.CALIBRATED)
+        new_config = config.replace(quantization_mode=QuantizationMode.CALIBRATED)
     return new, new_config

@@ -85,6 +85,14 @@ class QParams:
     def per_channel(self) -> bool:
         return self.axis is not None
 
+    def __eq__(self, other: object) -> bool:
+        """Same axis, scales and zero points (the generated __eq__ would compare arrays element-wise and fail on
+        per-channel parameters)."""
+        if not isinstance(other, QParams):
+            return NotImplemented
+        return (self.axis == other.axis and np.array_equal(self.scale, other.scale)
+                and np.array_equal(self.zero_point, other.zero_point))
+
     def broadcast(self, ndim: int) -> tuple[FloatArray, IntArray]:
         """Scale and zero point shaped to broadcast against an array of `ndim` dimensions."""
         if self.axis is None:

@@ -64,7 +64,9 @@ def normalize_axis(axis: int | None, ndim: int, field: str = "channel_dim") -> i
 class Quantizer:
     """A quantizer instance. Not thread-safe for writes; the kernels' work buffer is per thread."""
 
-    def __init__(self, config: QuantizationConfig | None = None, *, parameters: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self, config: QuantizationConfig | None = None, *, parameters: Mapping[str, Any] | None = None
+    ) -> None:
         self.config = config or QuantizationConfig()
         self.state = ParameterState()
         self.stats = Stats()
@@ -100,7 +102,8 @@ class Quantizer:
             raise InputError("data must be numeric", field="data")
         if arr.ndim == 0 or arr.size == 0:
             raise InputError("data must be a non-empty array", field="data")
-        return np.asarray(arr, dtype=F32)
+        with np.errstate(over="ignore"):  # float64 beyond the float32 range becomes +-inf (error_on_inf decides)
+            return np.asarray(arr, dtype=F32)
 
     def _check_finite(self, x: FloatArray, *, validate: bool, lo: Any, hi: Any) -> int:
         """Apply error_on_nan / error_on_inf from a min/max already computed; return non-finite count allowed."""
@@ -173,7 +176,7 @@ class Quantizer:
 
         def rel_error(p: QParams) -> float:
             fq = kernels.quantize(sample, p, qmin, qmax, F32, dequantize_after=True)
-            return float(np.sqrt(np.mean(np.square(fq - sample, dtype=np.float64)))) / norm
+            return float(np.sqrt(np.mean(np.square(np.subtract(fq, sample, dtype=F32), dtype=np.float64)))) / norm
 
         best, best_err = params, rel_error(params)
         for factor in REQUANT_FACTORS:
@@ -266,7 +269,8 @@ class Quantizer:
         elif validate:
             lo, hi = kernels.minmax(x)  # one pass for both
         else:
-            lo = hi = F32(0)
+            # Not looked at: NaN may be present, and must still get the zero point's code, never an arbitrary one.
+            lo = hi = F32(np.nan)
         has_nonfinite = not (np.isfinite(lo).all() and np.isfinite(hi).all())
         nonfinite = self._check_finite(x, validate=validate, lo=lo, hi=hi)
 
@@ -397,13 +401,16 @@ class Quantizer:
         per channel for a per-channel layer (or a per-channel / per-batch mode), a single pair otherwise.
         """
         x = self._as_float(data)
+        if channel_dim is not None:
+            normalize_axis(channel_dim, x.ndim)
         plan = self.layer_plan(layer_name)
         self._check_finite(x, validate=True, lo=np.min(x), hi=np.max(x))
         if not plan.effective_type.is_integer:
             return QParams.identity()
         if channel_idx is not None:
             axis = normalize_axis(channel_dim, x.ndim)
-            if isinstance(channel_idx, bool) or not -x.shape[axis] <= channel_idx < x.shape[axis]:
+            if (isinstance(channel_idx, bool) or not isinstance(channel_idx, (int, np.integer))
+                    or not -x.shape[axis] <= channel_idx < x.shape[axis]):
                 raise InputError(
                     f"channel_idx {channel_idx} is out of range: the data has {x.shape[axis]} channels along "
                     f"axis {axis}", field="channel_idx")

@@ -6,7 +6,6 @@ where one field is at fault).
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from django.core.exceptions import PermissionDenied, RequestDataTooBig
@@ -17,8 +16,6 @@ from rest_framework.response import Response
 from rest_framework.views import set_rollback
 
 from engine import errors as engine_errors
-
-logger = logging.getLogger("quantizers.api")
 
 # Messages clients and tests rely on.
 MSG_NOT_FOUND = "Quantizer instance {instance_id} not found"
@@ -146,9 +143,8 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
 
 
 def _respond(body: dict[str, Any], status_code: int, request: Any) -> Response:
+    # 4xx are logged, with their detail, by quantizers.observability.RequestIdMiddleware.
     set_rollback()
-    if status_code < 500:
-        logger.info("client error %s %s: %s", status_code, getattr(request, "path", "?"), body["detail"])
     return Response(body, status=status_code)
 
 

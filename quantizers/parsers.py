@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+from django.conf import settings
 from rest_framework.exceptions import ParseError
 from rest_framework.parsers import BaseParser, JSONParser
 
@@ -12,6 +13,32 @@ from engine import NpyFormatError
 from engine.npy import decode_npy, raw_decode
 
 from .jsonmatrix import split_body
+
+
+_STRUCTURE_ONLY = bytes(b for b in range(256) if b not in b'[]{}"\\')
+
+
+def json_depth(raw: bytes) -> int:
+    """Deepest nesting of arrays and objects, from the brackets and quotes alone (strings skipped), so that a
+    pathological body is refused before the parser builds anything."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in raw.translate(None, _STRUCTURE_ONLY):
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == 0x5C:  # backslash
+                escaped = True
+            elif char == 0x22:
+                in_string = False
+        elif char == 0x22:
+            in_string = True
+        elif char in (0x5B, 0x7B):
+            depth += 1
+            deepest = max(deepest, depth)
+        else:
+            depth -= 1
+    return deepest
 
 
 class OrjsonParser(JSONParser):
@@ -22,6 +49,9 @@ class OrjsonParser(JSONParser):
             raw = stream.read() if stream is not None else b""
             if not raw:
                 raise ParseError("the request body is empty; a JSON object was expected")
+            limit = settings.QUANTIZER_MAX_JSON_DEPTH
+            if json_depth(raw) > limit:
+                raise ParseError(f"JSON nested deeper than QUANTIZER_MAX_JSON_DEPTH ({limit})")
             split = split_body(raw)
             if split is not None:
                 rest, matrix = split
@@ -33,8 +63,6 @@ class OrjsonParser(JSONParser):
 
 
 def _max_elements() -> int:
-    from django.conf import settings
-
     return int(settings.QUANTIZER_MAX_ELEMENTS)
 
 

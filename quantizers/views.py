@@ -11,8 +11,9 @@ from drf_spectacular.generators import SchemaGenerator
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, viewsets
-from rest_framework.decorators import api_view
+from rest_framework.decorators import api_view, authentication_classes, permission_classes
 from rest_framework.parsers import MultiPartParser
+from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -126,15 +127,19 @@ ACTION_IO = {
 BINARY_BODY = {"application/x-npy": OpenApiTypes.BINARY, "application/octet-stream": OpenApiTypes.BINARY}
 
 
-@extend_schema(summary="Health check", responses={200: HealthResponse}, tags=["health"])
+@extend_schema(summary="Health check", responses={200: HealthResponse}, tags=["health"], auth=[])
 @api_view(["GET"])
+@authentication_classes([])
+@permission_classes([AllowAny])
 def root(request: Request) -> Response:
     return Response({"status": "healthy", "service": "Quantizer API"})
 
 
 @extend_schema(summary="Readiness: database reachable and migrations applied",
-               responses={200: HealthResponse, 503: ErrorResponse}, tags=["health"])
+               responses={200: HealthResponse, 503: ErrorResponse}, tags=["health"], auth=[])
 @api_view(["GET"])
+@authentication_classes([])
+@permission_classes([AllowAny])
 def readyz(request: Request) -> Response:
     try:
         executor = MigrationExecutor(connection)

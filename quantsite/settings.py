@@ -30,12 +30,14 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "corsheaders",
     "rest_framework",
+    "rest_framework.authtoken",
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "quantizers",
 ]
 
 MIDDLEWARE = [
+    "quantizers.observability.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "quantizers.middleware.BodySizeLimitMiddleware",
@@ -116,9 +118,27 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = QUANTIZER_MAX_BODY_MB * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = DATA_UPLOAD_MAX_MEMORY_SIZE  # uploads stay in memory: .npy is read zero-copy
 
 # ---------------------------------------------------------------------------- CORS
-CORS_ALLOW_ALL_ORIGINS = env.bool("QUANTIZER_CORS_ALLOW_ALL", default=True)
+CORS_ALLOW_ALL_ORIGINS = env.bool("QUANTIZER_CORS_ALLOW_ALL", default=DEBUG)
 CORS_ALLOWED_ORIGINS = env.list("QUANTIZER_CORS_ORIGINS", default=[])
 CORS_ALLOW_CREDENTIALS = False if CORS_ALLOW_ALL_ORIGINS else env.bool("QUANTIZER_CORS_CREDENTIALS", default=False)
+
+# ---------------------------------------------------------------------------- HTTPS (nginx terminates TLS)
+# With DEBUG off every protection is on by default; the environment can only turn them off. nginx sets
+# X-Forwarded-Proto, so plain-HTTP gunicorn behind it knows the original scheme.
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=not DEBUG)
+SECURE_REDIRECT_EXEMPT = [r"^$", r"^readyz/?$"]  # probes may call gunicorn directly over HTTP
+SECURE_HSTS_SECONDS = env.int("DJANGO_SECURE_HSTS_SECONDS", default=0 if DEBUG else 31536000)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", default=not DEBUG)
+SECURE_HSTS_PRELOAD = env.bool("DJANGO_SECURE_HSTS_PRELOAD", default=not DEBUG)
+SESSION_COOKIE_SECURE = env.bool("DJANGO_SESSION_COOKIE_SECURE", default=not DEBUG)
+CSRF_COOKIE_SECURE = env.bool("DJANGO_CSRF_COOKIE_SECURE", default=not DEBUG)
+CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
+
+# ---------------------------------------------------------------------------- API authentication
+# Token authentication (tokens managed in the admin) on every API route but GET / and GET /readyz; on by default
+# whenever DEBUG is off, off in the quick start.
+QUANTIZER_REQUIRE_AUTH = env.bool("QUANTIZER_REQUIRE_AUTH", default=not DEBUG)
 
 # ---------------------------------------------------------------------------- DRF and OpenAPI
 REST_FRAMEWORK = {
@@ -127,9 +147,8 @@ REST_FRAMEWORK = {
         "rest_framework.parsers.MultiPartParser",
     ],
     "DEFAULT_RENDERER_CLASSES": ["quantizers.renderers.OrjsonRenderer"],
-    "DEFAULT_AUTHENTICATION_CLASSES": [],
-    "DEFAULT_PERMISSION_CLASSES": [],
-    "UNAUTHENTICATED_USER": None,
+    "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.TokenAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["quantizers.permissions.ApiAccess"],
     "EXCEPTION_HANDLER": "quantizers.exceptions.exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
 }
@@ -146,11 +165,14 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {},
 }
 
+# ---------------------------------------------------------------------------- logs: JSON lines with the request id
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"request_id": {"()": "quantizers.observability.RequestIdFilter"}},
+    "formatters": {"json": {"()": "quantizers.observability.JsonFormatter"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "json", "filters": ["request_id"]}},
     "root": {"handlers": ["console"], "level": env.str("DJANGO_LOG_LEVEL", default="INFO")},
-    "loggers": {"django.request": {"level": "ERROR"}},
+    # 4xx are logged once, with their reason, by RequestIdMiddleware; django.request keeps the 5xx tracebacks.
+    "loggers": {"django.request": {"level": "ERROR"}, "django.server": {"level": "WARNING"}},
 }

@@ -3,5 +3,8 @@
 import os
 
 os.environ.setdefault("DJANGO_SECRET_KEY", "tests-only-secret-key-not-for-deployment")
+# The test client speaks plain HTTP without a token; tests of HTTPS and authentication turn these on themselves.
+os.environ.setdefault("DJANGO_SECURE_SSL_REDIRECT", "0")
+os.environ.setdefault("QUANTIZER_REQUIRE_AUTH", "0")
 
 from .settings import *  # noqa: F403

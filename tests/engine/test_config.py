@@ -134,7 +134,8 @@ def test_every_field_is_read() -> None:
 @pytest.mark.parametrize(("raw", "member"), [
     ("INT8", QuantizationType.INT8), ("int8", QuantizationType.INT8), ("UINT8", QuantizationType.UINT8),
     ("uint8", QuantizationType.UINT8), ("int16", QuantizationType.INT16), ("float16", QuantizationType.FLOAT16),
-    ("none", QuantizationType.NONE), ("mixed", QuantizationType.MIXED), (QuantizationType.INT16, QuantizationType.INT16),
+    ("none", QuantizationType.NONE), ("mixed", QuantizationType.MIXED),
+    (QuantizationType.INT16, QuantizationType.INT16),
 ])
 def test_type_names_and_values_accepted(raw: Any, member: QuantizationType) -> None:
     assert QuantizationConfig.from_dict({"quantization_type": raw}).quantization_type is member
