@@ -220,6 +220,7 @@ class RangeCollector:
         self._abs_min: F64Array | None = None  # per-channel min |x| (symmetric histograms; for percentiles)
 
     def update(self, batch: npt.NDArray[np.float32]) -> None:
+        """Fold one batch (any shape; finite values) into the running state. An empty batch is an InputError."""
         x = np.asarray(batch, dtype=F32)
         if x.size == 0:
             raise InputError("calibration batches must not be empty", field="data")
@@ -259,6 +260,8 @@ class RangeCollector:
         self.histogram.add(rows, lo, hi)
 
     def compute_range(self) -> tuple[FloatArray, FloatArray]:
+        """(rmin, rmax) as float32: 0-d, or one value per channel when `axis` is set. MINMAX and MOVING_AVERAGE
+        give the observed (or averaged) min / max; the histogram methods give (-amax, amax) when symmetric."""
         if self._min is None or self._max is None or self._avg_min is None or self._avg_max is None:
             raise InputError("calibration needs at least one batch", field="data")
         if self.method is CalibrationMethod.MOVING_AVERAGE:

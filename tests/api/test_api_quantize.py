@@ -132,19 +132,18 @@ def test_asymmetric_uint8_on_minus_one_to_five(api):
 
 
 def test_symmetric_uint8_has_zero_point_128(api):
-    """Symmetric unsigned: amax = 2, scale = float32(2*2/255), zp = (0 + 255 + 1) / 2 = 128;
-    -2 -> rint(-127.5) + 128 = -128 + 128 = 0;  2 -> rint(127.5) + 128 = 256 -> clipped to 255;
-    0.5 -> rint(31.875) + 128 = 160."""
+    """Symmetric unsigned: amax = 2, scale = float32(2*2/255) = 0.015686275, zp = (0 + 255 + 1) / 2 = 128.
+    In float32, 2 / scale = 127.49999 (scale was rounded up), so:
+    -2 -> rint(-127.49999) + 128 = -127 + 128 = 1;  2 -> 127 + 128 = 255;  0.5 -> rint(31.874998) + 128 = 160."""
     create(api, "u8s", {"quantization_type": "UINT8", "symmetric": True})
     scale = F32(np.float64(4.0) / 255.0)
-    assert (F32(2.0) / scale, F32(0.5) / scale) == (F32(127.5), F32(31.875))
+    assert (F32(2.0) / scale, F32(0.5) / scale) == (F32(127.49999), F32(31.874998))
     body = ok(api.post("/instances/u8s/quantize", {"data": [[-2.0, 2.0, 0.5]]}))
-    assert body["data"] == [[0, 255, 160]]
+    assert body["data"] == [[1, 255, 160]]
     stats = ok(api.get("/instances/u8s/stats"))
     assert_bits_equal(stats["last_scale"], scale)
     assert stats["last_zero_point"] == 128
-    # the calibrated range is [-2, 2]: 2 lands on code 256 and saturates, which counts as clipped
-    assert stats["clipped_values"] == 1
+    assert stats["clipped_values"] == 0
 
 
 def test_symmetric_int16(api):

@@ -106,7 +106,8 @@ def test_json_nesting_is_capped(api, settings):
 def _production_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "QUANTIZER_"))}
     env.update(DJANGO_DEBUG="0", DJANGO_SECRET_KEY="x" * 20 + "production-secret-key-with-enough-entropy-9f8e7d",
-               DJANGO_ALLOWED_HOSTS="quantsite.example.com", DJANGO_SETTINGS_MODULE="quantsite.settings", **extra)
+               DJANGO_ALLOWED_HOSTS="quantsite.example.com", DJANGO_SETTINGS_MODULE="quantsite.settings")
+    env.update(extra)
     return env
 
 
