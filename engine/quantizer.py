@@ -268,9 +268,14 @@ class Quantizer:
             lo, hi = self._extremes(x, axis)  # the range pass, which also reveals NaN / Inf for free
         elif validate:
             lo, hi = kernels.minmax(x)  # one pass for both
+        elif qtype.is_integer:
+            # Not validated, yet NaN must still get the zero point's code, never an arbitrary one. A sum is finite
+            # only if every element is (an overflow merely takes the NaN-safe path): a fraction of the cost of
+            # masking NaN in every block.
+            with np.errstate(over="ignore", invalid="ignore"):
+                lo = hi = np.sum(x)
         else:
-            # Not looked at: NaN may be present, and must still get the zero point's code, never an arbitrary one.
-            lo = hi = F32(np.nan)
+            lo = hi = F32(0)
         has_nonfinite = not (np.isfinite(lo).all() and np.isfinite(hi).all())
         nonfinite = self._check_finite(x, validate=validate, lo=lo, hi=hi)
 

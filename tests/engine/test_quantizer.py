@@ -369,8 +369,8 @@ def test_error_on_inf_message_counts(make_quantizer: MakeQuantizer) -> None:
         make_quantizer(error_on_inf=False).quantize(f32([np.inf, np.nan]))
 
 
-@pytest.mark.parametrize(("qtype", "zp_code"), [("INT8", None), ("UINT8", None), ("INT16", None)])
-def test_nan_and_inf_allowed(make_quantizer: MakeQuantizer, qtype: str, zp_code: Any) -> None:
+@pytest.mark.parametrize("qtype", ["INT8", "UINT8", "INT16"])
+def test_nan_and_inf_allowed(make_quantizer: MakeQuantizer, qtype: str) -> None:
     quantizer = make_quantizer(quantization_type=qtype, error_on_nan=False, error_on_inf=False)
     x = f32([np.nan, -2.0, np.inf, 3.0, -np.inf, np.nan])
     result = quantizer.quantize(x)
@@ -665,7 +665,6 @@ def test_cache_size_bounds_entries_lru(make_quantizer: MakeQuantizer) -> None:
     assert quantizer.cache_entries == 2
     assert quantizer.dequantize(a).delta.cache_hits == 1
     assert quantizer.dequantize(b).delta.cache_misses == 1
-    assert make_quantizer(cache_size=0).dequantize is not None
 
 
 def test_cache_size_zero_never_caches(make_quantizer: MakeQuantizer) -> None:

@@ -1,0 +1,503 @@
+"""End-to-end HTTP benchmark: gunicorn + Django + DRF + engine, measured from a client on the same machine.
+
+Run from the repository root:
+
+    .venv/bin/python bench/http.py            # everything, about 1.5-2.5 minutes on 2 cores
+    .venv/bin/python bench/http.py --quick    # fewer repetitions and shorter throughput windows
+
+It starts its own servers (production-like settings: DJANGO_DEBUG=0, a throwaway secret key, SSL redirect and
+token auth off, SQLite in a temporary directory migrated first, access log to /dev/null) on free loopback ports,
+and stops them at the end:
+
+  * server A, GUNICORN_WORKERS=2 (or --workers): every latency, throughput and requests/s figure;
+  * server B, GUNICORN_WORKERS=1, started fresh: peak RSS of its one worker (VmHWM from /proc) after a warm-up
+    request and then one 2000x2000 JSON quantize (a high-water mark cannot be reset, hence the fresh server).
+
+Array rows time the whole exchange from the client (send the body, read the whole answer; nothing is parsed in
+the timed part) over one persistent http.client connection (gunicorn's sync workers close it after each answer;
+http.client then reconnects, which is part of the cost as it is for any client). Each row is the median of its
+repetitions after one untimed warm-up, whose answer is checked. MB/s is always of the float32 data the row
+stands for (4 bytes x elements), input for quantize/quantize_dequantize, output for dequantize, so rows compare.
+Array rows use an instance `bench` with the default config but enable_cache=false, so dequantize runs the kernel
+rather than answering a cache hit; the small example uses `default`, as the spec does.
+
+The in-process floor runs the real code of a JSON quantize in this process without HTTP: OrjsonParser().parse ->
+parse_2d -> Quantizer().quantize -> OrjsonRenderer().render (Django set up with quantsite.test_settings).
+"""
+
+from __future__ import annotations
+
+import sys
+
+# This file is named http.py: when run as a script its directory comes first on sys.path and would shadow the
+# standard library's `http` package (and Django's use of it). Drop that entry before anything imports http.
+_HERE = __import__("os").path.dirname(__import__("os").path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if __import__("os").path.abspath(p or ".") != _HERE]
+
+import argparse  # noqa: E402
+import gc  # noqa: E402
+import http.client  # noqa: E402
+import io  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import shutil  # noqa: E402
+import signal  # noqa: E402
+import socket  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+
+PY = str(ROOT / ".venv" / "bin" / "python")
+GUNICORN = str(ROOT / ".venv" / "bin" / "gunicorn")
+SMALL_BODY = json.dumps({"data": [[1.2, 3.4, 5.6], [7.8, 9.0, 2.1]], "validate": True}).encode()
+SMALL_ANSWER = [[-94, -32, 31], [93, 127, -69]]
+NPY = "application/x-npy"
+OCTET = "application/octet-stream"
+JSON_CT = "application/json"
+HTTP_TIMEOUT = 60.0
+
+
+# ---------------------------------------------------------------------------- servers
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def server_env(tmp: Path, port: int, workers: int) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "GUNICORN_", "QUANTIZER_"))}
+    env.update({
+        "DJANGO_SETTINGS_MODULE": "quantsite.settings",
+        "DJANGO_DEBUG": "0",
+        "DJANGO_SECRET_KEY": "bench-only-secret-key-" + "x" * 40,
+        "DJANGO_ALLOWED_HOSTS": "127.0.0.1",
+        "DJANGO_SECURE_SSL_REDIRECT": "0",
+        "DJANGO_LOG_LEVEL": "WARNING",
+        "QUANTIZER_REQUIRE_AUTH": "0",
+        "DATABASE_URL": f"sqlite:///{tmp / 'bench.sqlite3'}",
+        "GUNICORN_WORKERS": str(workers),
+        "GUNICORN_BIND": f"127.0.0.1:{port}",
+        "GUNICORN_ACCESS_LOG": "/dev/null",
+        "GUNICORN_LOG_LEVEL": "warning",
+    })
+    return env
+
+
+class Server:
+    def __init__(self, tmp: Path, workers: int, name: str) -> None:
+        self.port = free_port()
+        self.env = server_env(tmp, self.port, workers)
+        self.log_path = tmp / f"server-{name}.log"
+        self.workers = workers
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 30.0) -> Server:
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen([GUNICORN, "quantsite.wsgi", "--config", "gunicorn.conf.py"], cwd=ROOT,
+                                     env=self.env, stdout=self._log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"gunicorn exited with {self.proc.returncode}:\n{self.log_tail()}")
+            try:
+                status, _, _ = request(self.conn(timeout=2), "GET", "/")
+                if status == 200 and len(self.worker_pids()) == self.workers:
+                    return self
+            except OSError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"gunicorn did not answer GET / within {timeout}s:\n{self.log_tail()}")
+
+    def conn(self, timeout: float = HTTP_TIMEOUT) -> http.client.HTTPConnection:
+        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+
+    def worker_pids(self) -> list[int]:
+        assert self.proc is not None
+        pids = []
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    stat = Path(f"/proc/{entry}/stat").read_text()
+                except OSError:
+                    continue
+                if int(stat.rsplit(")", 1)[1].split()[1]) == self.proc.pid:
+                    pids.append(int(entry))
+        return sorted(pids)
+
+    def log_tail(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-3000:]
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)  # graceful: the master stops its workers
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        if getattr(self, "_log", None):
+            self._log.close()
+
+
+def proc_kb(pid: int, key: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    raise KeyError(key)
+
+
+# ---------------------------------------------------------------------------- client
+def request(conn: http.client.HTTPConnection, method: str, path: str, body: bytes | None = None,
+            headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+    conn.request(method, path, body=body, headers=headers or {})
+    resp = conn.getresponse()
+    data = resp.read()
+    return resp.status, {k.lower(): v for k, v in resp.getheaders()}, data
+
+
+def timed(fn: Callable[[], Any], reps: int) -> list[float]:
+    times = []
+    for _ in range(reps):
+        gc.collect()
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+class ArrayCase:
+    def __init__(self, label: str, path: str, body: bytes, ctype: str, accept: str, elements: int,
+                 check: Callable[[int, dict[str, str], bytes], None], extra: dict[str, str] | None = None) -> None:
+        self.label, self.path, self.body, self.elements, self.check = label, path, body, elements, check
+        self.headers = {"Content-Type": ctype, "Accept": accept, **(extra or {})}
+
+    def run(self, server: Server, reps: int) -> list[float]:
+        conn = server.conn()
+        try:
+            status, headers, data = request(conn, "POST", self.path, self.body, self.headers)  # warm-up, checked
+            if status != 200:
+                raise RuntimeError(f"{self.label}: HTTP {status}: {data[:300]!r}")
+            self.check(status, headers, data)
+
+            def once() -> None:
+                st, _, _ = request(conn, "POST", self.path, self.body, self.headers)
+                if st != 200:
+                    raise RuntimeError(f"{self.label}: HTTP {st}")
+
+            return timed(once, reps)
+        finally:
+            conn.close()
+
+
+def npy_check(shape: tuple[int, ...], dtype: str) -> Callable[[int, dict[str, str], bytes], None]:
+    def check(status: int, headers: dict[str, str], data: bytes) -> None:
+        assert headers["content-type"].startswith(NPY), headers["content-type"]
+        arr = np.load(io.BytesIO(data), allow_pickle=False)
+        assert arr.shape == shape and arr.dtype == np.dtype(dtype), (arr.shape, arr.dtype)
+    return check
+
+
+def json_check(shape: tuple[int, ...]) -> Callable[[int, dict[str, str], bytes], None]:
+    def check(status: int, headers: dict[str, str], data: bytes) -> None:
+        assert headers["content-type"].startswith(JSON_CT), headers["content-type"]
+        assert data.startswith(b'{"data":[[') and b'"original_shape":[%d,%d]' % shape in data, data[:200]
+    return check
+
+
+def octet_check(shape: tuple[int, ...], dtype: str) -> Callable[[int, dict[str, str], bytes], None]:
+    def check(status: int, headers: dict[str, str], data: bytes) -> None:
+        assert headers["content-type"].startswith(OCTET), headers["content-type"]
+        assert headers["x-shape"] == ",".join(map(str, shape)) and headers["x-dtype"] == dtype, headers
+        assert len(data) == int(np.prod(shape)) * np.dtype(dtype).itemsize
+    return check
+
+
+def npy_bytes(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, arr, allow_pickle=False)
+    return buf.getvalue()
+
+
+def throughput(server: Server, method: str, path: str, body: bytes | None, headers: dict[str, str],
+               clients: int, seconds: float) -> float:
+    """Requests/s of `clients` threads, each with its own persistent http.client connection, for `seconds`."""
+    counts = [0] * clients
+    errors: list[str] = []
+    start = threading.Barrier(clients + 1)
+    stop_at = [0.0]
+
+    def worker(i: int) -> None:
+        conn = server.conn(timeout=30)
+        try:
+            request(conn, method, path, body, headers)  # connect and warm up before the clock starts
+            start.wait(timeout=30)
+            while time.perf_counter() < stop_at[0]:
+                status, _, _ = request(conn, method, path, body, headers)
+                if status != 200:
+                    errors.append(f"HTTP {status}")
+                    return
+                counts[i] += 1
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(repr(exc))
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(clients)]
+    for t in threads:
+        t.start()
+    stop_at[0] = time.perf_counter() + 1e9
+    start.wait(timeout=30)
+    t0 = time.perf_counter()
+    stop_at[0] = t0 + seconds
+    for t in threads:
+        t.join(timeout=seconds + 30)
+    elapsed = time.perf_counter() - t0
+    if errors:
+        raise RuntimeError(f"{method} {path} x{clients}: {errors[0]}")
+    return sum(counts) / elapsed
+
+
+def latency_probe(server: Server, big_body: bytes, big_requests: int) -> tuple[list[float], list[float]]:
+    """One client sends `big_requests` 2000x2000 JSON quantizes back to back; another times GET / meanwhile."""
+    big_times: list[float] = []
+    done = threading.Event()
+    errors: list[str] = []
+
+    def big() -> None:
+        conn = server.conn()
+        try:
+            for _ in range(big_requests):
+                t0 = time.perf_counter()
+                status, _, _ = request(conn, "POST", "/instances/bench/quantize", big_body,
+                                       {"Content-Type": JSON_CT})
+                big_times.append(time.perf_counter() - t0)
+                if status != 200:
+                    errors.append(f"HTTP {status}")
+        except Exception as exc:  # noqa: BLE001
+            errors.append(repr(exc))
+        finally:
+            done.set()
+            conn.close()
+
+    probe = server.conn(timeout=30)
+    request(probe, "GET", "/")
+    thread = threading.Thread(target=big, daemon=True)
+    thread.start()
+    time.sleep(0.05)  # let the big request reach a worker
+    lat: list[float] = []
+    while not done.is_set():
+        t0 = time.perf_counter()
+        status, _, _ = request(probe, "GET", "/")
+        lat.append(time.perf_counter() - t0)
+        if status != 200:
+            errors.append(f"GET / HTTP {status}")
+            break
+        time.sleep(0.01)
+    thread.join(timeout=120)
+    probe.close()
+    if errors:
+        raise RuntimeError(f"latency probe: {errors[0]}")
+    return lat, big_times
+
+
+# ---------------------------------------------------------------------------- in-process floor
+def setup_django() -> None:
+    os.environ["DJANGO_SETTINGS_MODULE"] = "quantsite.test_settings"
+    import django
+
+    django.setup()
+
+
+def inprocess_floor(body: bytes, reps: int) -> list[float]:
+    from engine import Quantizer
+    from quantizers.arrays import parse_2d
+    from quantizers.parsers import OrjsonParser
+    from quantizers.renderers import OrjsonRenderer
+
+    parser, renderer = OrjsonParser(), OrjsonRenderer()
+
+    def once() -> bytes:
+        payload = parser.parse(io.BytesIO(body))
+        arr = parse_2d(payload["data"])
+        result = Quantizer().quantize(arr)
+        return renderer.render({"data": result.data, "quantization_type": result.quantization_type.name,
+                                "original_shape": [int(n) for n in arr.shape]})
+
+    out = once()  # warm-up, checked
+    assert out.startswith(b'{"data":[[') and b'"quantization_type":"INT8"' in out
+    return timed(once, reps)
+
+
+# ---------------------------------------------------------------------------- main
+def fmt_ms(seconds: float) -> str:
+    return f"{seconds * 1000:9.1f}"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--quick", action="store_true", help="fewer repetitions, shorter throughput windows")
+    ap.add_argument("--seconds", type=float, default=None, help="throughput window per row (default 2.5)")
+    args = ap.parse_args()
+    reps = {100: 7, 1000: 7, 2000: 5} if not args.quick else {100: 5, 1000: 5, 2000: 3}
+    window = args.seconds or (2.5 if not args.quick else 1.0)
+    t_begin = time.perf_counter()
+
+    rng = np.random.default_rng(0)
+    sizes = (100, 1000, 2000)
+    arrays = {n: rng.standard_normal((n, n)).astype(np.float32) for n in sizes}
+    codes = {n: rng.integers(-128, 128, size=(n, n), dtype=np.int8) for n in sizes}
+    json_f = {n: json.dumps({"data": arrays[n].tolist()}).encode() for n in sizes}
+    json_c = {n: json.dumps({"data": codes[n].tolist()}).encode() for n in sizes}
+    npy_f = {n: npy_bytes(arrays[n]) for n in sizes}
+    npy_c = {n: npy_bytes(codes[n]) for n in sizes}
+    t_bodies = time.perf_counter() - t_begin
+
+    setup_django()
+    floor = {n: statistics.median(inprocess_floor(json_f[n], reps[n])) for n in (1000, 2000)}
+
+    tmp = Path(tempfile.mkdtemp(prefix="quantsite-bench-"))
+    servers: list[Server] = []
+    try:
+        env = server_env(tmp, 0, 1)
+        subprocess.run([PY, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True,
+                       timeout=120)
+        srv = Server(tmp, args.workers, "main").start()
+        servers.append(srv)
+        conn = srv.conn()
+        status, _, data = request(conn, "POST", "/instances/bench", json.dumps({"enable_cache": False}).encode(),
+                                  {"Content-Type": JSON_CT})
+        assert status == 200, data
+        status, _, data = request(conn, "POST", "/instances/default/quantize", SMALL_BODY, {"Content-Type": JSON_CT})
+        assert status == 200 and json.loads(data)["data"] == SMALL_ANSWER, data
+        conn.close()
+
+        rows: list[tuple[str, str, int, list[float]]] = []
+        for n in sizes:
+            shape = (n, n)
+            cases = [
+                ("quantize", "JSON", ArrayCase("json q", "/instances/bench/quantize", json_f[n], JSON_CT, JSON_CT,
+                                               n * n, json_check(shape))),
+                ("quantize", ".npy", ArrayCase("npy q", "/instances/bench/quantize", npy_f[n], NPY, NPY, n * n,
+                                               npy_check(shape, "int8"))),
+                ("dequantize", "JSON", ArrayCase("json dq", "/instances/bench/dequantize", json_c[n], JSON_CT,
+                                                 JSON_CT, n * n, json_check(shape))),
+                ("dequantize", ".npy", ArrayCase("npy dq", "/instances/bench/dequantize", npy_c[n], NPY, NPY,
+                                                 n * n, npy_check(shape, "float32"))),
+                ("quantize_dequantize", "JSON", ArrayCase("json qdq", "/instances/bench/quantize_dequantize",
+                                                          json_f[n], JSON_CT, JSON_CT, n * n, json_check(shape))),
+                ("quantize_dequantize", ".npy", ArrayCase("npy qdq", "/instances/bench/quantize_dequantize",
+                                                          npy_f[n], NPY, NPY, n * n, npy_check(shape, "float32"))),
+            ]
+            if n == 2000:
+                cases.append(("quantize", "octet-stream", ArrayCase(
+                    "raw q", "/instances/bench/quantize", arrays[n].tobytes(), OCTET, OCTET, n * n,
+                    octet_check(shape, "int8"), {"X-Shape": f"{n},{n}", "X-Dtype": "float32"})))
+            for op, fmt, case in cases:
+                rows.append((op, fmt, n, case.run(srv, reps[n])))
+
+        rps: dict[tuple[str, int], float] = {}
+        for clients in (1, 4, 16):
+            rps[("GET /", clients)] = throughput(srv, "GET", "/", None, {}, clients, window)
+            rps[("quantize", clients)] = throughput(srv, "POST", "/instances/default/quantize", SMALL_BODY,
+                                                    {"Content-Type": JSON_CT}, clients, window)
+
+        lat, big_times = latency_probe(srv, json_f[2000], 2)
+        srv.stop()
+
+        rss_srv = Server(tmp, 1, "rss").start()
+        servers.append(rss_srv)
+        (worker,) = rss_srv.worker_pids()
+        conn = rss_srv.conn()
+        status, _, _ = request(conn, "POST", "/instances/default/quantize", SMALL_BODY, {"Content-Type": JSON_CT})
+        assert status == 200
+        hwm_before = proc_kb(worker, "VmHWM")
+        status, _, data = request(conn, "POST", "/instances/bench/quantize", json_f[2000], {"Content-Type": JSON_CT})
+        assert status == 200, data[:200]
+        hwm_after = proc_kb(worker, "VmHWM")
+        rss_after = proc_kb(worker, "VmRSS")
+        master_hwm = proc_kb(rss_srv.proc.pid, "VmHWM")  # type: ignore[union-attr]
+        conn.close()
+        rss_srv.stop()
+    finally:
+        for s in servers:
+            s.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    # ------------------------------------------------------------------ the table
+    out: list[str] = []
+    w = out.append
+    w(f"quantsite HTTP benchmark: gunicorn sync x{args.workers} workers on {os.cpu_count()} CPUs, DJANGO_DEBUG=0, "
+      f"SQLite, loopback; medians of {reps[100]}/{reps[1000]}/{reps[2000]} runs at 100^2/1000^2/2000^2")
+    w("")
+    w(f"{'operation':<20} {'body':<13} {'size':>9} {'median ms':>9} {'MB/s f32':>9} {'runs':>5}  "
+      f"{'vs in-process floor':<20}")
+    w("-" * 92)
+    for op, fmt, n, times in rows:
+        med = statistics.median(times)
+        mbs = n * n * 4 / 1e6 / med
+        note = ""
+        if op == "quantize" and fmt == "JSON" and n in floor:
+            note = f"{med / floor[n]:.2f}x floor"
+        w(f"{op:<20} {fmt:<13} {f'{n}x{n}':>9} {fmt_ms(med)} {mbs:9.1f} {len(times):5d}  {note}")
+    w("")
+    w("in-process floor (OrjsonParser.parse -> parse_2d -> Quantizer().quantize -> OrjsonRenderer.render, no HTTP):")
+    for n in (1000, 2000):
+        w(f"  JSON quantize {n}x{n}: {fmt_ms(floor[n]).strip()} ms ({n * n * 4 / 1e6 / floor[n]:.1f} MB/s f32), "
+          f"median of {reps[n]}")
+    w("")
+    w(f"requests/s ({window:.1f} s per row, one http.client connection per client thread; sync workers close "
+      "each connection, so clients reconnect):")
+    w(f"  {'clients':>7} {'GET /':>9} {'spec quantize':>14} {'ratio':>7}")
+    for clients in (1, 4, 16):
+        g, q = rps[("GET /", clients)], rps[("quantize", clients)]
+        w(f"  {clients:>7} {g:9.0f} {q:14.0f} {q / g:7.0%}")
+    w("")
+    w(f"latency probe: GET / while another client sends {len(big_times)} x 2000x2000 JSON quantize "
+      f"(each {statistics.median(big_times) * 1000:.0f} ms median): {len(lat)} probes, "
+      f"median {statistics.median(lat) * 1000:.1f} ms, max {max(lat) * 1000:.1f} ms (original service: 2730 ms)")
+    w("")
+    w(f"peak RSS, fresh 1-worker server, the worker's VmHWM: {hwm_before / 1024:.0f} MB after a warm-up request, "
+      f"{hwm_after / 1024:.0f} MB after one 2000x2000 JSON quantize (body {len(json_f[2000]) / 1e6:.0f} MB); "
+      f"VmRSS after {rss_after / 1024:.0f} MB; master VmHWM {master_hwm / 1024:.0f} MB "
+      f"(worker + master {(hwm_after + master_hwm) / 1024:.0f} MB)")
+    w("")
+    med = {(op, fmt, n): statistics.median(t) for op, fmt, n, t in rows}
+    j1000 = med[("quantize", "JSON", 1000)] / floor[1000]
+    npy2000 = med[("quantize", ".npy", 2000)]
+    raw2000 = med[("quantize", "octet-stream", 2000)]
+    ratio4 = rps[("quantize", 4)] / rps[("GET /", 4)]
+    peak = hwm_after / 1024
+
+    def verdict(ok: bool) -> str:
+        return "MET " if ok else "MISS"
+
+    w("targets:")
+    w(f"  [{verdict(j1000 <= 1.3)}] JSON quantize 1000x1000 within 1.3x of the in-process floor: {j1000:.2f}x")
+    w(f"  [{verdict(npy2000 <= 0.043 and raw2000 < npy2000)}] .npy quantize 2000x2000 (full result) <= 43 ms "
+      f"(2.5x faster than 74-108 ms): {npy2000 * 1000:.1f} ms; octet-stream faster still: {raw2000 * 1000:.1f} ms")
+    w(f"  [{verdict(ratio4 >= 0.40)}] spec quantize >= 40 % of GET / requests/s at 4 clients: {ratio4:.0%}")
+    w(f"  [{verdict(peak <= 250)}] peak worker RSS for one 2000x2000 JSON quantize <= 250 MB: {peak:.0f} MB")
+    w("")
+    w(f"total {time.perf_counter() - t_begin:.0f} s (building the request bodies: {t_bodies:.1f} s)")
+    print("\n".join(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
