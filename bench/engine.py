@@ -2,15 +2,17 @@
 
 Run from the repository root:
 
-    python bench/engine.py                 # 1000x1000 and 4000x4000 float32, median of 11 runs
+    python bench/engine.py                 # 1000x1000 and 4000x4000 float32, median of 11 rounds
     python bench/engine.py --reps 15 --sizes 1000x1000 2000x2000 4000x4000
 
 Throughput is GB/s of float32 data (4 bytes per element): the input of quantize and quantize_dequantize, the
 float32 output of dequantize (its int8 input is a quarter of that), so every row is comparable with the memcpy
-row, `np.copyto` of the same float32 array into a preallocated one, measured in the same run (before and after
-the other rows; the median of both). Each row is the median of `--reps` timed calls after `--warmup` untimed
-ones. Every call allocates its result, as the service does; the dequantization cache is disabled, so dequantize
-rows measure the kernel, not a cache hit.
+row, `np.copyto` of the same float32 array into a preallocated one, measured in the same run. The rows run
+round-robin, one call each per round (a slow spell of a shared machine then touches all rows alike), and each
+figure is the median of `--reps` rounds after `--warmup` untimed ones. Every call allocates its result, as the
+service does (a fresh float32 result is page-faulted in: dequantize and quantize_dequantize pay for that, the
+memcpy row does not); the dequantization cache is disabled, so dequantize rows measure the kernel, not a cache
+hit. `--buffer-size` sets the instances' `buffer_size` (the kernels' block, in float32 elements).
 
 Rows:
   quantize fixed        per-tensor INT8 with calibrated (frozen) parameters
@@ -42,26 +44,32 @@ import numpy as np  # noqa: E402
 from engine import QuantizationConfig, QuantizationMode, Quantizer  # noqa: E402
 
 
-def run_timed(fn: Callable[[], object], reps: int, warmup: int) -> list[float]:
+def run_rounds(cases: list[tuple[str, Callable[[], object]]], reps: int, warmup: int) -> dict[str, float]:
+    """Median seconds per case. The cases run round-robin, one call each per round, so that a slow spell of the
+    machine (other processes, a noisy neighbour) touches every row alike instead of a few."""
     for _ in range(warmup):
-        fn()
-    times = []
+        for _, fn in cases:
+            fn()
+    times: dict[str, list[float]] = {name: [] for name, _ in cases}
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
         for _ in range(reps):
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
+            for name, fn in cases:
+                t0 = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - t0)
     finally:
         if gc_was_enabled:
             gc.enable()
-    return times
+    return {name: statistics.median(ts) for name, ts in times.items()}
 
 
-def build_cases(x: np.ndarray) -> list[tuple[str, Callable[[], object]]]:
+def build_cases(x: np.ndarray, buffer_size: int) -> list[tuple[str, Callable[[], object]]]:
     def cfg(**kw: object) -> QuantizationConfig:
-        return QuantizationConfig.from_dict({"quantization_type": "INT8", "enable_cache": False, **kw})
+        return QuantizationConfig.from_dict(
+            {"quantization_type": "INT8", "enable_cache": False, "buffer_size": buffer_size, **kw}
+        )
 
     fixed = Quantizer(cfg())
     fixed.calibrate([x])  # -> CALIBRATED mode, frozen per-tensor parameters
@@ -93,17 +101,17 @@ def build_cases(x: np.ndarray) -> list[tuple[str, Callable[[], object]]]:
     ]
 
 
-def measure(x: np.ndarray, reps: int, warmup: int) -> tuple[float, list[tuple[str, float]]]:
-    """Median seconds of memcpy (timed before and after the rest) and of every case, for one input array."""
+MEMCPY = "memcpy (np.copyto, float32)"
+
+
+def measure(x: np.ndarray, reps: int, warmup: int, buffer_size: int) -> dict[str, float]:
+    """Median seconds of memcpy and of every case for one input array, memcpy in every round."""
     dst = np.empty_like(x)
 
     def copy() -> None:
         np.copyto(dst, x)
 
-    copy_times = run_timed(copy, reps, warmup)
-    timed = [(name, statistics.median(run_timed(fn, reps, warmup))) for name, fn in build_cases(x)]
-    copy_times += run_timed(copy, reps, warmup)
-    return statistics.median(copy_times), timed
+    return run_rounds([(MEMCPY, copy), *build_cases(x, buffer_size)], reps, warmup)
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -115,31 +123,33 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", nargs="+", default=["1000x1000", "4000x4000"], help="2-D shapes, ROWSxCOLS")
     ap.add_argument("--reps", type=int, default=11, help="timed calls per row (the median is reported)")
-    ap.add_argument("--warmup", type=int, default=2, help="untimed calls before each row")
+    ap.add_argument("--warmup", type=int, default=2, help="untimed rounds before the timed ones")
+    ap.add_argument("--buffer-size", type=int, default=0,
+                    help="the instances' buffer_size (kernel block, float32 elements; 0: the engine's default)")
     args = ap.parse_args()
 
     shapes = [parse_size(s) for s in args.sizes]
     results: dict[str, dict[tuple[int, int], float]] = {}
-    memcpy: dict[tuple[int, int], float] = {}
     order: list[str] = []
     rng = np.random.default_rng(0)
     for shape in shapes:
         x = rng.standard_normal(shape, dtype=np.float32)
-        memcpy[shape], timed = measure(x, args.reps, args.warmup)
-        for name, seconds in timed:
+        for name, seconds in measure(x, args.reps, args.warmup, args.buffer_size).items():
             if name not in order:
                 order.append(name)
             results.setdefault(name, {})[shape] = seconds
         del x
+    memcpy = results[MEMCPY]
 
     def label(shape: tuple[int, int]) -> str:
         n = shape[0] * shape[1]
         return f"{shape[0]}x{shape[1]} ({n / 1e6:.0f}M)" if n >= 1e6 else f"{shape[0]}x{shape[1]} ({n / 1e3:.0f}K)"
 
     cpus = os.cpu_count()
-    print(f"engine throughput: numpy {np.__version__}, {cpus} CPUs, median of {args.reps} runs after {args.warmup} "
-          f"warm-up; GB/s of float32 data (4 B/element)")
-    name_w = max(len(n) for n in [*order, "memcpy (np.copyto, float32)"])
+    block = args.buffer_size or "default"
+    print(f"engine throughput: numpy {np.__version__}, {cpus} CPUs, block {block}, median of {args.reps} rounds after "
+          f"{args.warmup} warm-up; GB/s of float32 data (4 B/element)")
+    name_w = max(len(n) for n in order)
     head = "".join(f" | {label(s):^25}" for s in shapes)
     print(f"{'':<{name_w}}{head}")
     sub = "".join(f" | {'ms':>7} {'GB/s':>7} {'memcpy':>8}" for _ in shapes)
@@ -154,7 +164,6 @@ def main() -> None:
             cells.append(f" | {t * 1e3:7.2f} {gbs:7.2f} {memcpy[s] / t * 100:7.1f}%")
         return f"{name:<{name_w}}{''.join(cells)}"
 
-    print(row("memcpy (np.copyto, float32)", memcpy))
     for name in order:
         print(row(name, results[name]))
 

@@ -268,13 +268,9 @@ class Quantizer:
             lo, hi = self._extremes(x, axis)  # the range pass, which also reveals NaN / Inf for free
         elif validate:
             lo, hi = kernels.minmax(x)  # one pass for both
-        elif qtype.is_integer:
-            # Not validated, yet NaN must still get the zero point's code, never an arbitrary one. A sum is finite
-            # only if every element is (an overflow merely takes the NaN-safe path): a fraction of the cost of
-            # masking NaN in every block.
-            with np.errstate(over="ignore", invalid="ignore"):
-                lo = hi = np.sum(x)
         else:
+            # Not validated, yet NaN must still get the zero point's code, never an arbitrary one: the kernel
+            # finds NaN itself (nan_to_zero_point=None), one reduction per block in cache, not a pass over memory.
             lo = hi = F32(0)
         has_nonfinite = not (np.isfinite(lo).all() and np.isfinite(hi).all())
         nonfinite = self._check_finite(x, validate=validate, lo=lo, hi=hi)
@@ -291,7 +287,7 @@ class Quantizer:
         in_place = self.config.optimize_memory and dequantize_after
         out, clipped = kernels.quantize_counted(
             x, params, qmin, qmax, STORAGE_DTYPES[plan.quantization_type],
-            nan_to_zero_point=has_nonfinite, workspace=self._workspace(),
+            nan_to_zero_point=has_nonfinite if dynamic or validate else None, workspace=self._workspace(),
             dequantize_after=dequantize_after,
             count_clipped=validate and self._may_clip(params, qmin, qmax, lo, hi, nonfinite),
         )
@@ -345,7 +341,14 @@ class Quantizer:
             normalize_axis(channel_dim, arr.ndim)
         if not qtype.is_integer:
             x = self._as_float(arr)
-            out = x.astype(np.float16).astype(F32) if qtype is QuantizationType.FLOAT16 else x.copy()
+            if qtype is QuantizationType.FLOAT16:
+                outside = int(np.count_nonzero(np.abs(x) > np.finfo(np.float16).max))
+                if outside:
+                    raise InputError(f"{outside} value(s) are outside the float16 range (+-65504)", field="data",
+                                     code="input.code_out_of_range")
+                out = x.astype(np.float16).astype(F32)
+            else:
+                out = x.copy()
             return self._finish(OpResult(out, qtype, None, delta, plan), started)
 
         qmin, qmax = qrange(plan.quantization_type, plan.num_bits)

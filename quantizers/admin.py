@@ -22,8 +22,10 @@ from .selectors import STATS_FIELDS
 
 
 class InstanceForm(forms.ModelForm):
-    config = forms.JSONField(help_text="The full configuration; validated by the engine, absent fields take the "
-                                       "defaults.")
+    # Not required: a required JSONField refuses {} as "empty", yet {} is a valid configuration (all defaults).
+    # A blank field is still refused, by the engine ("the configuration must be a JSON object").
+    config = forms.JSONField(required=False, help_text="The full configuration; validated by the engine, absent "
+                                                       "fields take the defaults.")
 
     class Meta:
         model = QuantizerInstance
@@ -145,13 +147,15 @@ class QuantizerInstanceAdmin(admin.ModelAdmin):
 
     @admin.display(description="parameters")
     def parameters_view(self, obj: QuantizerInstance) -> str:
-        if obj.pk is None or not hasattr(obj, "parameters"):
+        # On the add page (also when it comes back with errors) the object is unsaved, though its pk is set from
+        # the form: a duplicate id would otherwise show, and build an engine from, the existing instance's row.
+        if obj.pk is None or obj._state.adding or not hasattr(obj, "parameters"):
             return "-"
         return _pretty(registry.get(obj).export_parameters())
 
     @admin.display(description="statistics")
     def stats_view(self, obj: QuantizerInstance) -> str:
-        if obj.pk is None or not hasattr(obj, "stats"):
+        if obj.pk is None or obj._state.adding or not hasattr(obj, "stats"):
             return "-"
         return _pretty({name: getattr(obj.stats, name) for name in STATS_FIELDS})
 

@@ -61,7 +61,12 @@ def parse_2d(value: Any, *, field: str = "data", integers: bool = False, budget:
             raise InputError(MSG_NOT_INTEGER.format(field=field, row=index, kind="floats"), field=field,
                              code="input.type")
     if integers:
-        return np.array(value, dtype=np.int64)
+        try:
+            return np.array(value, dtype=np.int64)
+        except OverflowError:
+            # JSON integers beyond int64 (orjson parses up to 2**64 - 1): no type's code, and float64 holds them
+            # well enough for the engine to say so (as the row-by-row path, which reads integers as float64, does).
+            return np.array(value, dtype=np.float64)
     arr = np.array(value, dtype=np.float64)
     with np.errstate(invalid="ignore"):
         outside = ~(np.abs(arr) <= F32_MAX)

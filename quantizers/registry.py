@@ -71,6 +71,18 @@ class Registry:
                 entry.cache_epoch = instance.cache_epoch
             return entry.quantizer
 
+    def current(self, instance_id: str, uid: uuid.UUID, version: int, cache_epoch: int) -> Quantizer | None:
+        """The engine object built from the stored state (uid, version) given, its cache dropped when the epoch
+        differs, as get() does; None when there is none, so that the caller reads the full row for get()."""
+        with self._lock:
+            entry = self._entries.get(instance_id)
+            if entry is None or entry.uid != uid or entry.version != version:
+                return None
+            if entry.cache_epoch != cache_epoch:
+                entry.quantizer.clear_cache()
+                entry.cache_epoch = cache_epoch
+            return entry.quantizer
+
     def forget(self, instance_id: str) -> None:
         with self._lock:
             self._entries.pop(instance_id, None)

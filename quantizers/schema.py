@@ -8,6 +8,7 @@ surprised:
 - request bodies reject unknown keys (`additionalProperties: false`), as `StrictSerializer` and the engine's
   config validation do, and a body with required fields is a required body;
 - array values are float32: their JSON numbers are bounded by the float32 range;
+- custom_quantization_config entries take the per-layer fields only;
 - every error response is `application/json` (binary renderers fall back to JSON for errors);
 - 401 on every operation that needs a token (QUANTIZER_REQUIRE_AUTH) and 406 on every operation (an Accept header
   no renderer satisfies) are documented;
@@ -63,6 +64,7 @@ def postprocess_schema(result: dict[str, Any], generator: Any = None, request: A
     operations = {op["operationId"]: op for op in _operations(result)}
     _strict_json_bodies(operations.values(), schemas)
     _float32_data(schemas)
+    _layer_overrides(schemas)
     for op in operations.values():
         _instance_id_pattern(op)
         _body_required(op, schemas)
@@ -94,6 +96,21 @@ def _float32_data(schemas: dict[str, Any]) -> None:
             node = node.get("items")
         if isinstance(node, dict) and node.get("type") == "number":
             node.update({"minimum": -F32_MAX, "maximum": F32_MAX})
+
+
+def _layer_overrides(schemas: dict[str, Any]) -> None:
+    """custom_quantization_config maps a layer name to the fields engine.LayerOverride takes, and nothing else."""
+    for schema in schemas.values():
+        prop = schema.get("properties", {}).get("custom_quantization_config")
+        if prop is not None and prop.get("type") == "object":
+            # null (or an absent key) keeps the instance's own value.
+            prop["additionalProperties"] = {"type": "object", "additionalProperties": False, "properties": {
+                "quantization_type": {"allOf": [{"$ref": "#/components/schemas/QuantizationTypeEnum"}],
+                                      "nullable": True},
+                "num_bits": {"type": "integer", "minimum": 2, "maximum": 16, "nullable": True},
+                "symmetric": {"type": "boolean", "nullable": True},
+                "per_channel": {"type": "boolean", "nullable": True},
+            }}
 
 
 def _instance_id_pattern(op: dict[str, Any]) -> None:

@@ -42,7 +42,8 @@ def instance_config(instance_id: str) -> dict[str, Any]:
 def instance_stats(instance_id: str) -> dict[str, Any]:
     stats = instance_get(instance_id).stats
     out: dict[str, Any] = {name: getattr(stats, name) for name in STATS_FIELDS}
-    last = stats.last_params or {}
+    # last_channel_* describe calls since the last reset, like last_scale (the stored parameters themselves stay).
+    last = (stats.last_params or {}) if stats.quantize_calls or stats.dequantize_calls else {}
     per_channel = isinstance(last.get("scale"), list)
     out["last_channel_scales"] = last.get("scale") if per_channel else None
     out["last_channel_zero_points"] = last.get("zero_point") if per_channel else None

@@ -1,8 +1,8 @@
 """Use-cases that change state. Each owns its transaction; views and the admin call these and nothing else.
 
-Counters are added with F() expressions in one UPDATE per request (no read-modify-write, so concurrent workers
-lose no increment); the same UPDATE stores the parameters the request used. Changes of config or parameters
-bump the instance's version so that every worker rebuilds its engine object on its next request.
+Counters are added in SQL (`column = column + delta`) in one UPDATE per request (no read-modify-write, so
+concurrent workers lose no increment); the same UPDATE stores the parameters the request used. Changes of config
+or parameters bump the instance's version so that every worker rebuilds its engine object on its next request.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connections, router, transaction
 from django.db.models import F
 
 from engine import OpResult, QParams, QuantizationConfig, Quantizer
@@ -64,7 +64,10 @@ def instance_duplicate(*, source_id: str, new_id: str) -> QuantizerInstance:
 def _locked(instance_id: str) -> QuantizerInstance:
     check_instance_id(instance_id)
     try:
-        return QuantizerInstance.objects.select_for_update().select_related("parameters").get(pk=instance_id)
+        # of=("self",): lock the instance row only; PostgreSQL refuses FOR UPDATE on the outer-joined parameters.
+        return QuantizerInstance.objects.select_for_update(of=("self",)).select_related("parameters").get(
+            pk=instance_id
+        )
     except QuantizerInstance.DoesNotExist:
         raise InstanceNotFound(instance_id) from None
 
@@ -90,7 +93,8 @@ def instance_update_config(*, instance_id: str, config: Mapping[str, Any], parti
     """PUT replaces the whole config (absent fields take the defaults); PATCH changes the given fields.
 
     Stored parameters survive unless the change alters what they depend on (type, bits, symmetry): then they
-    are cleared, since codes computed for another range would be wrong.
+    are cleared, since codes computed for another range would be wrong. So are the latest quantize's parameters,
+    which a dynamic-mode dequantize would otherwise still apply (zero point -86 on UINT8 or 4-bit codes).
     """
     with transaction.atomic():
         instance = _locked(instance_id)
@@ -101,6 +105,7 @@ def instance_update_config(*, instance_id: str, config: Mapping[str, Any], parti
         clear = _parameters_depend_on(new) != _parameters_depend_on(current)
         if clear:
             quantizer = Quantizer(new)
+            QuantizerStats.objects.filter(instance_id=instance.pk).update(last_params=None)
         _save_state(instance, quantizer, parameters=clear)
     return new
 
@@ -112,17 +117,62 @@ def _last_params(stored: Mapping[str, Any] | None) -> QParams | None:
     return QParams.of(stored["scale"], stored["zero_point"], stored.get("axis"))
 
 
+# The two queries of every operation are written in SQL (names from the models, values prepared by the model
+# fields, as the ORM would send them): the ORM's compilation of the three-table select_related query and of the
+# F() update took more than half the time of a small request (bench/http.py).
+def _run_state(instance_id: str) -> tuple[Quantizer, Any]:
+    """This worker's engine object and the stored parameters of the latest quantize, from one SELECT of the four
+    columns a run needs; the full row (instance_get, registry.get) only when the engine object is missing or stale,
+    or the row is not found (which then raises as before)."""
+    check_instance_id(instance_id)
+    instance_meta, stats_meta = QuantizerInstance._meta, QuantizerStats._meta
+    connection = connections[router.db_for_read(QuantizerInstance)]
+    qn = connection.ops.quote_name
+    instances, stats = qn(instance_meta.db_table), qn(stats_meta.db_table)
+    columns = ", ".join(
+        [f"{instances}.{qn(instance_meta.get_field(name).column)}" for name in ("uid", "version", "cache_epoch")]
+        + [f"{stats}.{qn(stats_meta.get_field('last_params').column)}"]
+    )
+    instance_pk = f"{instances}.{qn(instance_meta.pk.column)}"
+    sql = (f"SELECT {columns} FROM {instances} INNER JOIN {stats} ON {stats}.{qn(stats_meta.pk.column)} = "
+           f"{instance_pk} WHERE {instance_pk} = %s")
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [instance_id])
+        row = cursor.fetchone()
+    if row is not None:
+        uid = instance_meta.get_field("uid").to_python(row[0])
+        quantizer = registry.current(instance_id, uid, int(row[1]), int(row[2]))
+        if quantizer is not None:
+            return quantizer, stats_meta.get_field("last_params").from_db_value(row[3], None, connection)
+    instance = instance_get(instance_id)
+    return registry.get(instance), instance.stats.last_params
+
+
 def _record(instance_id: str, result: OpResult, *, quantized: bool) -> None:
+    """One UPDATE: the counters added in SQL, as F() expressions would be, and the parameters used stored."""
     delta = result.delta
-    changes: dict[str, Any] = {name: F(name) + getattr(delta, name) for name in STATS_COUNTERS
-                               if getattr(delta, name)}
-    changes["processing_time_ms"] = F("processing_time_ms") + delta.processing_time_ms
+    added: dict[str, Any] = {name: getattr(delta, name) for name in STATS_COUNTERS if getattr(delta, name)}
+    added["processing_time_ms"] = delta.processing_time_ms
+    stored: dict[str, Any] = {}
     if delta.last_scale is not None:
-        changes["last_scale"] = delta.last_scale
-        changes["last_zero_point"] = delta.last_zero_point
+        stored["last_scale"] = delta.last_scale
+        stored["last_zero_point"] = delta.last_zero_point
     if quantized and result.params is not None:
-        changes["last_params"] = result.params.to_dict()
-    QuantizerStats.objects.filter(instance_id=instance_id).update(**changes)
+        stored["last_params"] = result.params.to_dict()
+    meta = QuantizerStats._meta
+    connection = connections[router.db_for_write(QuantizerStats)]
+    qn = connection.ops.quote_name
+    table = qn(meta.db_table)
+    assignments: list[str] = []
+    params: list[Any] = []
+    for name, value in [*added.items(), *stored.items()]:
+        field = meta.get_field(name)
+        column = qn(field.column)
+        assignments.append(f"{column} = ({table}.{column} + %s)" if name in added else f"{column} = %s")
+        params.append(field.get_db_prep_save(value, connection))
+    sql = f"UPDATE {table} SET {', '.join(assignments)} WHERE {table}.{qn(meta.pk.column)} = %s"
+    with transaction.mark_for_rollback_on_error(using=connection.alias), connection.cursor() as cursor:
+        cursor.execute(sql, [*params, instance_id])
 
 
 def instance_run(
@@ -135,9 +185,8 @@ def instance_run(
     layer_name: str | None = None,
 ) -> OpResult:
     """quantize, dequantize or quantize_dequantize `data`, and add the call to the stored statistics."""
-    instance = instance_get(instance_id)
-    quantizer = registry.get(instance)
-    quantizer.last_params = _last_params(instance.stats.last_params)
+    quantizer, last_params = _run_state(instance_id)
+    quantizer.last_params = _last_params(last_params)
     if operation == "dequantize":
         result = quantizer.dequantize(data, channel_dim=channel_dim, layer_name=layer_name)
     elif operation == "quantize":

@@ -10,7 +10,9 @@ ID = r"(?P<instance_id>[^/]+)"
 
 
 def route(pattern: str, view, name: str):  # type: ignore[no-untyped-def]
-    return re_path(rf"^{pattern}/?$", view, name=name)
+    # `(?:/)?` rather than `/?`: the same match, but the OpenAPI schema (and /documentation) then shows the spec's
+    # path, /instances/{instance_id}/quantize, where `/?` simplified to a trailing slash the spec does not write.
+    return re_path(rf"^{pattern}(?:/)?$", view, name=name)
 
 
 instances = views.InstanceViewSet

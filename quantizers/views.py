@@ -16,6 +16,7 @@ from rest_framework.parsers import MultiPartParser
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.settings import api_settings
 
 from engine import OpResult, QParams
 from engine.npy import decode_npy
@@ -101,7 +102,9 @@ def _result_headers(response: Response, result: OpResult) -> Response:
 def _binary_options(request: Request) -> dict[str, Any]:
     """Options of a binary (.npy / octet-stream) request come from the query string."""
     query = request.query_params
-    unknown = sorted(set(query) - {"validate", "channel_dim", "layer_name", "operation"})
+    # `format` is DRF's renderer override (?format=npy), which the schema documents on these routes.
+    known = {"validate", "channel_dim", "layer_name", "operation", api_settings.URL_FORMAT_OVERRIDE}
+    unknown = sorted(set(query) - known)
     if unknown:
         raise BadRequest(f"unknown query parameter: {unknown[0]}", field=unknown[0])
     return {
@@ -214,8 +217,9 @@ class InstanceViewSet(viewsets.ViewSet):
     def _run(self, request: Request, instance_id: str, operation: str) -> Response:
         selectors.check_instance_id(instance_id)
         payload = request.data
+        options = _binary_options(request)  # checked whatever the body: a malformed query is a 400, never ignored
         if isinstance(payload, dict) and isinstance(payload.get("data"), np.ndarray) and len(payload) == 1:
-            body = {"data": payload["data"], **_binary_options(request)}  # a .npy or octet-stream body
+            body = {"data": payload["data"], **options}  # a .npy or octet-stream body
         else:
             serializer_cls = DequantizationSerializer if operation == "dequantize" else QuantizationSerializer
             body = _valid(serializer_cls, request)

@@ -8,3 +8,7 @@ os.environ.setdefault("DJANGO_SECURE_SSL_REDIRECT", "0")
 os.environ.setdefault("QUANTIZER_REQUIRE_AUTH", "0")
 
 from .settings import *  # noqa: F403
+
+# Tests do not run collectstatic: serve static files from the apps, without the manifest.
+STORAGES = {**STORAGES, "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}}  # noqa: F405
+WHITENOISE_USE_FINDERS = True

@@ -66,8 +66,10 @@ def assert_error(response: Any, status: int, *, code: str | None = None, detail:
     body = strict_json(response)
     assert isinstance(body, dict), body
     assert set(body) <= {"detail", "code", "field"}, body
-    assert isinstance(body.get("detail"), str) and body["detail"], body
-    assert isinstance(body.get("code"), str) and body["code"], body
+    assert isinstance(body.get("detail"), str), body
+    assert body["detail"], body
+    assert isinstance(body.get("code"), str), body
+    assert body["code"], body
     if code is not None:
         assert body["code"] == code, body
     if detail is not None:

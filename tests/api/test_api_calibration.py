@@ -47,7 +47,8 @@ def test_calibrate_answers_message_scale_and_zero_point(api, slash):
     assert body["message"] == "Calibration successful"
     assert_bits_equal(body["scale"], scale)
     assert body["zero_point"] == -32
-    assert body["per_channel_scales"] is None and body["per_channel_zero_points"] is None
+    assert body["per_channel_scales"] is None
+    assert body["per_channel_zero_points"] is None
 
     config = ok(api.get("/instances/default/config"))
     assert config["quantization_mode"] == "CALIBRATED"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from quantizers.registry import registry
@@ -292,3 +293,27 @@ def test_changing_type_bits_or_symmetry_clears_stored_parameters(api):
     assert exported["is_calibrated"] is False
     # codes for another range would be wrong: STATIC without parameters is a conflict again
     assert_error(api.post("/instances/params/quantize", {"data": [[1.0]]}), 409, code="state.not_calibrated")
+
+
+@pytest.mark.parametrize("change", [{"num_bits": 4}, {"quantization_type": "UINT8"}, {"symmetric": True}])
+def test_a_range_change_also_forgets_the_latest_quantize_parameters(api, change):
+    """The latest quantize of [-1, 5] used zp -86 on the INT8 range; after a change of type, bits or symmetry those
+    parameters would give wrong values for the new codes, so a dynamic dequantize has nothing to use (409) until
+    the next quantize."""
+    ok(api.post("/instances/default/quantize", {"data": [[-1.0, 5.0]]}))
+    ok(api.patch("/instances/default/config", change))
+    registry.clear()
+    assert_error(api.post("/instances/default/dequantize", {"data": [[0, 1]]}), 409, code="state.not_calibrated")
+    ok(api.post("/instances/default/quantize", {"data": [[-1.0, 5.0]]}))
+    assert ok(api.post("/instances/default/dequantize", {"data": [[0, 1]]}))["original_shape"] == [1, 2]
+
+
+def test_an_unrelated_change_keeps_the_latest_quantize_parameters(api):
+    codes = ok(api.post("/instances/default/quantize", {"data": [[-1.0, 5.0]]}))["data"]
+    ok(api.patch("/instances/default/config", {"cache_size": 3, "error_on_nan": False}))
+    registry.clear()
+    # scale float32(6/255), zp -86: (-128 + 86) * scale and (126 + 86) * scale
+    scale = np.float32(np.float64(6.0) / 255.0)
+    expected = ((np.asarray(codes, np.int64) + 86).astype(np.float32) * scale).astype(np.float32)
+    got = np.asarray(ok(api.post("/instances/default/dequantize", {"data": codes}))["data"], np.float32)
+    assert got.view(np.int32).tolist() == expected.view(np.int32).tolist()

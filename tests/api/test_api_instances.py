@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from quantizers.registry import registry
-
 from tests.api.helpers import (
     CONFIG_FIELDS,
     SPEC_CODES,
@@ -120,10 +119,7 @@ def test_the_default_instance_cannot_be_re_created(api, slash):
 @pytest.mark.parametrize("method", ["post", "delete"])
 def test_an_invalid_id_is_400_and_creates_nothing(api, bad_id, method):
     before = ok(api.get("/instances"))
-    if method == "post":
-        response = api.post(f"/instances/{bad_id}", {})
-    else:
-        response = api.delete(f"/instances/{bad_id}")
+    response = api.post(f"/instances/{bad_id}", {}) if method == "post" else api.delete(f"/instances/{bad_id}")
     assert_error(response, 400, code="instance_id.invalid", detail=MSG_INVALID_ID, field="instance_id")
     assert ok(api.get("/instances")) == before
 

@@ -138,7 +138,8 @@ def test_importing_null_parameters_clears_them(api):
     ok(import_(api, {"global_scale": 0.5, "global_zero_point": 0}, "st"))
     ok(import_(api, {"global_scale": None, "global_zero_point": None}, "st"))
     exported = export(api, "st")
-    assert exported["global_scale"] is None and exported["is_calibrated"] is False
+    assert exported["global_scale"] is None
+    assert exported["is_calibrated"] is False
     assert_error(api.post("/instances/st/quantize", {"data": [[1.0]]}), 409, code="state.not_calibrated")
 
 

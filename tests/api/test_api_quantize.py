@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from django.test import Client
 
 from quantizers.registry import registry
 from tests.api.helpers import (
@@ -23,7 +24,6 @@ from tests.api.helpers import (
     onnx_dequantize,
     onnx_qparams,
     onnx_quantize,
-    qrange,
     snapshot,
 )
 
@@ -464,3 +464,17 @@ def test_json_is_the_default_answer(api):
     for accept in ("application/json", "*/*", "application/*"):
         response = api.post("/instances/default/quantize", {"data": [[0.0, 1.0]]}, HTTP_ACCEPT=accept)
         assert ok(response)["quantization_type"] == "INT8"
+
+
+def test_float16_dequantize_of_values_beyond_the_half_range_is_not_a_500(api):
+    create(api, "half", {"quantization_type": "FLOAT16"})
+    response = Client(raise_request_exception=False).post(
+        "/instances/half/dequantize", {"data": [[0.1, 70000.0]]}, content_type="application/json")
+    assert response.status_code < 500, response.content[:300]
+
+
+def test_float16_overflow_is_counted_and_never_written_as_infinity(api):
+    create(api, "half", {"quantization_type": "FLOAT16"})
+    body = ok(api.post("/instances/half/quantize", {"data": [[0.1, 70000.0, -1e6]]}))  # strict JSON
+    assert_bits_equal(body["data"][0][0], np.float16(0.1))
+    assert ok(api.get("/instances/half/stats"))["clipped_values"] == 2  # beyond +-65504: saturated to +-inf

@@ -36,7 +36,8 @@ def test_fresh_stats_are_zero(api, slash):
     body = ok(api.get(f"/instances/default/stats{slash}"))
     assert set(body) == STATS_FIELDS | {"last_channel_scales", "last_channel_zero_points"}
     assert {k: body[k] for k in STATS_FIELDS} == ZERO
-    assert body["last_channel_scales"] is None and body["last_channel_zero_points"] is None
+    assert body["last_channel_scales"] is None
+    assert body["last_channel_zero_points"] is None
     for name in ("clipped_values", "total_values", "quantize_calls", "dequantize_calls", "cache_hits", "cache_misses"):
         assert type(body[name]) is int
 
@@ -50,7 +51,8 @@ def test_stats_count_every_operation(api):
     assert counters(api, "st") == {"clipped_values": 3, "total_values": 7, "quantize_calls": 3,
                                    "dequantize_calls": 2, "cache_hits": 0, "cache_misses": 1}
     body = stats(api, "st")
-    assert body["last_scale"] == 0.1 and body["last_zero_point"] == 0
+    assert body["last_scale"] == 0.1
+    assert body["last_zero_point"] == 0
     assert body["processing_time_ms"] > 0
 
 

@@ -345,6 +345,9 @@ def test_validate_false_in_static_mode(make_quantizer: MakeQuantizer) -> None:
     assert result.delta.clipped_values == 0
     fake = quantizer.quantize_dequantize(x, validate=False)
     np.testing.assert_array_equal(fake.data, f32([-133, 0, 0, 122]) * F32(0.01))  # (q - zp) * scale
+    # values whose sum overflows, with and without NaN
+    np.testing.assert_array_equal(quantizer.quantize(f32([3e38, 3e38, np.nan]), validate=False).data, [127, 127, 5])
+    np.testing.assert_array_equal(quantizer.quantize(f32([3e38, 3e38, -1.0]), validate=False).data, [127, 127, -95])
 
 
 def test_error_on_nan_message_counts(make_quantizer: MakeQuantizer) -> None:

@@ -1,0 +1,396 @@
+"""Errors: unknown routes, 405, malformed JSON, 415, 413 limits, 500, and hostile input on every body route.
+
+Every answer is a JSON error body ({"detail", "code"} plus "field" where one field is at fault) and a refused
+request changes nothing that is stored.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from django.test import Client
+
+from quantizers import services
+from quantizers.registry import registry
+from tests.api.helpers import assert_error, create, ok, snapshot
+
+MSG_TOO_LARGE = "The request body exceeds QUANTIZER_MAX_BODY_MB ({limit} MB)"
+
+# (path, allowed methods) for every route
+ROUTES = [
+    ("/", {"GET"}),
+    ("/instances", {"GET"}),
+    ("/instances/default", {"POST", "DELETE"}),
+    ("/instances/default/config", {"GET", "PUT", "PATCH"}),
+    ("/instances/default/quantize", {"POST"}),
+    ("/instances/default/dequantize", {"POST"}),
+    ("/instances/default/quantize_dequantize", {"POST"}),
+    ("/instances/default/calibrate", {"POST"}),
+    ("/instances/default/compute_params", {"POST"}),
+    ("/instances/default/stats", {"GET"}),
+    ("/instances/default/clear_cache", {"POST"}),
+    ("/instances/default/reset_stats", {"POST"}),
+    ("/instances/default/parameters", {"GET", "POST"}),
+    ("/instances/default/layer_params/conv1", {"GET"}),
+    ("/instances/default/upload_numpy", {"POST"}),
+    ("/documentation", {"GET"}),
+]
+METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+NOT_ALLOWED = [(path, method) for path, allowed in ROUTES for method in METHODS if method not in allowed]
+# each route spelt with and without a trailing slash (the root has one spelling)
+NOT_ALLOWED_SPELLINGS = [(path, spelt, method) for path, method in NOT_ALLOWED
+                         for spelt in ([path] if path == "/" else [path, path + "/"])]
+
+# Routes taking a JSON body, with a valid body for each.
+BODY_ROUTES = [
+    ("post", "/instances/fresh", {"num_bits": 8}),
+    ("put", "/instances/default/config", {"num_bits": 8}),
+    ("patch", "/instances/default/config", {"num_bits": 8}),
+    ("post", "/instances/default/quantize", {"data": [[1.0, 2.0]]}),
+    ("post", "/instances/default/dequantize", {"data": [[1, 2]]}),
+    ("post", "/instances/default/quantize_dequantize", {"data": [[1.0, 2.0]]}),
+    ("post", "/instances/default/calibrate", {"data": [[[1.0, 2.0]]]}),
+    ("post", "/instances/default/compute_params", {"data": [[1.0, 2.0]]}),
+    ("post", "/instances/default/parameters", {"parameters": {"global_scale": 0.5, "global_zero_point": 0}}),
+]
+BODY_IDS = [f"{m.upper()} {p}" for m, p, _ in BODY_ROUTES]
+
+
+@pytest.fixture
+def primed(api):
+    """The default instance with a quantize behind it, so that dequantize is possible."""
+    ok(api.post("/instances/default/quantize", {"data": [[-1.0, 5.0]]}))
+    return api
+
+
+def state(api):
+    return {**snapshot(api, "default"), "fresh_exists": "fresh" in ok(api.get("/instances"))}
+
+
+# ---------------------------------------------------------------------------- unknown routes
+@pytest.mark.parametrize("path", [
+    "/nope", "/instances/default/nope", "/instances/default/quantize/extra", "/instances/default/config/x",
+    "/instances//quantize", "/instances/default//quantize", "/api/", "/api/schema/extra", "/INSTANCES",
+    "/instances/default/Quantize", "/instances/default/quantize//", "/documentation/x", "/%00",
+    "/instances/default/layer_params", "/favicon.ico",
+])
+@pytest.mark.parametrize("method", METHODS)
+def test_an_unknown_route_is_a_json_404(api, path, method):
+    response = getattr(api.client, method.lower())(path)
+    body = assert_error(response, 404, code="route.not_found")
+    assert body["detail"].startswith("No such route: /")
+
+
+def test_the_404_names_the_path(api):
+    assert_error(api.get("/nope/deeper"), 404, detail="No such route: /nope/deeper", code="route.not_found")
+
+
+# ---------------------------------------------------------------------------- 405
+@pytest.mark.parametrize(("path", "spelt", "method"), NOT_ALLOWED_SPELLINGS,
+                         ids=[f"{m} {s}" for _, s, m in NOT_ALLOWED_SPELLINGS])
+def test_a_method_a_route_does_not_take_is_a_json_405(api, path, spelt, method):
+    before = state(api)
+    response = api.client.generic(method, spelt, data=b"{}", content_type="application/json")
+    assert_error(response, 405, code="http.method_not_allowed", detail=f'Method "{method}" not allowed.')
+    allowed = {m.strip() for m in response["Allow"].split(",")}
+    assert allowed - {"OPTIONS", "HEAD"} == next(a for p, a in ROUTES if p == path)
+    assert state(api) == before
+
+
+# ---------------------------------------------------------------------------- malformed JSON
+MALFORMED = [
+    b'{"data": [[1, 2]]', b'{data: [[1]]}', b"{'data': [[1]]}", b'{"data": [[1, 2]]}}', b'{"data": [[1, 2]],}',
+    b'{"data": [[1 2]]}', b'{"data": [[01]]}', b'{"data": [[1.]]}', b'{"data": [[.5]]}', b'{"data": [[+1]]}',
+    b'{"data": [[0x10]]}', b'{"data": [[1]]} // comment', b'/* c */ {"data": [[1]]}', b"\xff\xfe{", b"\x00",
+    b'{"data": [[NaN]]}', b'{"data": [[Infinity]]}', b'{"data": [[-Infinity]]}', b'{"data": [[nan]]}',
+    b'{"data": [[1e309]]}', b'{"data": [[-1e309]]}', b'{"data": [[1' + b"0" * 400 + b"]]}",
+    b'{"data": [["\xc3\x28"]]}', b'{"a": "\\ud800"}', b"[" * 100_000 + b"]" * 100_000,
+    b'{"a":' * 5000 + b"1" + b"}" * 5000, b"{" + b" " * 100, b"tru", b"nul",
+]
+
+
+@pytest.mark.parametrize("raw", MALFORMED, ids=[repr(m[:30]) for m in MALFORMED])
+@pytest.mark.parametrize(("method", "path", "valid"), BODY_ROUTES, ids=BODY_IDS)
+def test_malformed_json_is_400_and_changes_nothing(primed, method, path, valid, raw):
+    api = primed
+    before = state(api)
+    body = assert_error(api.raw(method, path, raw, "application/json"), 400)
+    assert body["code"] in ("http.parse_error", "request.invalid", "validation.invalid", "input.range"), body
+    assert state(api) == before
+    assert api.raw(method, path, json.dumps(valid), "application/json").status_code == 200
+
+
+@pytest.mark.parametrize(("method", "path", "valid"), BODY_ROUTES, ids=BODY_IDS)
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", "application/xml",
+                                          "text/json", "application/jsonx", "image/png"])
+def test_a_body_that_is_not_json_is_415(primed, method, path, valid, content_type):
+    api = primed
+    before = state(api)
+    response = api.raw(method, path, json.dumps(valid), content_type)
+    assert_error(response, 415, code="http.unsupported_media_type",
+                 detail=f'Unsupported media type "{content_type}" in request.')
+    assert state(api) == before
+
+
+@pytest.mark.parametrize(("method", "path", "valid"), BODY_ROUTES, ids=BODY_IDS)
+def test_json_with_a_charset_is_json(primed, method, path, valid):
+    response = primed.raw(method, path, json.dumps(valid).encode(), "application/json; charset=utf-8")
+    assert response.status_code == 200, response.content
+
+
+DATA_BODY_ROUTES = [(m, p, v) for m, p, v in BODY_ROUTES if p != "/instances/fresh" and not p.endswith("/config")]
+
+
+@pytest.mark.parametrize(("method", "path", "valid"), DATA_BODY_ROUTES,
+                         ids=[f"{m.upper()} {p}" for m, p, _ in DATA_BODY_ROUTES])
+def test_an_empty_body_is_400(primed, method, path, valid):
+    api = primed
+    before = state(api)
+    assert_error(api.raw(method, path, b"", "application/json"), 400)
+    assert state(api) == before
+
+
+def test_an_empty_body_is_an_empty_configuration(api):
+    """No body at all is taken as {} (DRF never hands an empty body to the parser): create takes the defaults,
+    PUT restores them, PATCH changes nothing."""
+    assert api.raw("post", "/instances/bare", b"", "application/json").status_code == 200
+    assert ok(api.get("/instances/bare/config")) == ok(api.get("/instances/default/config"))
+    ok(api.patch("/instances/bare/config", {"num_bits": 4}))
+    assert api.raw("patch", "/instances/bare/config", b"", "application/json").status_code == 200
+    assert ok(api.get("/instances/bare/config"))["num_bits"] == 4
+    assert api.raw("put", "/instances/bare/config", b"", "application/json").status_code == 200
+    assert ok(api.get("/instances/bare/config"))["num_bits"] == 8
+
+
+# ---------------------------------------------------------------------------- 413: the body size limit
+def _json_of_size(size: int) -> bytes:
+    """A valid quantize body of exactly `size` bytes (padded with whitespace)."""
+    body = b'{"data": [[1.0, 2.0]]}'
+    return body[:-1] + b" " * (size - len(body)) + b"}"
+
+
+@pytest.mark.parametrize(("method", "path", "valid"), BODY_ROUTES, ids=BODY_IDS)
+def test_a_body_over_the_limit_is_413_before_parsing(primed, settings, method, path, valid):
+    api = primed
+    settings.QUANTIZER_MAX_BODY_MB = 1
+    before = state(api)
+    over = b"{" + b"x" * (1024 * 1024)  # malformed too: 413 proves the limit comes before the parser
+    assert_error(api.raw(method, path, over, "application/json"), 413, code="request.too_large",
+                 detail=MSG_TOO_LARGE.format(limit=1))
+    valid_but_big = json.dumps(valid).encode()
+    valid_but_big = valid_but_big[:-1] + b" " * (1024 * 1024) + b"}"
+    assert_error(api.raw(method, path, valid_but_big, "application/json"), 413, code="request.too_large")
+    assert state(api) == before
+
+
+def test_the_body_limit_is_inclusive(primed, settings):
+    settings.QUANTIZER_MAX_BODY_MB = 1
+    limit = 1024 * 1024
+    assert ok(primed.raw("post", "/instances/default/quantize", _json_of_size(limit), "application/json"))
+    assert_error(primed.raw("post", "/instances/default/quantize", _json_of_size(limit + 1), "application/json"),
+                 413, code="request.too_large")
+
+
+@pytest.mark.parametrize("limit", [2, 5])
+def test_the_413_names_the_configured_limit(api, settings, limit):
+    settings.QUANTIZER_MAX_BODY_MB = limit
+    body = _json_of_size(limit * 1024 * 1024 + 10)
+    assert_error(api.raw("post", "/instances/default/quantize", body, "application/json"), 413,
+                 detail=MSG_TOO_LARGE.format(limit=limit), code="request.too_large")
+
+
+def test_a_content_length_that_is_not_a_number_is_400(api):
+    response = api.client.post("/instances/default/quantize", data=b'{"data": [[1]]}',
+                               content_type="application/json", CONTENT_LENGTH="twelve")
+    assert_error(response, 400, detail="Content-Length is not a number")
+
+
+# ---------------------------------------------------------------------------- 413: the element limit
+@pytest.mark.parametrize(("path", "body", "count", "field"), [
+    ("quantize", {"data": [[1.0] * 4] * 2}, 8, "data"),
+    ("quantize_dequantize", {"data": [[1.0]] * 7}, 7, "data"),
+    ("compute_params", {"data": [[1.0] * 7]}, 7, "data"),
+    ("dequantize", {"data": [[1] * 7]}, 7, "data"),
+])
+def test_an_array_over_the_element_limit_is_413(primed, settings, path, body, count, field):
+    api = primed
+    settings.QUANTIZER_MAX_ELEMENTS = 6
+    before = state(api)
+    assert_error(api.post(f"/instances/default/{path}", body), 413, code="input.too_large", field=field,
+                 detail=f"data has {count} elements, more than QUANTIZER_MAX_ELEMENTS (6)")
+    assert state(api) == before
+    smaller = {"data": [row[:3] for row in body["data"][:2]]}  # at most 6 elements
+    assert api.post(f"/instances/default/{path}", smaller).status_code == 200
+
+
+def test_calibration_batches_share_the_element_limit(primed, settings):
+    api = primed
+    settings.QUANTIZER_MAX_ELEMENTS = 6
+    before = state(api)
+    body = assert_error(api.post("/instances/default/calibrate", {"data": [[[1.0] * 4], [[1.0] * 3]]}), 413,
+                        code="input.too_large")
+    assert body["field"].startswith("data")
+    assert state(api) == before
+    ok(api.post("/instances/default/calibrate", {"data": [[[1.0] * 3], [[2.0] * 3]]}))
+
+
+def test_the_element_limit_is_inclusive(api, settings):
+    settings.QUANTIZER_MAX_ELEMENTS = 6
+    assert ok(api.post("/instances/default/quantize", {"data": [[1.0, 2.0, 3.0]] * 2}))["original_shape"] == [2, 3]
+
+
+# ---------------------------------------------------------------------------- 500
+def test_an_unexpected_error_is_a_json_500_without_internals(api, monkeypatch):
+    def broken(**kwargs):
+        raise RuntimeError("secret internal detail")
+
+    monkeypatch.setattr(services, "instance_run", broken)
+    response = Client(raise_request_exception=False).post("/instances/default/quantize", {"data": [[1.0]]},
+                                                          content_type="application/json")
+    assert_error(response, 500, detail="Internal server error", code="server.error")
+    assert b"secret" not in response.content
+
+
+# ---------------------------------------------------------------------------- hostile data, small and large bodies
+FILLER = "1"  # a value every data route takes (an integer code, and a number)
+WIDTH, ROWS = 100, 60  # 6000 values: large enough for the row-by-row fast path of the JSON parser
+
+
+def _row(n: int, last: str | None = None) -> str:
+    values = [FILLER] * n
+    if last is not None:
+        values[-1] = last
+    return "[" + ", ".join(values) + "]"
+
+
+def _body(rows: list[str], extra: str = "") -> bytes:
+    return ("{" + extra + '"data": [' + ", ".join(rows) + "]}").encode()
+
+
+def _small(last_row: str) -> bytes:
+    return _body([_row(2), last_row])
+
+
+def _big(last_row: str, extra: str = "") -> bytes:
+    return _body([_row(WIDTH)] * (ROWS - 1) + [last_row], extra)
+
+
+# a hostile value, placed last in a row of the right width
+HOSTILE_VALUES = {
+    "bool": "true", "false": "false", "string": '"1"', "null": "null", "object": '{"a": 1}', "list": "[1]",
+    "empty list": "[]", "float32 overflow": "3.5e38", "negative overflow": "-3.5e38", "1e300": "1e300",
+    "300 digits": "9" * 300, "escaped string": '"\\u005d\\u005d"', "nested brackets": "[[1]]",
+}
+# a hostile row in place of the last one
+HOSTILE_ROWS = {"empty row": "[]", "number row": "7", "string row": '"row"', "null row": "null",
+                "object row": '{"0": 1}', "nested row": "[[1, 1]]"}
+
+
+def _hostile_bodies() -> dict[str, bytes]:
+    out = {}
+    for name, value in HOSTILE_VALUES.items():
+        out[f"small, {name}"] = _small(_row(2, value))
+        out[f"large, {name}"] = _big(_row(WIDTH, value))
+    for name, row in HOSTILE_ROWS.items():
+        out[f"small, {name}"] = _small(row)
+        out[f"large, {name}"] = _big(row)
+    out.update({
+        "small, ragged": _body([_row(3), _row(2)]),
+        "large, ragged shorter": _big(_row(WIDTH - 1)),
+        "large, ragged longer": _big(_row(WIDTH + 1)),
+        "small, 1-D": b'{"data": [1, 1]}',
+        "large, 1-D": ('{"data": [' + ", ".join([FILLER] * (WIDTH * ROWS)) + "]}").encode(),
+        "small, 3-D": b'{"data": [[[1, 1]]]}',
+        "large, 3-D": ('{"data": [' + ", ".join([f"[{_row(WIDTH)}]"] * ROWS) + "]}").encode(),
+        "empty": b'{"data": []}',
+        "empty rows": b'{"data": [[], []]}',
+        "scalar": b'{"data": 1}',
+        "string": b'{"data": "[[1]]"}',
+        "object": b'{"data": {"0": [1]}}',
+        "null": b'{"data": null}',
+        "large, data key nested first": _big(_row(WIDTH), extra='"meta": {"data": [[1]]}, '),
+        "large, unknown field after data": _big(_row(WIDTH))[:-1] + b', "surprise": 1}',
+        "large, trailing garbage": _big(_row(WIDTH)) + b" ]]",
+        "large, second data key not an array": _big(_row(WIDTH))[:-1] + b', "data": "x"}',
+    })
+    return out
+
+
+HOSTILE = _hostile_bodies()
+DATA_ROUTES = ["quantize", "quantize_dequantize", "compute_params", "dequantize"]
+
+
+@pytest.mark.parametrize("route", DATA_ROUTES)
+@pytest.mark.parametrize("raw", HOSTILE.values(), ids=HOSTILE.keys())
+def test_hostile_data_is_a_4xx_json_and_changes_nothing(primed, route, raw):
+    api = primed
+    before = state(api)
+    response = api.raw("post", f"/instances/default/{route}", raw, "application/json")
+    assert 400 <= response.status_code < 500, (response.status_code, response.content[:300])
+    assert_error(response, response.status_code)
+    assert state(api) == before
+    registry.clear()
+    assert state(api) == before
+
+
+@pytest.mark.parametrize("route", DATA_ROUTES)
+@pytest.mark.parametrize("size", ["small", "large"])
+def test_the_same_bodies_with_an_ordinary_last_row_are_accepted(primed, route, size):
+    """The refusals above are about the hostile row, not the shape of the body."""
+    raw = _small(_row(2)) if size == "small" else _big(_row(WIDTH))
+    body = ok(primed.raw("post", f"/instances/default/{route}", raw, "application/json"))
+    if route == "compute_params":
+        assert set(body) == {"scale", "zero_point"}
+    else:
+        assert body["original_shape"] == ([2, 2] if size == "small" else [ROWS, WIDTH])
+
+
+@pytest.mark.parametrize("extra", ['"layer_name": "]], [[", ', '"layer_name": "\\"data\\": [[9]]", ',
+                                   '"validate": false, ', '"layer_name": "[", '])
+@pytest.mark.parametrize("route", ["quantize", "quantize_dequantize"])
+def test_brackets_and_data_keys_inside_strings_do_not_confuse_the_parser(primed, route, extra):
+    """The fast path locates the data by scanning the raw bytes; strings holding brackets or a quoted "data" key
+    before it must not change the answer."""
+    plain = ok(primed.raw("post", f"/instances/default/{route}", _big(_row(WIDTH, "5")), "application/json"))
+    tricky = ok(primed.raw("post", f"/instances/default/{route}", _big(_row(WIDTH, "5"), extra=extra),
+                           "application/json"))
+    assert tricky == plain
+
+
+@pytest.mark.parametrize("raw", HOSTILE.values(), ids=HOSTILE.keys())
+def test_hostile_calibration_batches_are_a_4xx_json_and_store_nothing(primed, raw):
+    api = primed
+    before = state(api)
+    prefix = b'{"data": '
+    wrapped = prefix + b"[" + raw[len(prefix):-1] + b"]}" if raw.startswith(prefix) and raw.endswith(b"]}") else raw
+    response = api.raw("post", "/instances/default/calibrate", wrapped, "application/json")
+    assert 400 <= response.status_code < 500, (response.status_code, response.content[:300])
+    assert_error(response, response.status_code)
+    assert state(api) == before
+
+
+@pytest.mark.parametrize("codes", [
+    "[[18446744073709551615]]", "[[9223372036854775808]]", "[[-9223372036854775809]]", "[[1, 18446744073709551615]]",
+    "[[" + "9" * 300 + "]]", "[[1e30]]",
+])
+def test_dequantize_of_enormous_integers_is_400(primed, codes):
+    api = primed
+    before = state(api)
+    response = api.raw("post", "/instances/default/dequantize", f'{{"data": {codes}}}', "application/json")
+    assert_error(response, 400, field="data")
+    assert state(api) == before
+
+
+def test_an_instance_still_works_after_every_kind_of_refusal(primed):
+    api = primed
+    for raw in list(HOSTILE.values())[::5] + MALFORMED[::5]:
+        api.raw("post", "/instances/default/quantize", raw, "application/json")
+    registry.clear()
+    assert ok(api.post("/instances/default/quantize", {"data": [[-1.0, 5.0]]}))["data"] == [[-128, 126]]
+
+
+def test_a_created_instance_is_not_left_half_made_by_a_bad_body(api):
+    create(api, "exists")
+    assert_error(api.raw("post", "/instances/half", b'{"num_bits": 8', "application/json"), 400)
+    assert "half" not in ok(api.get("/instances"))
