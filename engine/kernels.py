@@ -134,8 +134,10 @@ def _outside(v: npt.NDArray[Any], lo: Any, hi: Any, mask: npt.NDArray[np.bool_],
     if per_tensor:
         if np.minimum.reduce(v, axis=None) >= lo and np.maximum.reduce(v, axis=None) <= hi:
             return 0
-    elif (np.all(np.minimum.reduce(v, axis=(0, 2)) >= np.ravel(lo))
-          and np.all(np.maximum.reduce(v, axis=(0, 2)) <= np.ravel(hi))):
+    # Per channel: each channel's extremes against its bounds, through ufuncs only (no Python-level wrappers).
+    # The differences cannot overflow: int32 values are float32 bit patterns near MB, bounds too.
+    elif (np.minimum.reduce(np.minimum.reduce(v, axis=(0, 2), keepdims=True) - lo, axis=None) >= 0
+          and np.minimum.reduce(hi - np.maximum.reduce(v, axis=(0, 2), keepdims=True), axis=None) >= 0):
         return 0
     return v.size - int(np.count_nonzero(np.logical_and(v >= lo, v <= hi, out=mask)))
 
