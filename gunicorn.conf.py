@@ -14,8 +14,8 @@ timeout = int(os.environ.get("GUNICORN_TIMEOUT", "120"))
 graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "30"))
 keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "5"))
 forwarded_allow_ips = os.environ.get("GUNICORN_FORWARDED_ALLOW_IPS", "127.0.0.1")
-accesslog = os.environ.get("GUNICORN_ACCESS_LOG", "-")
-errorlog = os.environ.get("GUNICORN_ERROR_LOG", "-")
+accesslog = os.environ.get("GUNICORN_ACCESS_LOG", "-") or None  # empty: no access log
+errorlog = os.environ.get("GUNICORN_ERROR_LOG", "-") or "-"
 loglevel = os.environ.get("GUNICORN_LOG_LEVEL", "info")
 # Recycling workers is off by default (nothing leaks); GUNICORN_MAX_REQUESTS turns it on, with jitter.
 max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "0"))

@@ -2,7 +2,7 @@
 
 Run from the repository root:
 
-    .venv/bin/python bench/http.py            # everything, about 1.5-2.5 minutes on 2 cores
+    .venv/bin/python bench/http.py            # everything, 1-1.5 minutes on 2 cores; prints one table
     .venv/bin/python bench/http.py --quick    # fewer repetitions and shorter throughput windows
 
 It starts its own servers (production-like settings: DJANGO_DEBUG=0, a throwaway secret key, SSL redirect and
@@ -18,11 +18,17 @@ the timed part) over one persistent http.client connection (gunicorn's sync work
 http.client then reconnects, which is part of the cost as it is for any client). Each row is the median of its
 repetitions after one untimed warm-up, whose answer is checked. MB/s is always of the float32 data the row
 stands for (4 bytes x elements), input for quantize/quantize_dequantize, output for dequantize, so rows compare.
-Array rows use an instance `bench` with the default config but enable_cache=false, so dequantize runs the kernel
-rather than answering a cache hit; the small example uses `default`, as the spec does.
+JSON bodies are json.dumps of x.tolist() (float32 data) or of int8 codes (dequantize); .npy rows send and accept
+application/x-npy (the full result comes back). Array rows use an instance `bench` with the default config but
+enable_cache=false, so dequantize runs the kernel rather than answering a cache hit; the small example uses
+`default`, as the spec does.
 
-The in-process floor runs the real code of a JSON quantize in this process without HTTP: OrjsonParser().parse ->
-parse_2d -> Quantizer().quantize -> OrjsonRenderer().render (Django set up with quantsite.test_settings).
+Rows that are compared run alternately, rep by rep (or window by window), so that both see the same machine load:
+JSON quantize at 1000^2 and 2000^2 with the in-process floor, .npy with raw octet-stream quantize at 2000^2, GET /
+with the spec's small quantize. The in-process floor runs the real code of a JSON quantize in this process
+without HTTP: OrjsonParser().parse -> parse_2d -> Quantizer().quantize -> OrjsonRenderer().render (Django set up
+with quantsite.test_settings). The last line says how much CPU other processes took meanwhile: on a shared
+machine, read the figures with it.
 """
 
 from __future__ import annotations
@@ -35,7 +41,6 @@ _HERE = __import__("os").path.dirname(__import__("os").path.abspath(__file__))
 sys.path[:] = [p for p in sys.path if __import__("os").path.abspath(p or ".") != _HERE]
 
 import argparse  # noqa: E402
-import gc  # noqa: E402
 import http.client  # noqa: E402
 import io  # noqa: E402
 import json  # noqa: E402
@@ -103,7 +108,7 @@ class Server:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 30.0) -> Server:
-        self._log = open(self.log_path, "wb")
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen([GUNICORN, "quantsite.wsgi", "--config", "gunicorn.conf.py"], cwd=ROOT,
                                      env=self.env, stdout=self._log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
@@ -178,7 +183,7 @@ def timed(fn: Callable[[], Any], reps: int) -> list[float]:
 
 
 def time_once(fn: Callable[[], Any]) -> float:
-    gc.collect()
+    # No gc.collect() first: the server gets none before its requests, so the in-process floor gets none either.
     t0 = time.perf_counter()
     fn()
     return time.perf_counter() - t0
@@ -217,21 +222,24 @@ def npy_check(shape: tuple[int, ...], dtype: str) -> Callable[[int, dict[str, st
     def check(status: int, headers: dict[str, str], data: bytes) -> None:
         assert headers["content-type"].startswith(NPY), headers["content-type"]
         arr = np.load(io.BytesIO(data), allow_pickle=False)
-        assert arr.shape == shape and arr.dtype == np.dtype(dtype), (arr.shape, arr.dtype)
+        assert arr.shape == shape, arr.shape
+        assert arr.dtype == np.dtype(dtype), arr.dtype
     return check
 
 
 def json_check(shape: tuple[int, ...]) -> Callable[[int, dict[str, str], bytes], None]:
     def check(status: int, headers: dict[str, str], data: bytes) -> None:
         assert headers["content-type"].startswith(JSON_CT), headers["content-type"]
-        assert data.startswith(b'{"data":[[') and b'"original_shape":[%d,%d]' % shape in data, data[:200]
+        assert data.startswith(b'{"data":[['), data[:200]
+        assert b'"original_shape":[%d,%d]' % shape in data, data[-200:]
     return check
 
 
 def octet_check(shape: tuple[int, ...], dtype: str) -> Callable[[int, dict[str, str], bytes], None]:
     def check(status: int, headers: dict[str, str], data: bytes) -> None:
         assert headers["content-type"].startswith(OCTET), headers["content-type"]
-        assert headers["x-shape"] == ",".join(map(str, shape)) and headers["x-dtype"] == dtype, headers
+        assert headers["x-shape"] == ",".join(map(str, shape)), headers
+        assert headers["x-dtype"] == dtype, headers
         assert len(data) == int(np.prod(shape)) * np.dtype(dtype).itemsize
     return check
 
@@ -262,7 +270,7 @@ def throughput(server: Server, method: str, path: str, body: bytes | None, heade
                     errors.append(f"HTTP {status}")
                     return
                 counts[i] += 1
-        except Exception as exc:  # noqa: BLE001 - reported below
+        except Exception as exc:  # reported below
             errors.append(repr(exc))
         finally:
             conn.close()
@@ -298,7 +306,7 @@ def latency_probe(server: Server, big_body: bytes, big_requests: int) -> tuple[l
                 big_times.append(time.perf_counter() - t0)
                 if status != 200:
                     errors.append(f"HTTP {status}")
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # reported below
             errors.append(repr(exc))
         finally:
             done.set()
@@ -350,7 +358,8 @@ def inprocess_floor(body: bytes) -> Callable[[], bytes]:
                                 "original_shape": [int(n) for n in arr.shape]})
 
     out = once()
-    assert out.startswith(b'{"data":[[') and b'"quantization_type":"INT8"' in out
+    assert out.startswith(b'{"data":[[')
+    assert b'"quantization_type":"INT8"' in out
     return once
 
 
@@ -378,6 +387,7 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="fewer repetitions, shorter throughput windows")
     args = ap.parse_args()
     reps = {100: 7, 1000: 7, 2000: 5} if not args.quick else {100: 5, 1000: 5, 2000: 3}
+    pair_reps = 15 if not args.quick else 7  # .npy / octet-stream quantize at 2000^2, alternating
     rounds, window = (3, 0.8) if not args.quick else (2, 0.4)  # requests/s: alternating windows per row
     t_begin = time.perf_counter()
     busy_begin, own_begin = cpu_busy_seconds(), own_cpu_seconds()
@@ -410,7 +420,8 @@ def main() -> int:
                                   {"Content-Type": JSON_CT})
         assert status == 200, data
         status, _, data = request(conn, "POST", "/instances/default/quantize", SMALL_BODY, {"Content-Type": JSON_CT})
-        assert status == 200 and json.loads(data)["data"] == SMALL_ANSWER, data
+        assert status == 200, data
+        assert json.loads(data)["data"] == SMALL_ANSWER, data
         conn.close()
 
         # ---- array rows; JSON quantize at 1000^2 and 2000^2 alternates with the in-process floor, rep by rep,
@@ -432,10 +443,9 @@ def main() -> int:
                 ("quantize_dequantize", ".npy", ArrayCase("npy qdq", "/instances/bench/quantize_dequantize",
                                                           npy_f[n], NPY, NPY, n * n, npy_check(shape, "float32"))),
             ]
-            if n == 2000:
-                cases.append(("quantize", "octet-stream", ArrayCase(
-                    "raw q", "/instances/bench/quantize", arrays[n].tobytes(), OCTET, OCTET, n * n,
-                    octet_check(shape, "int8"), {"X-Shape": f"{n},{n}", "X-Dtype": "float32"})))
+            raw_case = ArrayCase("raw q", "/instances/bench/quantize", arrays[n].tobytes(), OCTET, OCTET, n * n,
+                                 octet_check(shape, "int8"), {"X-Shape": f"{n},{n}", "X-Dtype": "float32"})
+            raw_times: list[float] = []
             for op, fmt, case in cases:
                 if op == "quantize" and fmt == "JSON" and n in floor_fns:
                     once, conn = case.prepare(srv)
@@ -445,8 +455,21 @@ def main() -> int:
                         http_times.append(time_once(once))
                     conn.close()
                     rows.append((op, fmt, n, http_times))
+                elif op == "quantize" and fmt == ".npy" and n == 2000:
+                    # .npy and raw octet-stream quantize alternate, rep by rep, with more reps (they are cheap)
+                    once, conn = case.prepare(srv)
+                    raw_once, raw_conn = raw_case.prepare(srv)
+                    npy_times = []
+                    for _ in range(pair_reps):
+                        npy_times.append(time_once(once))
+                        raw_times.append(time_once(raw_once))
+                    conn.close()
+                    raw_conn.close()
+                    rows.append((op, fmt, n, npy_times))
                 else:
                     rows.append((op, fmt, n, case.run(srv, reps[n])))
+            if raw_times:
+                rows.append(("quantize", "octet-stream", n, raw_times))
 
         # ---- requests/s: GET / and the spec's example alternate in short windows, summed per row
         rps: dict[tuple[str, int], float] = {}
@@ -496,16 +519,18 @@ def main() -> int:
     w = out.append
     w(f"quantsite HTTP benchmark: gunicorn sync x{args.workers} workers, {ncpu} CPUs, DJANGO_DEBUG=0, SQLite (WAL), "
       "loopback, http.client")
-    w(f"array rows: median of {reps[100]}/{reps[1000]}/{reps[2000]} runs at 100^2/1000^2/2000^2 (after one checked "
-      "warm-up); MB/s = 4 bytes x elements / median")
+    w(f"array rows: median of {reps[100]}/{reps[1000]}/{reps[2000]} runs at 100^2/1000^2/2000^2 (quantize .npy and "
+      f"octet-stream 2000^2: {pair_reps}, alternating), after one checked warm-up; MB/s = 4 bytes x elements / median")
     w("")
-    w(f"{'operation':<20} {'body':<13} {'size':>9} {'median ms':>9} {'MB/s f32':>9}  {'vs in-process floor':<24}")
+    w(f"{'operation':<20} {'body':<13} {'size':>9} {'median ms':>9} {'MB/s f32':>9} {'runs':>4}  "
+      f"{'vs in-process floor':<20}")
     w("-" * 90)
     med_floor = {n: statistics.median(t) for n, t in floor.items()}
     for op, fmt, n, times in rows:
         med = statistics.median(times)
         note = f"{med / med_floor[n]:.2f}x floor" if op == "quantize" and fmt == "JSON" and n in floor else ""
-        w(f"{op:<20} {fmt:<13} {f'{n}x{n}':>9} {fmt_ms(med)} {n * n * 4 / 1e6 / med:9.1f}  {note}")
+        w(f"{op:<20} {fmt:<13} {f'{n}x{n}':>9} {fmt_ms(med)} {n * n * 4 / 1e6 / med:9.1f} {len(times):4d}  "
+          f"{note}".rstrip())
     w("")
     w("in-process floor, same process, no HTTP (OrjsonParser.parse -> parse_2d -> Quantizer().quantize -> "
       "OrjsonRenderer.render),")

@@ -5,7 +5,8 @@
   clear_cache (workers drop their dequantization cache when it differs). `uid` changes on every re-create, so a
   deleted and re-created instance never matches an old engine object.
 - `QuantizerParameters`: everything `export_parameters` holds (global, per-channel, per-layer, calibration state).
-- `QuantizerStats`: the counters, added with F() expressions, and the parameters of the latest quantize.
+- `QuantizerStats`: the counters, added in one UPDATE per request (`col = col + delta`, never read-modify-write),
+  and the parameters of the latest quantize.
 """
 
 from __future__ import annotations

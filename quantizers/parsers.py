@@ -14,7 +14,6 @@ from engine.npy import decode_npy, raw_decode
 
 from .jsonmatrix import split_body
 
-
 _STRUCTURE_ONLY = bytes(b for b in range(256) if b not in b'[]{}"\\')
 
 
