@@ -10,13 +10,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
-import numpy as np
 import numpy.typing as npt
-from django.db import IntegrityError, connections, router, transaction
+from django.db import IntegrityError, transaction
 from django.db.models import F
 
 from engine import OpResult, QParams, QuantizationConfig, Quantizer
 
+from . import hotpath
 from .exceptions import DefaultInstanceProtected, InstanceExists, InstanceNotFound
 from .models import DEFAULT_INSTANCE_ID, QuantizerInstance, QuantizerParameters, QuantizerStats
 from .registry import PARAMETER_FIELDS, build_quantizer, registry
@@ -24,7 +24,7 @@ from .selectors import check_instance_id, instance_get
 
 Operation = Literal["quantize", "dequantize", "quantize_dequantize"]
 OPERATIONS: tuple[str, ...] = ("quantize", "dequantize", "quantize_dequantize")
-STATS_COUNTERS = ("clipped_values", "total_values", "quantize_calls", "dequantize_calls", "cache_hits", "cache_misses")
+STATS_COUNTERS = hotpath.STATS_COUNTERS
 
 
 # ---------------------------------------------------------------------------- instances
@@ -120,61 +120,6 @@ def _last_params(stored: Mapping[str, Any] | None) -> QParams | None:
 # The two queries of every operation are written in SQL (names from the models, values prepared by the model
 # fields, as the ORM would send them): the ORM's compilation of the three-table select_related query and of the
 # F() update took more than half the time of a small request (bench/http.py).
-def _run_state(instance_id: str) -> tuple[Quantizer, Any]:
-    """This worker's engine object and the stored parameters of the latest quantize, from one SELECT of the four
-    columns a run needs; the full row (instance_get, registry.get) only when the engine object is missing or stale,
-    or the row is not found (which then raises as before)."""
-    check_instance_id(instance_id)
-    instance_meta, stats_meta = QuantizerInstance._meta, QuantizerStats._meta
-    connection = connections[router.db_for_read(QuantizerInstance)]
-    qn = connection.ops.quote_name
-    instances, stats = qn(instance_meta.db_table), qn(stats_meta.db_table)
-    columns = ", ".join(
-        [f"{instances}.{qn(instance_meta.get_field(name).column)}" for name in ("uid", "version", "cache_epoch")]
-        + [f"{stats}.{qn(stats_meta.get_field('last_params').column)}"]
-    )
-    instance_pk = f"{instances}.{qn(instance_meta.pk.column)}"
-    sql = (f"SELECT {columns} FROM {instances} INNER JOIN {stats} ON {stats}.{qn(stats_meta.pk.column)} = "
-           f"{instance_pk} WHERE {instance_pk} = %s")
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [instance_id])
-        row = cursor.fetchone()
-    if row is not None:
-        uid = instance_meta.get_field("uid").to_python(row[0])
-        quantizer = registry.current(instance_id, uid, int(row[1]), int(row[2]))
-        if quantizer is not None:
-            return quantizer, stats_meta.get_field("last_params").from_db_value(row[3], None, connection)
-    instance = instance_get(instance_id)
-    return registry.get(instance), instance.stats.last_params
-
-
-def _record(instance_id: str, result: OpResult, *, quantized: bool) -> None:
-    """One UPDATE: the counters added in SQL, as F() expressions would be, and the parameters used stored."""
-    delta = result.delta
-    added: dict[str, Any] = {name: getattr(delta, name) for name in STATS_COUNTERS if getattr(delta, name)}
-    added["processing_time_ms"] = delta.processing_time_ms
-    stored: dict[str, Any] = {}
-    if delta.last_scale is not None:
-        stored["last_scale"] = delta.last_scale
-        stored["last_zero_point"] = delta.last_zero_point
-    if quantized and result.params is not None:
-        stored["last_params"] = result.params.to_dict()
-    meta = QuantizerStats._meta
-    connection = connections[router.db_for_write(QuantizerStats)]
-    qn = connection.ops.quote_name
-    table = qn(meta.db_table)
-    assignments: list[str] = []
-    params: list[Any] = []
-    for name, value in [*added.items(), *stored.items()]:
-        field = meta.get_field(name)
-        column = qn(field.column)
-        assignments.append(f"{column} = ({table}.{column} + %s)" if name in added else f"{column} = %s")
-        params.append(field.get_db_prep_save(value, connection))
-    sql = f"UPDATE {table} SET {', '.join(assignments)} WHERE {table}.{qn(meta.pk.column)} = %s"
-    with transaction.mark_for_rollback_on_error(using=connection.alias), connection.cursor() as cursor:
-        cursor.execute(sql, [*params, instance_id])
-
-
 def instance_run(
     *,
     instance_id: str,
@@ -185,7 +130,7 @@ def instance_run(
     layer_name: str | None = None,
 ) -> OpResult:
     """quantize, dequantize or quantize_dequantize `data`, and add the call to the stored statistics."""
-    quantizer, last_params = _run_state(instance_id)
+    quantizer, last_params = hotpath.run_state(instance_id)
     quantizer.last_params = _last_params(last_params)
     if operation == "dequantize":
         result = quantizer.dequantize(data, channel_dim=channel_dim, layer_name=layer_name)
@@ -194,7 +139,7 @@ def instance_run(
     else:
         result = quantizer.quantize_dequantize(data, validate=validate, channel_dim=channel_dim,
                                                layer_name=layer_name)
-    _record(instance_id, result, quantized=operation != "dequantize")
+    hotpath.record_stats(instance_id, result, quantized=operation != "dequantize")
     return result
 
 
@@ -244,6 +189,3 @@ def instance_clear_cache(*, instance_id: str) -> None:
     if not QuantizerInstance.objects.filter(pk=instance_id).update(cache_epoch=F("cache_epoch") + 1):
         raise InstanceNotFound(instance_id)
 
-
-def as_float32(values: Sequence[float]) -> npt.NDArray[np.float32]:
-    return np.asarray(values, dtype=np.float32)
