@@ -2,7 +2,7 @@
 
 Run from the repository root:
 
-    python bench/engine.py                 # 1000x1000 and 4000x4000 float32, median of 11 rounds
+    python bench/engine.py                 # 1000x1000 and 4000x4000 float32, median of 15 rounds
     python bench/engine.py --reps 15 --sizes 1000x1000 2000x2000 4000x4000
 
 Throughput is GB/s of float32 data (4 bytes per element): the input of quantize and quantize_dequantize, the
@@ -41,7 +41,7 @@ if str(ROOT) not in sys.path:
 
 import numpy as np  # noqa: E402
 
-from engine import QuantizationConfig, QuantizationMode, Quantizer  # noqa: E402
+from engine import QuantizationConfig, QuantizationMode, Quantizer, kernels  # noqa: E402
 
 
 def run_rounds(cases: list[tuple[str, Callable[[], object]]], reps: int, warmup: int) -> dict[str, float]:
@@ -114,6 +114,18 @@ def measure(x: np.ndarray, reps: int, warmup: int, buffer_size: int) -> dict[str
     return run_rounds([(MEMCPY, copy), *build_cases(x, buffer_size)], reps, warmup)
 
 
+def cpu_ticks() -> tuple[float, float] | None:
+    """(busy, total) CPU seconds of the whole machine so far (Linux /proc/stat), or None."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [float(v) for v in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    hz = float(os.sysconf("SC_CLK_TCK"))
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)
+    return (sum(fields) - idle) / hz, sum(fields) / hz
+
+
 def parse_size(text: str) -> tuple[int, int]:
     rows, _, cols = text.lower().partition("x")
     return int(rows), int(cols)
@@ -122,7 +134,7 @@ def parse_size(text: str) -> tuple[int, int]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", nargs="+", default=["1000x1000", "4000x4000"], help="2-D shapes, ROWSxCOLS")
-    ap.add_argument("--reps", type=int, default=11, help="timed calls per row (the median is reported)")
+    ap.add_argument("--reps", type=int, default=15, help="timed rounds (the median is reported)")
     ap.add_argument("--warmup", type=int, default=2, help="untimed rounds before the timed ones")
     ap.add_argument("--buffer-size", type=int, default=0,
                     help="the instances' buffer_size (kernel block, float32 elements; 0: the engine's default)")
@@ -132,6 +144,7 @@ def main() -> None:
     results: dict[str, dict[tuple[int, int], float]] = {}
     order: list[str] = []
     rng = np.random.default_rng(0)
+    ticks0, own0, wall0 = cpu_ticks(), time.process_time(), time.perf_counter()
     for shape in shapes:
         x = rng.standard_normal(shape, dtype=np.float32)
         for name, seconds in measure(x, args.reps, args.warmup, args.buffer_size).items():
@@ -140,17 +153,22 @@ def main() -> None:
             results.setdefault(name, {})[shape] = seconds
         del x
     memcpy = results[MEMCPY]
+    ticks1, own1, wall1 = cpu_ticks(), time.process_time(), time.perf_counter()
 
     def label(shape: tuple[int, int]) -> str:
         n = shape[0] * shape[1]
         return f"{shape[0]}x{shape[1]} ({n / 1e6:.0f}M)" if n >= 1e6 else f"{shape[0]}x{shape[1]} ({n / 1e3:.0f}K)"
 
     cpus = os.cpu_count()
-    block = args.buffer_size or "default"
-    print(f"engine throughput: numpy {np.__version__}, {cpus} CPUs, block {block}, median of {args.reps} rounds after "
-          f"{args.warmup} warm-up; GB/s of float32 data (4 B/element)")
+    block = args.buffer_size or kernels.DEFAULT_BLOCK
+    print(f"engine throughput: numpy {np.__version__}, {cpus} CPUs, block {block} elements, median of {args.reps} "
+          f"rounds after {args.warmup} warm-up; GB/s of float32 data (4 B/element)")
     name_w = max(len(n) for n in order)
     head = "".join(f" | {label(s):^25}" for s in shapes)
+    if ticks0 is not None and ticks1 is not None:
+        others = max(0.0, (ticks1[0] - ticks0[0]) - (own1 - own0)) / (wall1 - wall0)
+        note = "  <- the figures are unreliable, rerun on a quiet machine" if others > 0.2 else ""
+        print(f"other processes used {others:.2f} CPUs on average during the run{note}")
     print(f"{'':<{name_w}}{head}")
     sub = "".join(f" | {'ms':>7} {'GB/s':>7} {'memcpy':>8}" for _ in shapes)
     print(f"{'operation':<{name_w}}{sub}")

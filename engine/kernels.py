@@ -1,29 +1,34 @@
 """Cache-blocked numpy kernels for QuantizeLinear / DequantizeLinear semantics.
 
-Work proceeds in blocks of `block_elements` float32 values (256 KiB by default) through one preallocated buffer
-with in-place ufuncs, so large temporaries are never page-faulted in and each block stays in L2 between
+Work proceeds in blocks of `block_elements` float32 values (512 KiB by default) through one preallocated buffer
+with in-place ufuncs, so large temporaries are never page-faulted in and each block stays in cache between
 operations: at 16M elements this is several times faster than the one-line expression, with identical results.
 
 quantize:   q = clip(rint(x / scale) + zp, qmin, qmax)   (float32 division, round half to even)
 dequantize: y = float32((q - zp) * scale)
 
-How the integer codes are produced (`_magic_plan`), bit-exactly and with four passes over each block instead of
-five. With M = 1.5 * 2**23, the float32 sum y + M, for |y| < 2**22, is M + rint(y) exactly: the sum lies in
-[2**23, 2**24) where float32 spacing is 1, so the hardware's round-to-nearest-even *is* rint. Its bit pattern,
-read as int32, is then MB + rint(y) with MB = bits(M) = 0x4B400000, and the bit patterns of float32 values are
-monotone in the value (negative values and -inf read as negative int32), so
+How the integer codes are produced, bit-exactly, with four passes over each block instead of five. With
+M = 1.5 * 2**23, the float32 sum y + M, for |y| < 2**22, is M + rint(y) exactly: the sum lies in [2**23, 2**24)
+where float32 spacing is 1, so the hardware's round-to-nearest-even *is* rint. Its bit pattern, read as int32, is
+then MB + rint(y) with MB = bits(M) = 0x4B400000, and the bit patterns of float32 values are monotone in the value
+(negative values and -inf read as negative int32), so
     1. b = x / scale                 (float32 division, as the definition requires)
-    2. b += M (+ zp when zp is even: an even offset cannot change which way a tie rounds)
+    2. b += M (+ zp for an even per-tensor zp: an even offset cannot change which way a tie rounds)
     3. clip b's int32 view to [MB + qmin - zp', MB + qmax - zp']   (zp' the part of zp not added in step 2)
     4. out = int32 view (the low 8 / 16 bits are the code: MB's low 16 bits are zero; C casts truncate)
-    5. only for odd zp: out += zp, in the code type (wrapping arithmetic, exact since the result is in range)
-saturates huge values and +-inf exactly as the definition does. NaN has no code: callers that may pass NaN ask
-for `nan_to_zero_point`. The truncating int32 casts are checked once at import (`_CASTS_TRUNCATE`); without
-them, or for code types wider than 16 bits, the plain sequence divide, clip, rint, add, cast is used.
+    5. if zp' != 0: out += zp', in the code type (wrapping arithmetic, exact since the result is in range)
+saturates huge values and +-inf exactly as the definition does. NaN has no code: `nan_to_zero_point` maps it to
+the zero point's. The truncating int32 casts are checked once at import (`_CASTS_TRUNCATE`); without them, or for
+code types wider than 16 bits, the plain sequence divide, rint, clip, add, cast is used (`_Consts.magic`).
 Fake quantization needs no codes: (q - zp) * scale = clip(rint(x / scale), qmin - zp, qmax - zp) * scale, as
 rint commutes with clipping to integer bounds; with the same constant M: divide, add M, clip to
 [M + qmin - zp, M + qmax - zp], subtract M, multiply (five passes instead of six; zero comes out as +0.0, as from
 the unfused (q - zp), where np.rint would give -0.0 for small negative values).
+
+Other measured choices: the `clip` ufunc itself (np.clip's Python wrapper costs microseconds per call, and
+np.minimum / np.maximum with a scalar run a non-SIMD loop, 2-3x slower); numpy scalars, never Python floats or
+np.float64, as operands; per-channel blocks with a ufunc buffer no longer than a channel row
+(`_narrow_buffering`); min and max in one pass over memory (`minmax`).
 """
 
 from __future__ import annotations
@@ -37,7 +42,9 @@ import numpy.typing as npt
 from .qparams import QParams
 
 F32 = np.float32
-DEFAULT_BLOCK = 64 * 1024  # float32 elements: 256 KiB, comfortably inside L2
+_TILE_MIN_WIDTH = 8192  # elements: per-channel rows at least this long (the ufunc buffer's default length)
+_TILE_MAX_PERIOD = 16384  # elements: channel periods up to this are tiled (constants of at most 64 KiB each)
+DEFAULT_BLOCK = 128 * 1024  # float32 elements: 512 KiB, half the L2 (measured: 5-15 % faster than 256 KiB)
 MINMAX_BLOCK_BYTES = 1024 * 1024  # bytes per block of the single-pass min/max (measured best of 64 KiB .. 4 MiB)
 
 _M = F32(1.5 * 2**23)  # float32 "round to integer" constant: y + _M == _M + rint(y) for |y| < 2**22
@@ -48,8 +55,7 @@ _MAGIC_LIMIT = 1 << 21  # |qmin - zp|, |qmax - zp| and |zp| must stay well insid
 def _clip_ufunc() -> Callable[..., Any]:
     """The `clip` ufunc behind np.clip, which skips np.clip's Python wrapper (a few us per call) and, unlike
     np.minimum / np.maximum with a scalar operand, runs SIMD loops; np.clip where it is not found."""
-    core = getattr(np, "_core", None) or getattr(np, "core", None)
-    ufunc = getattr(getattr(core, "umath", None), "clip", None)
+    ufunc = getattr(getattr(getattr(np, "_core", None), "umath", None), "clip", None)
     return ufunc if isinstance(ufunc, np.ufunc) else np.clip
 
 
@@ -68,6 +74,7 @@ def _casts_truncate() -> bool:
 
 
 _CASTS_TRUNCATE = _casts_truncate()
+_MAGIC_DTYPES = frozenset({np.dtype(np.int8), np.dtype(np.uint8), np.dtype(np.int16)})
 
 
 def as_3d(shape: tuple[int, ...], axis: int | None) -> tuple[int, int, int]:
@@ -129,15 +136,20 @@ def _narrow_buffering(shape3: tuple[int, int, int]) -> None:
         np.setbufsize(inner - inner % 16)
 
 
-def _outside(v: npt.NDArray[Any], lo: Any, hi: Any, mask: npt.NDArray[np.bool_], per_tensor: bool) -> int:
-    """Elements of the block `v` outside [lo, hi] (NaN counts). Two reductions first: most blocks clip nothing."""
-    if per_tensor:
+def _outside(
+    v: npt.NDArray[Any], lo: Any, hi: Any, mask: npt.NDArray[np.bool_], axes: tuple[int, ...] | None
+) -> int:
+    """Elements of the block `v` outside [lo, hi] (NaN counts). Two reductions first: most blocks clip nothing.
+    `axes`: None when the bounds are scalars, else the axes of `v` along which they are constant."""
+    if axes is None:
         if np.minimum.reduce(v, axis=None) >= lo and np.maximum.reduce(v, axis=None) <= hi:
             return 0
-    # Per channel: each channel's extremes against its bounds, through ufuncs only (no Python-level wrappers).
-    # The differences cannot overflow: int32 values are float32 bit patterns near MB, bounds too.
-    elif (np.minimum.reduce(np.minimum.reduce(v, axis=(0, 2), keepdims=True) - lo, axis=None) >= 0
-          and np.minimum.reduce(hi - np.maximum.reduce(v, axis=(0, 2), keepdims=True), axis=None) >= 0):
+    # Per channel: each channel's extremes against its bounds, through ufuncs only (no Python-level wrappers);
+    # the differences in float64, exact for int32 and float32 values alike (and NaN stays NaN: not >= 0).
+    elif (np.minimum.reduce(np.subtract(np.minimum.reduce(v, axis=axes, keepdims=True), lo, dtype=np.float64),
+                            axis=None) >= 0
+          and np.minimum.reduce(np.subtract(hi, np.maximum.reduce(v, axis=axes, keepdims=True), dtype=np.float64),
+                                axis=None) >= 0):
         return 0
     return v.size - int(np.count_nonzero(np.logical_and(v >= lo, v <= hi, out=mask)))
 
@@ -147,52 +159,94 @@ def _params3(params: QParams) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.f
     return params.scale.astype(F32).reshape(1, -1, 1), params.zero_point.astype(F32).reshape(1, -1, 1)
 
 
-class _Plan:
-    """Per-channel (1, C, 1) constants of one quantize call; per tensor, C == 1."""
+class _Consts:
+    """The constants of one quantize call: scalars per tensor (the cheapest ufunc operands), (1, C, 1) arrays per
+    channel, of which `channels` takes a block's slice."""
+
+    __slots__ = ("add_f", "fq_hi", "fq_lo", "hi_f", "hi_i", "lo_f", "lo_i", "magic", "per_tensor", "rest", "scale",
+                 "zp_code", "zp_f")
+    # numpy scalars (per tensor) or (1, C, 1) arrays (per channel); `rest` None when there is nothing to add
+    add_f: Any
+    fq_hi: Any
+    fq_lo: Any
+    hi_f: Any
+    hi_i: Any
+    lo_f: Any
+    lo_i: Any
+    rest: Any
+    scale: Any
+    zp_code: Any
+    zp_f: Any
+    magic: bool
+    per_tensor: bool
 
     def __init__(self, params: QParams, qmin: int, qmax: int, out_dtype: np.dtype[Any], dequantize_after: bool):
-        zp = params.zero_point.astype(np.int64).reshape(1, -1, 1)
-        self.scale = params.scale.astype(F32).reshape(1, -1, 1)
-        self.zp_f = zp.astype(F32)
-        # Clip bounds of rint(x / scale) before the zero point is added (integers, exact in float32).
-        self.lo_f = (qmin - zp).astype(F32)
-        self.hi_f = (qmax - zp).astype(F32)
-        self.fq_lo = (F32(_M) + self.lo_f).astype(F32)  # the same bounds offset by M (exact: |bound| < 2**21)
-        self.fq_hi = (F32(_M) + self.hi_f).astype(F32)
+        zp = params.zero_point.reshape(1, -1, 1).astype(np.int64, copy=False)
+        self.per_tensor = zp.size == 1
         self.magic = (
             not dequantize_after
             and _CASTS_TRUNCATE
-            and out_dtype in (np.dtype(np.int8), np.dtype(np.uint8), np.dtype(np.int16))
+            and out_dtype in _MAGIC_DTYPES
             and qmax - qmin < _MAGIC_LIMIT
-            and bool(np.all(np.abs(zp) < _MAGIC_LIMIT))
+            and int(np.abs(zp).max()) < _MAGIC_LIMIT
         )
-        if self.magic:
-            even = (zp % 2) == 0
-            folded = np.where(even, zp, 0)  # the part of zp added before rounding
-            rest = zp - folded  # the part added to the codes afterwards (odd zero points)
-            self.add_f = (F32(_M) + folded.astype(F32)).astype(F32)  # exact: integers below 2**24
-            self.lo_i = (_MB + qmin - rest).astype(np.int32)
-            self.hi_i = (_MB + qmax - rest).astype(np.int32)
-            self.rest = rest.astype(out_dtype) if np.any(rest) else None
-        self.zp_code = zp.astype(out_dtype) if not dequantize_after else None
-        self.per_tensor = self.scale.size == 1
-        if self.per_tensor:  # scalars: the cheapest ufunc operands
-            for name in ("scale", "zp_f", "lo_f", "hi_f", "fq_lo", "fq_hi", "add_f", "lo_i", "hi_i", "rest", "zp_code"):
-                value = getattr(self, name, None)
-                if value is not None:
-                    setattr(self, name, value.reshape(-1)[0])
+        codes = not dequantize_after
+        if self.per_tensor:
+            z = int(zp.reshape(-1)[0])
+            self.scale = F32(params.scale.reshape(-1)[0])
+            self.zp_f = F32(z)
+            # Clip bounds of rint(x / scale) before the zero point is added (integers, exact in float32), and
+            # the same offset by M for fake quantization (exact: |bound| < 2**21).
+            self.lo_f, self.hi_f = F32(qmin - z), F32(qmax - z)
+            self.fq_lo, self.fq_hi = F32(_M + (qmin - z)), F32(_M + (qmax - z))
+            self.zp_code = out_dtype.type(z) if codes else None
+            folded = z if z % 2 == 0 else 0  # an even zero point is added with M: one pass fewer
+            rest = z - folded  # the part of zp added to the codes at the end (1-byte data: cheap)
+            self.add_f = F32(_M + folded)  # exact: an integer below 2**24
+            self.lo_i, self.hi_i = np.int32(_MB + qmin - rest), np.int32(_MB + qmax - rest)
+            self.rest = out_dtype.type(rest) if self.magic and rest else None
+        else:
+            # Per channel, M alone keeps its add a scalar one (the fast loop); zero points go to the codes.
+            self.scale = params.scale.astype(F32).reshape(1, -1, 1)
+            self.zp_f = zp.astype(F32)
+            self.lo_f, self.hi_f = (qmin - zp).astype(F32), (qmax - zp).astype(F32)
+            self.fq_lo, self.fq_hi = (_M + (qmin - zp)).astype(F32), (_M + (qmax - zp)).astype(F32)
+            self.zp_code = zp.astype(out_dtype) if codes else None
+            self.add_f = F32(_M)
+            self.lo_i, self.hi_i = (_MB + qmin - zp).astype(np.int32), (_MB + qmax - zp).astype(np.int32)
+            self.rest = zp.astype(out_dtype) if self.magic and np.any(zp) else None
 
-    def at(self, name: str, sc: slice) -> Any:
-        value = getattr(self, name)
-        return value if self.per_tensor or value is None else value[:, sc]
+    def _map(self, fn: Callable[[npt.NDArray[Any]], npt.NDArray[Any]]) -> _Consts:
+        """A copy with `fn` applied to every per-channel array (per tensor: self)."""
+        if self.per_tensor:
+            return self
+        part = object.__new__(_Consts)
+        for name in _Consts.__slots__:
+            value = getattr(self, name)
+            setattr(part, name, fn(value) if isinstance(value, np.ndarray) else value)
+        return part
+
+    def channels(self, sc: slice) -> _Consts:
+        """The (1, c, 1) constants of the channels `sc`."""
+        return self._map(lambda v: v[:, sc])
+
+    def tiled(self, width: int, inner: int) -> _Consts:
+        """1-D constants for `width` consecutive elements starting at a channel period (C * inner elements)."""
+        period = self.scale.size * inner
+        channel = (np.arange(width) % period) // inner
+        return self._map(lambda v: v.reshape(-1)[channel])
+
+    def head(self, n: int) -> _Consts:
+        """The first `n` of 1-D (tiled) constants."""
+        return self._map(lambda v: v[:n])
 
 
 def _quantize_block(
     src: npt.NDArray[np.float32],
     dst: npt.NDArray[Any],
     b: npt.NDArray[np.float32],
-    plan: _Plan,
-    sc: slice,
+    c: _Consts,
+    axes: tuple[int, ...] | None,
     dequantize_after: bool,
     nan_to_zero_point: bool | None,
     mask: npt.NDArray[np.bool_] | None,
@@ -200,44 +254,91 @@ def _quantize_block(
     """Quantize one block `src` into `dst` through the buffer `b`; return the clipped count when `mask` (a
     boolean buffer) is given, else 0. `nan_to_zero_point` None: find out whether this block holds NaN."""
     clipped = 0
-    np.divide(src, plan.at("scale", sc), out=b)
+    np.divide(src, c.scale, out=b)
     if nan_to_zero_point is None:  # x / scale is NaN exactly where x is (scale is finite and positive)
         nan_to_zero_point = bool(np.isnan(np.minimum.reduce(b, axis=None)))
     if dequantize_after:
         # b + M == M + rint(b) (the sum is monotone where it is not exact, so clipping it saturates correctly);
         # subtracting M after the clip leaves q - zp exactly, zero as +0.0 like the unfused (q - zp).
         np.add(b, _M, out=b)
-        lo, hi = plan.at("fq_lo", sc), plan.at("fq_hi", sc)
         if mask is not None:
-            clipped = _outside(b, lo, hi, mask, plan.per_tensor)
-        _clip(b, lo, hi, out=b)
+            clipped = _outside(b, c.fq_lo, c.fq_hi, mask, axes)
+        _clip(b, c.fq_lo, c.fq_hi, out=b)
         np.subtract(b, _M, out=b)
-        np.multiply(b, plan.at("scale", sc), out=dst)
+        np.multiply(b, c.scale, out=dst)
         if nan_to_zero_point:
             np.copyto(dst, F32(0), where=np.isnan(src))  # (zp - zp) * scale
         return clipped
-    if plan.magic:
-        np.add(b, plan.at("add_f", sc), out=b)
+    if c.magic:
+        np.add(b, c.add_f, out=b)
         bits = b.view(np.int32)
-        lo_i, hi_i = plan.at("lo_i", sc), plan.at("hi_i", sc)
         if mask is not None:  # NaN reads as a huge (or, with its sign bit, negative) integer: it counts
-            clipped = _outside(bits, lo_i, hi_i, mask, plan.per_tensor)
-        _clip(bits, lo_i, hi_i, out=bits)
+            clipped = _outside(bits, c.lo_i, c.hi_i, mask, axes)
+        _clip(bits, c.lo_i, c.hi_i, out=bits)
         dst[...] = bits
-        rest = plan.at("rest", sc)
-        if rest is not None:
-            np.add(dst, rest, out=dst)
+        if c.rest is not None:
+            np.add(dst, c.rest, out=dst)
     else:
-        lo, hi = plan.at("lo_f", sc), plan.at("hi_f", sc)
         np.rint(b, out=b)
         if mask is not None:
-            clipped = _outside(b, lo, hi, mask, plan.per_tensor)
-        _clip(b, lo, hi, out=b)
-        np.add(b, plan.at("zp_f", sc), out=b)
+            clipped = _outside(b, c.lo_f, c.hi_f, mask, axes)
+        _clip(b, c.lo_f, c.hi_f, out=b)
+        np.add(b, c.zp_f, out=b)
         dst[...] = b
     if nan_to_zero_point:
-        np.copyto(dst, np.broadcast_to(plan.at("zp_code", sc), dst.shape), where=np.isnan(src))
+        np.copyto(dst, c.zp_code, where=np.isnan(src))
     return clipped
+
+
+_Block = tuple[
+    npt.NDArray[Any], npt.NDArray[Any], npt.NDArray[np.float32], npt.NDArray[np.bool_], _Consts, tuple[int, ...] | None
+]
+
+
+def _quantize_blocks(
+    x: npt.NDArray[Any], out: npt.NDArray[Any], params: QParams, consts: _Consts, ws: Workspace
+) -> Iterator[_Block]:
+    """(source, destination, float buffer, boolean buffer, constants, axes) for each block; `axes` are those
+    along which the block's constants are constant (None: scalars). Iterate inside an `np.errstate()` block.
+
+    Per tensor: flat slices. Per channel with a short channel period (C * inner elements, e.g. channels last):
+    flat slices seen as rows of `width` elements, a multiple of the period, with the constants tiled to one row,
+    so that every ufunc runs long contiguous inner loops instead of loops over a few channels. Otherwise:
+    blocks of the (outer, channels, inner) view with (1, c, 1) constants."""
+    buf, mask, block = ws.buffer(), ws.mask(), ws.block
+    xf, of = x.reshape(-1), out.reshape(-1)
+    n = xf.size
+    if params.axis is None:
+        for i0 in range(0, n, block):
+            i1 = min(i0 + block, n)
+            yield xf[i0:i1], of[i0:i1], buf[: i1 - i0], mask[: i1 - i0], consts, None
+        return
+    shape3 = as_3d(x.shape, params.axis)
+    outer, channels, inner = shape3
+    period = channels * inner
+    if outer > 1 and period <= _TILE_MAX_PERIOD and period * 2 <= block:
+        width = period * max(1, min(block // period, -(-_TILE_MIN_WIDTH // period)))
+        step = width * (block // width)
+        tiled = consts.tiled(width, inner)
+        _narrow_buffering((1, 1, width))
+        for i0 in range(0, n, step):
+            rows, tail = divmod(min(step, n - i0), width)
+            if rows:
+                i1 = i0 + rows * width
+                yield (xf[i0:i1].reshape(rows, width), of[i0:i1].reshape(rows, width),
+                       buf[: i1 - i0].reshape(rows, width), mask[: i1 - i0].reshape(rows, width), tiled, (0,))
+                i0 = i1
+            if tail:
+                yield (xf[i0 : i0 + tail].reshape(1, tail), of[i0 : i0 + tail].reshape(1, tail),
+                       buf[:tail].reshape(1, tail), mask[:tail].reshape(1, tail), tiled.head(tail), (0,))
+        return
+    x3, out3 = x.reshape(shape3), out.reshape(shape3)
+    _narrow_buffering(shape3)
+    for so, sc, si in _blocks(shape3, block):
+        src = x3[so, sc, si]
+        shape = src.shape
+        yield (src, out3[so, sc, si], buf[: src.size].reshape(shape), mask[: src.size].reshape(shape),
+               consts.channels(sc), (0, 2))
 
 
 def quantize_counted(
@@ -258,31 +359,12 @@ def quantize_counted(
     x = np.ascontiguousarray(x, dtype=F32)
     dtype = np.dtype(F32 if dequantize_after else out_dtype)
     out = np.empty(x.shape, dtype=dtype)
-    plan = _Plan(params, qmin, qmax, dtype, dequantize_after)
-    buf = ws.buffer()
-    mask = ws.mask() if count_clipped else None
-    block = ws.block
+    consts = _Consts(params, qmin, qmax, dtype, dequantize_after)
     clipped = 0
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-        if params.axis is None:
-            xf, of = x.reshape(-1), out.reshape(-1)
-            n = xf.size
-            everything = slice(None)
-            for i0 in range(0, n, block):
-                i1 = min(i0 + block, n)
-                m = None if mask is None else mask[: i1 - i0]
-                clipped += _quantize_block(xf[i0:i1], of[i0:i1], buf[: i1 - i0], plan, everything,
-                                           dequantize_after, nan_to_zero_point, m)
-        else:
-            shape3 = as_3d(x.shape, params.axis)
-            x3, out3 = x.reshape(shape3), out.reshape(shape3)
-            _narrow_buffering(shape3)
-            for so, sc, si in _blocks(shape3, block):
-                src = x3[so, sc, si]
-                b = buf[: src.size].reshape(src.shape)
-                m = None if mask is None else mask[: src.size].reshape(src.shape)
-                clipped += _quantize_block(src, out3[so, sc, si], b, plan, sc, dequantize_after,
-                                           nan_to_zero_point, m)
+        for src, dst, b, m, c, axes in _quantize_blocks(x, out, params, consts, ws):
+            clipped += _quantize_block(src, dst, b, c, axes, dequantize_after, nan_to_zero_point,
+                                       m if count_clipped else None)
     return out, clipped
 
 
@@ -331,17 +413,13 @@ def dequantize(
                 np.subtract(b, z, out=b)
             np.multiply(b, s, out=of[i0:i1])
         return out
-    shape3 = as_3d(q.shape, params.axis)
-    q3, out3 = q.reshape(shape3), out.reshape(shape3)
+    consts = _Consts(params, 0, 0, np.dtype(F32), True)
     with np.errstate():
-        _narrow_buffering(shape3)
-        for so, sc, si in _blocks(shape3, block):
-            src = q3[so, sc, si]
-            b = buf[: src.size].reshape(src.shape)
+        for src, dst, b, _, c, _ in _quantize_blocks(q, out, params, consts, ws):
             b[...] = src
             if with_zp:
-                np.subtract(b, zp3[:, sc], out=b)
-            np.multiply(b, scale3[:, sc], out=out3[so, sc, si])
+                np.subtract(b, c.zp_f, out=b)
+            np.multiply(b, c.scale, out=dst)
     return out
 
 
@@ -382,6 +460,9 @@ def minmax(x: npt.NDArray[Any], axis: int | None = None, *, block: int | None = 
             np.minimum.reduce(part, axis=1, out=lo[c0 : c0 + step])
             np.maximum.reduce(part, axis=1, out=hi[c0 : c0 + step])
         return lo, hi
+    period = channels * inner
+    if period <= _TILE_MAX_PERIOD and period * 2 <= block:
+        return _minmax_periodic(x.reshape(-1), channels, inner, block)
     first = np.ones(shape3[1], dtype=np.bool_)
     for so, sc, si in _blocks(shape3, block):
         part = x3[so, sc, si]
@@ -393,6 +474,29 @@ def minmax(x: npt.NDArray[Any], axis: int | None = None, *, block: int | None = 
         else:
             np.minimum(lo[sc], blo, out=lo[sc])
             np.maximum(hi[sc], bhi, out=hi[sc])
+    return lo, hi
+
+
+def _minmax_periodic(flat: npt.NDArray[Any], channels: int, inner: int, block: int) -> tuple[Any, Any]:
+    """Per-channel min / max when the channel pattern repeats every `channels * inner` elements (many short
+    periods, e.g. channels last): element-wise min / max of rows a multiple of the period wide, with long
+    contiguous inner loops, then folded to one value per channel (reducing a (N, C) array along axis 0 directly
+    runs inner loops of C elements)."""
+    period = channels * inner
+    width = period * max(1, min(block // period, -(-_TILE_MIN_WIDTH // period)))
+    step = width * max(1, block // width)
+    full = flat.size - flat.size % width
+    parts: list[npt.NDArray[Any]] = []
+    for i0 in range(0, full, step):
+        rows = flat[i0 : min(i0 + step, full)].reshape(-1, width)
+        parts.append(np.stack((np.minimum.reduce(rows, axis=0), np.maximum.reduce(rows, axis=0))))
+    if full < flat.size:  # the rest: whole periods
+        rows = flat[full:].reshape(-1, period)
+        rest = np.stack((np.minimum.reduce(rows, axis=0), np.maximum.reduce(rows, axis=0)))
+        parts.append(np.concatenate([rest] * (width // period), axis=1))
+    both = np.stack(parts) if len(parts) > 1 else parts[0][None]
+    lo = np.minimum.reduce(both[:, 0].reshape(-1, width // period, channels, inner), axis=(0, 1, 3))
+    hi = np.maximum.reduce(both[:, 1].reshape(-1, width // period, channels, inner), axis=(0, 1, 3))
     return lo, hi
 
 

@@ -267,7 +267,7 @@ class Quantizer:
         if dynamic and qtype.is_integer:
             lo, hi = self._extremes(x, axis)  # the range pass, which also reveals NaN / Inf for free
         elif validate:
-            lo, hi = kernels.minmax(x)  # one pass for both
+            lo, hi = kernels.minmax(x, self._frozen_axis(plan, x.shape, channel_dim))  # one pass for both
         else:
             # Not validated, yet NaN must still get the zero point's code, never an arbitrary one: the kernel
             # finds NaN itself (nan_to_zero_point=None), one reduction per block in cache, not a pass over memory.
@@ -276,9 +276,9 @@ class Quantizer:
         nonfinite = self._check_finite(x, validate=validate, lo=lo, hi=hi)
 
         if not qtype.is_integer:
-            out = self._cast(x, qtype, dequantize_after)
+            out, overflowed = self._cast(x, qtype, dequantize_after)
             if validate:
-                delta.clipped_values = nonfinite + self._float_overflow(x, out, qtype)
+                delta.clipped_values = nonfinite + overflowed
             return self._finish(OpResult(out, qtype, None, delta, plan), started)
 
         params = (self._dynamic_params(x, plan, axis, (lo, hi)) if dynamic
@@ -303,6 +303,16 @@ class Quantizer:
     def _extremes(x: FloatArray, axis: int | None) -> tuple[Any, Any]:
         return kernels.minmax(x, axis)  # min and max over every axis but `axis`, in one pass
 
+    def _frozen_axis(self, plan: LayerPlan, shape: tuple[int, ...], channel_dim: int | None) -> int | None:
+        """The channel axis of the frozen parameters this call will use, if they are per channel: the validation
+        pass then takes one min/max per channel, so that `_may_clip` can rule clipping out channel by channel."""
+        if not (self.config.quantization_mode.needs_parameters and plan.effective_type.is_integer):
+            return None
+        try:
+            return self._stored_params(plan, shape, channel_dim).axis
+        except (NotCalibratedError, InputError):
+            return None  # raised in its turn further on, after the NaN / Inf checks, as before
+
     @staticmethod
     def _may_clip(params: QParams, qmin: int, qmax: int, lo: Any, hi: Any, nonfinite: int) -> bool:
         """Can any element clip? x -> rint(x/s) + zp is monotone: if the extremes (global, or one pair per channel
@@ -314,18 +324,20 @@ class Quantizer:
         return not (bool(np.all(ends_lo >= qmin)) and bool(np.all(ends_hi <= qmax)))
 
     @staticmethod
-    def _cast(x: FloatArray, qtype: QuantizationType, dequantize_after: bool) -> npt.NDArray[Any]:
-        if qtype is QuantizationType.FLOAT16:
-            with np.errstate(over="ignore"):
-                half = x.astype(np.float16)
-            return half.astype(F32) if dequantize_after else half
-        return x.copy()
-
-    @staticmethod
-    def _float_overflow(x: FloatArray, out: npt.NDArray[Any], qtype: QuantizationType) -> int:
+    def _cast(x: FloatArray, qtype: QuantizationType, dequantize_after: bool) -> tuple[npt.NDArray[Any], int]:
+        """FLOAT16: round to nearest even, saturating at +-65504 like the integer types saturate (a response never
+        holds an infinity); NaN (when allowed) becomes 0. Returns the result and how many finite values overflowed.
+        NONE: the identity."""
         if qtype is not QuantizationType.FLOAT16:
-            return 0
-        return int(np.count_nonzero(np.isinf(out) & np.isfinite(x)))
+            return x.copy(), 0
+        with np.errstate(over="ignore", invalid="ignore"):
+            half = x.astype(np.float16)
+        overflow = np.isinf(half)
+        overflowed = int(np.count_nonzero(overflow & np.isfinite(x))) if overflow.any() else 0
+        half_max = np.finfo(np.float16).max
+        np.clip(half, -half_max, half_max, out=half)
+        np.nan_to_num(half, copy=False, nan=0.0)
+        return (half.astype(F32) if dequantize_after else half), overflowed
 
     def dequantize(
         self, data: npt.ArrayLike, *, channel_dim: int | None = None, layer_name: str | None = None
