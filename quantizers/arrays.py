@@ -45,18 +45,10 @@ def parse_2d(value: Any, *, field: str = "data", integers: bool = False, budget:
     if len(value) * width > limit:
         raise LimitError(MSG_TOO_MANY.format(field=field, count=len(value) * width, limit=limit), field=field)
     allowed = _INTEGER_TYPES if integers else _NUMBER_TYPES
-    kinds: set[type] = set()
     for index, row in enumerate(value):
         if not isinstance(row, list):
             raise InputError(MSG_NOT_2D.format(field=field), field=field, code="input.shape")
-        if len(row) != width:
-            raise InputError(MSG_RAGGED.format(field=field, row=index, got=len(row), want=width), field=field,
-                             code="input.shape")
-        kinds = set(map(type, row))
-        if not kinds <= _NUMBER_TYPES:
-            bad = sorted(k.__name__ for k in kinds - _NUMBER_TYPES)
-            raise InputError(MSG_NOT_NUMBER.format(field=field, row=index, kind=", ".join(bad)), field=field,
-                             code="input.type")
+        kinds = _check_row(row, index, width, field)
         if not kinds <= allowed:
             raise InputError(MSG_NOT_INTEGER.format(field=field, row=index, kind="floats"), field=field,
                              code="input.type")
@@ -67,13 +59,7 @@ def parse_2d(value: Any, *, field: str = "data", integers: bool = False, budget:
             # JSON integers beyond int64 (orjson parses up to 2**64 - 1): no type's code, and float64 holds them
             # well enough for the engine to say so (as the row-by-row path, which reads integers as float64, does).
             return np.array(value, dtype=np.float64)
-    arr = np.array(value, dtype=np.float64)
-    with np.errstate(invalid="ignore"):
-        outside = ~(np.abs(arr) <= F32_MAX)
-    if outside.any():
-        raise InputError(MSG_RANGE.format(field=field, count=int(np.count_nonzero(outside))), field=field,
-                         code="input.range")
-    return arr.astype(np.float32)
+    return _check_range(np.array(value, dtype=np.float64), field).astype(np.float32)
 
 
 def _from_rows(matrix: JsonMatrix, *, field: str, dtype: Any, budget: int | None) -> npt.NDArray[Any]:
@@ -89,20 +75,32 @@ def _from_rows(matrix: JsonMatrix, *, field: str, dtype: Any, budget: int | None
     out = np.empty((len(matrix), width), dtype=dtype)
     with np.errstate(over="ignore"):
         for index, row in enumerate(_chain(first, rows)):
-            if len(row) != width:
-                raise InputError(MSG_RAGGED.format(field=field, row=index, got=len(row), want=width), field=field,
-                                 code="input.shape")
-            kinds = set(map(type, row))
-            if not kinds <= _NUMBER_TYPES:
-                bad = sorted(k.__name__ for k in kinds - _NUMBER_TYPES)
-                raise InputError(MSG_NOT_NUMBER.format(field=field, row=index, kind=", ".join(bad)), field=field,
-                                 code="input.type")
+            _check_row(row, index, width, field)
             out[index] = row
-    outside = ~np.isfinite(out) | (np.abs(out) > F32_MAX)
+    return _check_range(out, field)
+
+
+def _check_row(row: list[Any], index: int, width: int, field: str) -> set[type]:
+    """A row of the right length holding only numbers; returns the Python types it holds."""
+    if len(row) != width:
+        raise InputError(MSG_RAGGED.format(field=field, row=index, got=len(row), want=width), field=field,
+                         code="input.shape")
+    kinds = set(map(type, row))
+    if not kinds <= _NUMBER_TYPES:
+        bad = sorted(k.__name__ for k in kinds - _NUMBER_TYPES)
+        raise InputError(MSG_NOT_NUMBER.format(field=field, row=index, kind=", ".join(bad)), field=field,
+                         code="input.type")
+    return kinds
+
+
+def _check_range(arr: npt.NDArray[Any], field: str) -> npt.NDArray[Any]:
+    """Every value finite and inside the float32 range (a larger one would become infinity)."""
+    with np.errstate(invalid="ignore"):
+        outside = ~(np.abs(arr) <= F32_MAX)
     if outside.any():
         raise InputError(MSG_RANGE.format(field=field, count=int(np.count_nonzero(outside))), field=field,
                          code="input.range")
-    return out
+    return arr
 
 
 def _chain(first: Any, rest: Any) -> Any:
