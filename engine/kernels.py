@@ -352,13 +352,20 @@ def quantize_counted(
     workspace: Workspace | None = None,
     dequantize_after: bool = False,
     count_clipped: bool = False,
+    out: npt.NDArray[Any] | None = None,
 ) -> tuple[npt.NDArray[Any], int]:
     """`quantize`, and with `count_clipped` the number of elements whose rint(x / scale) + zp falls outside
-    [qmin, qmax] (NaN counts: it has no code), counted in the same pass (0 without `count_clipped`)."""
+    [qmin, qmax] (NaN counts: it has no code), counted in the same pass (0 without `count_clipped`).
+
+    `out` may be `x` itself for fake quantization: each block is read into the work buffer before its result is
+    written, so the answer overwrites the input in place and no second full-size array is allocated."""
     ws = workspace or Workspace()
     x = np.ascontiguousarray(x, dtype=F32)
     dtype = np.dtype(F32 if dequantize_after else out_dtype)
-    out = np.empty(x.shape, dtype=dtype)
+    if out is None:
+        out = np.empty(x.shape, dtype=dtype)
+    elif out.shape != x.shape or out.dtype != dtype or not out.flags.c_contiguous:
+        raise ValueError("out must be a C-contiguous array of the input's shape and the result's dtype")
     consts = _Consts(params, qmin, qmax, dtype, dequantize_after)
     clipped = 0
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):

@@ -284,18 +284,18 @@ class Quantizer:
         params = (self._dynamic_params(x, plan, axis, (lo, hi)) if dynamic
                   else self._stored_params(plan, x.shape, channel_dim))
         qmin, qmax = qrange(plan.quantization_type, plan.num_bits)
-        in_place = self.config.optimize_memory and dequantize_after
+        # optimize_memory: fake quantization overwrites the caller's own float32 buffer (no second array).
+        in_place = (self.config.optimize_memory and dequantize_after and x is data and x.flags.writeable
+                    and x.flags.c_contiguous)
         out, clipped = kernels.quantize_counted(
             x, params, qmin, qmax, STORAGE_DTYPES[plan.quantization_type],
             nan_to_zero_point=has_nonfinite if dynamic or validate else None, workspace=self._workspace(),
             dequantize_after=dequantize_after,
             count_clipped=validate and self._may_clip(params, qmin, qmax, lo, hi, nonfinite),
+            out=x if in_place else None,
         )
         if validate:
             delta.clipped_values = clipped
-        if in_place and x.flags.writeable and x is data:
-            np.copyto(x, out)
-            out = x
         self.last_params = params
         return self._finish(OpResult(out, qtype, params, delta, plan), started)
 

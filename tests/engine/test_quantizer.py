@@ -473,7 +473,13 @@ def test_buffer_size_and_optimize_memory_do_not_change_results(make_quantizer: M
     small_blocks = make_quantizer(per_channel=True, buffer_size=1024)
     np.testing.assert_array_equal(small_blocks.quantize_dequantize(x, channel_dim=1).data, expected)
     in_place = make_quantizer(per_channel=True, optimize_memory=True)
-    np.testing.assert_array_equal(in_place.quantize_dequantize(x.copy(), channel_dim=1).data, expected)
+    mine = x.copy()
+    result = in_place.quantize_dequantize(mine, channel_dim=1).data
+    np.testing.assert_array_equal(result, expected)
+    assert result is mine  # the caller's buffer holds the answer: no second array was allocated
+    kept = x.copy()
+    assert make_quantizer(per_channel=True).quantize_dequantize(kept, channel_dim=1).data is not kept
+    np.testing.assert_array_equal(kept, x)  # without optimize_memory the input is left alone
 
 
 # ====================================================================== layers
