@@ -9,7 +9,7 @@ from django.conf import settings
 from rest_framework.exceptions import ParseError
 from rest_framework.parsers import BaseParser, JSONParser
 
-from engine import NpyFormatError
+from engine import LimitError, NpyFormatError
 from engine.npy import decode_npy, raw_decode
 
 from .jsonmatrix import split_body
@@ -40,6 +40,9 @@ def json_depth(raw: bytes) -> int:
     return deepest
 
 
+_FIELD_ALLOWANCE = 1024
+
+
 class OrjsonParser(JSONParser):
     """Strict JSON (no NaN / Infinity tokens, integers within 64 bits) parsed by orjson, about 3x the stdlib."""
 
@@ -51,6 +54,12 @@ class OrjsonParser(JSONParser):
             limit = settings.QUANTIZER_MAX_JSON_DEPTH
             if json_depth(raw) > limit:
                 raise ParseError(f"JSON nested deeper than QUANTIZER_MAX_JSON_DEPTH ({limit})")
+            # Every value but the first of an array follows a comma: more commas than the element limit (plus room
+            # for the few other fields) means more values than may be parsed, so refuse before building any.
+            elements = _max_elements()
+            if raw.count(b",") > elements + _FIELD_ALLOWANCE:
+                raise LimitError(f"the body holds more than QUANTIZER_MAX_ELEMENTS ({elements}) values",
+                                 field="QUANTIZER_MAX_ELEMENTS")
             split = split_body(raw)
             if split is not None:
                 rest, matrix = split

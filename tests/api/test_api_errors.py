@@ -394,3 +394,14 @@ def test_a_created_instance_is_not_left_half_made_by_a_bad_body(api):
     create(api, "exists")
     assert_error(api.raw("post", "/instances/half", b'{"num_bits": 8', "application/json"), 400)
     assert "half" not in ok(api.get("/instances"))
+
+
+def test_a_body_with_more_values_than_the_element_limit_is_refused_before_parsing(api, settings):
+    settings.QUANTIZER_MAX_ELEMENTS = 1000
+    # one row of 5000 values: the row-by-row parser would have to build the whole row to count it
+    body = '{"data": [[' + ",".join(["1.5"] * 5000) + "]]}"
+    response = api.raw("post", "/instances/default/quantize", body, "application/json")
+    assert response.status_code == 413
+    assert response.json()["code"] == "input.too_large"
+    assert "QUANTIZER_MAX_ELEMENTS" in response.json()["detail"]
+    assert api.get("/instances/default/stats").json()["quantize_calls"] == 0
