@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -388,16 +389,23 @@ def _query_int(raw: str | None, name: str) -> int | None:
 
 
 # ---------------------------------------------------------------------------- documentation
+@functools.cache
+def _schema_summary() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The OpenAPI schema and its routes, generated once per worker (the routes do not change while it runs)."""
+    schema = SchemaGenerator().get_schema(request=None, public=True)
+    endpoints = [
+        {"path": path, "method": method.upper(), "summary": op.get("summary", ""), "tags": op.get("tags", [])}
+        for path, operations in schema.get("paths", {}).items()
+        for method, op in operations.items()
+    ]
+    return schema, endpoints
+
+
 @extend_schema(summary="API documentation and examples, generated from the OpenAPI schema", tags=["health"],
                responses={200: OpenApiTypes.OBJECT})
 @api_view(["GET"])
 def documentation(request: Request) -> Response:
-    schema = SchemaGenerator().get_schema(request=None, public=True)
-    endpoints = []
-    for path, operations in schema.get("paths", {}).items():
-        for method, op in operations.items():
-            endpoints.append({"path": path, "method": method.upper(), "summary": op.get("summary", ""),
-                              "tags": op.get("tags", [])})
+    schema, endpoints = _schema_summary()
     base = request.build_absolute_uri("/").rstrip("/")
     return Response({
         "title": schema["info"]["title"],
