@@ -46,8 +46,6 @@ from .serializers import (
     UploadResponse,
 )
 
-NPY_MEDIA_TYPE = "application/x-npy"
-
 MSG_CREATED = "Quantizer instance {instance_id} created successfully"
 MSG_DELETED = "Quantizer instance {instance_id} deleted successfully"
 MSG_CONFIG_UPDATED = "Configuration for quantizer instance {instance_id} updated successfully"
