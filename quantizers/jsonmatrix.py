@@ -19,7 +19,7 @@ import orjson
 
 _DATA_KEY = re.compile(rb'"data"\s*:\s*\[')
 _MATRIX_END = re.compile(rb"\]\s*\]")
-MAX_FAST_ROWS = 1 << 16  # beyond this many rows the per-row Python overhead outweighs the saving
+MAX_JSON_ROWS = 1 << 20  # a JSON matrix may have this many rows; taller arrays belong in a .npy body
 MIN_FAST_ELEMENTS = 4096  # small bodies: the ordinary parse is as fast and simpler
 
 
@@ -81,6 +81,6 @@ def _row_spans(raw: bytes, pos: int, stop: int) -> list[tuple[int, int]] | None:
         if close_at < 0 or find(b"[", open_at + 1, close_at) >= 0:
             return None
         spans.append((open_at, close_at + 1))
-        if len(spans) > MAX_FAST_ROWS:
+        if len(spans) > MAX_JSON_ROWS:
             return None
         pos = close_at + 1

@@ -12,7 +12,7 @@ from rest_framework.parsers import BaseParser, JSONParser
 from engine import LimitError, NpyFormatError
 from engine.npy import decode_npy, raw_decode
 
-from .jsonmatrix import split_body
+from .jsonmatrix import MAX_JSON_ROWS, split_body
 
 _STRUCTURE_ONLY = bytes(b for b in range(256) if b not in b'[]{}"\\')
 
@@ -60,6 +60,11 @@ class OrjsonParser(JSONParser):
             if raw.count(b",") > elements + _FIELD_ALLOWANCE:
                 raise LimitError(f"the body holds more than QUANTIZER_MAX_ELEMENTS ({elements}) values",
                                  field="QUANTIZER_MAX_ELEMENTS")
+            # Every list costs ~60 bytes as a Python object: a tall, thin matrix parsed whole would take far more
+            # memory than its values, so JSON matrices are limited in rows (binary bodies are not).
+            if raw.count(b"[") > MAX_JSON_ROWS + _FIELD_ALLOWANCE:
+                raise LimitError(f"JSON arrays are limited to {MAX_JSON_ROWS} rows; send taller arrays as .npy "
+                                 "(application/x-npy) or raw bytes (application/octet-stream)", field="data")
             split = split_body(raw)
             if split is not None:
                 rest, matrix = split

@@ -405,3 +405,13 @@ def test_a_body_with_more_values_than_the_element_limit_is_refused_before_parsin
     assert response.json()["code"] == "input.too_large"
     assert "QUANTIZER_MAX_ELEMENTS" in response.json()["detail"]
     assert api.get("/instances/default/stats").json()["quantize_calls"] == 0
+
+
+def test_json_matrices_are_limited_in_rows(api, monkeypatch):
+    from quantizers import parsers
+
+    monkeypatch.setattr(parsers, "MAX_JSON_ROWS", 100)
+    body = '{"data": [' + ",".join(["[1.5]"] * 2000) + "]}"
+    response = api.raw("post", "/instances/default/quantize", body, "application/json")
+    assert response.status_code == 413
+    assert "application/x-npy" in response.json()["detail"]
