@@ -8,7 +8,7 @@ or parameters bump the instance's version so that every worker rebuilds its engi
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import Any
 
 import numpy.typing as npt
 from django.db import IntegrityError, transaction
@@ -22,7 +22,6 @@ from .models import DEFAULT_INSTANCE_ID, QuantizerInstance, QuantizerParameters,
 from .registry import PARAMETER_FIELDS, build_quantizer, registry
 from .selectors import check_instance_id, instance_get
 
-Operation = Literal["quantize", "dequantize", "quantize_dequantize"]
 OPERATIONS: tuple[str, ...] = ("quantize", "dequantize", "quantize_dequantize")
 STATS_COUNTERS = hotpath.STATS_COUNTERS
 
