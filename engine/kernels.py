@@ -507,30 +507,6 @@ def _minmax_periodic(flat: npt.NDArray[Any], channels: int, inner: int, block: i
     return lo, hi
 
 
-def count_outside(
-    x: npt.NDArray[np.float32], params: QParams, qmin: int, qmax: int, *, workspace: Workspace | None = None
-) -> int:
-    """Elements whose rint(x / scale) + zp falls outside [qmin, qmax] (NaN counts: it has no code)."""
-    ws = workspace or Workspace()
-    x = np.ascontiguousarray(x, dtype=F32)
-    shape3 = as_3d(x.shape, params.axis)
-    x3 = x.reshape(shape3)
-    scale3, zp3 = _params3(params)
-    lo3, hi3 = F32(qmin) - zp3, F32(qmax) - zp3  # rint(x / scale) must lie in [qmin - zp, qmax - zp]
-    buf, mask = ws.buffer(), ws.mask()
-    total = 0
-    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-        _narrow_buffering(shape3)
-        for so, sc, si in _blocks(shape3, ws.block):
-            src = x3[so, sc, si]
-            b = buf[: src.size].reshape(src.shape)
-            m = mask[: src.size].reshape(src.shape)
-            np.divide(src, scale3[:, sc], out=b)
-            np.rint(b, out=b)
-            total += b.size - int(np.count_nonzero(np.logical_and(b >= lo3[:, sc], b <= hi3[:, sc], out=m)))
-    return total
-
-
 def code_of(value: npt.NDArray[np.float32], params: QParams) -> npt.NDArray[np.float32]:
     """rint(value / scale) + zp for per-tensor or per-channel endpoint values (no clipping): used to decide
     from a range's ends alone whether any element can clip, since the map is monotone in x."""

@@ -190,7 +190,7 @@ class Quantizer:
 
     def _dynamic_params(self, x: FloatArray, plan: LayerPlan, axis: int | None, raw: tuple[Any, Any] | None = None
                         ) -> QParams:
-        lo, hi = self._data_range(x, axis, *(raw if raw is not None else self._extremes(x, axis)))
+        lo, hi = self._data_range(x, axis, *(raw if raw is not None else kernels.minmax(x, axis)))
         params = self._params_for_range(lo, hi, plan, axis)
         if self.config.enable_requantization:
             params = self._refine(x, lo, hi, params, plan)
@@ -265,7 +265,7 @@ class Quantizer:
         axis = self._dynamic_axis(plan, x.ndim, channel_dim) if dynamic else None
 
         if dynamic and qtype.is_integer:
-            lo, hi = self._extremes(x, axis)  # the range pass, which also reveals NaN / Inf for free
+            lo, hi = kernels.minmax(x, axis)  # the range pass, which also reveals NaN / Inf for free
         elif validate:
             lo, hi = kernels.minmax(x, self._frozen_axis(plan, x.shape, channel_dim))  # one pass for both
         else:
@@ -298,10 +298,6 @@ class Quantizer:
             delta.clipped_values = clipped
         self.last_params = params
         return self._finish(OpResult(out, qtype, params, delta, plan), started)
-
-    @staticmethod
-    def _extremes(x: FloatArray, axis: int | None) -> tuple[Any, Any]:
-        return kernels.minmax(x, axis)  # min and max over every axis but `axis`, in one pass
 
     def _frozen_axis(self, plan: LayerPlan, shape: tuple[int, ...], channel_dim: int | None) -> int | None:
         """The channel axis of the frozen parameters this call will use, if they are per channel: the validation
@@ -424,7 +420,8 @@ class Quantizer:
         if channel_dim is not None:
             normalize_axis(channel_dim, x.ndim)
         plan = self.layer_plan(layer_name)
-        self._check_finite(x, validate=True, lo=np.min(x), hi=np.max(x))
+        lo, hi = kernels.minmax(x)
+        self._check_finite(x, validate=True, lo=lo, hi=hi)
         if not plan.effective_type.is_integer:
             return QParams.identity()
         if channel_idx is not None:
@@ -435,7 +432,9 @@ class Quantizer:
                     f"channel_idx {channel_idx} is out of range: the data has {x.shape[axis]} channels along "
                     f"axis {axis}", field="channel_idx")
             return self._dynamic_params(np.take(x, channel_idx, axis=axis), plan, None)
-        return self._dynamic_params(x, plan, self._dynamic_axis(plan, x.ndim, channel_dim))
+        dynamic_axis = self._dynamic_axis(plan, x.ndim, channel_dim)
+        # Per tensor, the extremes just taken are the range's: no second pass over the data.
+        return self._dynamic_params(x, plan, dynamic_axis, (lo, hi) if dynamic_axis is None else None)
 
     def calibrate(self, batches: Iterable[npt.ArrayLike], *, channel_dim: int | None = None) -> QParams:
         """Calibrate from representative batches (any number, any shape) and switch to CALIBRATED mode.
@@ -461,7 +460,7 @@ class Quantizer:
                 )
             elif axis is not None and x.ndim <= axis:
                 raise InputError("calibration batches disagree on their number of dimensions", field="data")
-            lo, hi = np.min(x), np.max(x)
+            lo, hi = kernels.minmax(x)
             if self._check_finite(x, validate=True, lo=lo, hi=hi):
                 x = np.where(np.isfinite(x), x, F32(0))
             collector.update(x)

@@ -14,12 +14,13 @@ from typing import Any
 from django.db import connections, router, transaction
 
 from engine import OpResult, Quantizer
+from engine.metrics import COUNTERS
 
 from .models import QuantizerInstance, QuantizerStats
 from .registry import registry
 from .selectors import check_instance_id, instance_get
 
-STATS_COUNTERS = ("clipped_values", "total_values", "quantize_calls", "dequantize_calls", "cache_hits", "cache_misses")
+STATS_COUNTERS = COUNTERS
 
 
 def run_state(instance_id: str) -> tuple[Quantizer, Any]:

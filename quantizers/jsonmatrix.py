@@ -30,10 +30,6 @@ class JsonMatrix:
         self._body = body
         self._rows = rows
 
-    @property
-    def shape_rows(self) -> int:
-        return len(self._rows)
-
     def row_lists(self) -> Any:
         body = self._body
         for start, end in self._rows:

@@ -61,15 +61,14 @@ class Registry:
         self._lock = threading.Lock()
 
     def get(self, instance: QuantizerInstance) -> Quantizer:
-        with self._lock:
-            entry = self._entries.get(instance.instance_id)
-            if entry is None or entry.uid != instance.uid or entry.version != instance.version:
-                entry = _Entry(instance.uid, instance.version, instance.cache_epoch, build_quantizer(instance))
-                self._entries[instance.instance_id] = entry
-            elif entry.cache_epoch != instance.cache_epoch:
-                entry.quantizer.clear_cache()
-                entry.cache_epoch = instance.cache_epoch
-            return entry.quantizer
+        """The engine object for this row: the current one, or one rebuilt from the row."""
+        quantizer = self.current(instance.instance_id, instance.uid, instance.version, instance.cache_epoch)
+        if quantizer is None:
+            quantizer = build_quantizer(instance)
+            with self._lock:
+                self._entries[instance.instance_id] = _Entry(instance.uid, instance.version, instance.cache_epoch,
+                                                             quantizer)
+        return quantizer
 
     def current(self, instance_id: str, uid: uuid.UUID, version: int, cache_epoch: int) -> Quantizer | None:
         """The engine object built from the stored state (uid, version) given, its cache dropped when the epoch

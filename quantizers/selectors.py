@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from typing import Any
 
 from engine import QuantizationConfig
+from engine.metrics import Stats
 
 from .exceptions import InstanceNotFound, InvalidInstanceId
 from .models import INSTANCE_ID_PATTERN, QuantizerInstance
 from .registry import registry
 
 _ID_RE = re.compile(INSTANCE_ID_PATTERN)
-STATS_FIELDS = ("clipped_values", "total_values", "quantize_calls", "dequantize_calls", "cache_hits", "cache_misses",
-                "last_scale", "last_zero_point", "processing_time_ms")
+STATS_FIELDS = tuple(field.name for field in dataclasses.fields(Stats))  # the spec's nine StatsResponse fields
 
 
 def check_instance_id(instance_id: str) -> str:
