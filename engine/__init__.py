@@ -1,4 +1,5 @@
-"""quantsite's quantization engine: pure numpy, usable on its own.
+"""quantsite's quantization engine: pure numpy, usable on its own. This module is its whole public API; nothing
+outside `engine/` imports its submodules.
 
     from engine import Quantizer, QuantizationConfig, QuantizationType, QuantizationMode
 """
@@ -13,10 +14,16 @@ from .errors import (
     NpyFormatError,
     ParameterError,
 )
+from .metrics import COUNTERS, STATS_FIELDS, Stats, StatsDelta, sqnr_db
+from .npy import decode_npy, encode_npy, raw_decode
+from .parameters import STATE_KEYS
 from .qparams import QParams, qrange, scale_zero_point
 from .quantizer import OpResult, Quantizer
 
 __all__ = [
+    "COUNTERS",
+    "STATE_KEYS",
+    "STATS_FIELDS",
     "CalibrationMethod",
     "ConfigError",
     "EngineError",
@@ -32,6 +39,12 @@ __all__ = [
     "QuantizationMode",
     "QuantizationType",
     "Quantizer",
+    "Stats",
+    "StatsDelta",
+    "decode_npy",
+    "encode_npy",
     "qrange",
+    "raw_decode",
     "scale_zero_point",
+    "sqnr_db",
 ]

@@ -10,7 +10,8 @@ from __future__ import annotations
 import dataclasses
 import enum
 import math
-from collections.abc import Mapping
+import typing
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from .errors import ConfigError
@@ -27,10 +28,6 @@ class QuantizationType(enum.Enum):
     @property
     def is_integer(self) -> bool:
         return self in (QuantizationType.INT8, QuantizationType.UINT8, QuantizationType.INT16)
-
-    @property
-    def signed(self) -> bool:
-        return self is not QuantizationType.UINT8
 
     @property
     def width(self) -> int:
@@ -58,9 +55,6 @@ class CalibrationMethod(enum.Enum):
     MSE = "mse"
     ENTROPY = "entropy"
     MOVING_AVERAGE = "moving_average"
-
-
-E = Any  # an enum class
 
 
 def parse_enum(enum_cls: type[enum.Enum], value: object, field: str) -> Any:
@@ -99,32 +93,49 @@ class LayerOverride:
         return out
 
 
+def _setting(default: Any, help_text: str, **kwargs: Any) -> Any:
+    """A configuration field with its help text: the one description the API schema and the admin show."""
+    return dataclasses.field(default=default, metadata={"help": help_text}, **kwargs)
+
+
 @dataclasses.dataclass(frozen=True)
 class QuantizationConfig:
-    quantization_type: QuantizationType = QuantizationType.INT8
-    quantization_mode: QuantizationMode = QuantizationMode.DYNAMIC
-    num_bits: int = 8
-    symmetric: bool = False
-    enable_cache: bool = True
-    cache_size: int = 1000
-    enable_mixed_precision: bool = False
-    per_channel: bool = False
-    buffer_size: int = 0
-    use_percentile: bool = False
-    min_percentile: float = 0.01
-    max_percentile: float = 99.99
-    error_on_nan: bool = True
-    error_on_inf: bool = True
-    optimize_memory: bool = False
-    enable_requantization: bool = False
-    requantization_threshold: float = 0.01
-    outlier_threshold: float | None = None
-    skip_layers: tuple[str, ...] = ()
-    quantize_bias: bool = True
-    quantize_weights_only: bool = False
-    mixed_precision_layers: tuple[str, ...] = ()
-    custom_quantization_config: Mapping[str, LayerOverride] = dataclasses.field(default_factory=dict)
-    calibration_method: CalibrationMethod = CalibrationMethod.MINMAX
+    quantization_type: QuantizationType = _setting(
+        QuantizationType.INT8, "INT8, UINT8, INT16 (integer codes), FLOAT16 (a cast), NONE (identity) or MIXED "
+        "(per-layer types); also accepted in lower case.")
+    quantization_mode: QuantizationMode = _setting(
+        QuantizationMode.DYNAMIC, "Where the parameters come from: each call's data (DYNAMIC, DYNAMIC_PER_BATCH, "
+        "DYNAMIC_PER_CHANNEL, SYMMETRIC) or frozen calibrated/imported ones (STATIC, CALIBRATED).")
+    num_bits: int = _setting(8, "Bits of the codes: 2-8 for INT8/UINT8/MIXED, 2-16 for INT16; a type given "
+                                "without it gets its own width.")
+    symmetric: bool = _setting(False, "Symmetric range around zero (zero point 0 for signed types).")
+    enable_cache: bool = _setting(True, "Cache dequantized results (per worker).")
+    cache_size: int = _setting(1000, "Entries of the dequantization cache.")
+    enable_mixed_precision: bool = _setting(False, "Apply custom_quantization_config and mixed_precision_layers.")
+    per_channel: bool = _setting(False, "One scale and zero point per channel along channel_dim.")
+    buffer_size: int = _setting(0, "Elements per kernel block (0: the engine's default).")
+    use_percentile: bool = _setting(False, "Dynamic ranges from percentiles instead of min/max.")
+    min_percentile: float = _setting(0.01, "Lower percentile of the range (0-100) when use_percentile is on.")
+    max_percentile: float = _setting(99.99, "Upper percentile of the range (0-100) when use_percentile is on.")
+    error_on_nan: bool = _setting(True, "Refuse data holding NaN (otherwise NaN gets the zero point's code).")
+    error_on_inf: bool = _setting(True, "Refuse data holding infinities (otherwise they saturate).")
+    optimize_memory: bool = _setting(False, "Fake quantization overwrites the input buffer (no second array).")
+    enable_requantization: bool = _setting(False, "Try narrower clip ranges while the relative RMS error exceeds "
+                                                  "requantization_threshold.")
+    requantization_threshold: float = _setting(0.01, "Relative RMS error above which requantization tries "
+                                                     "narrower ranges.")
+    outlier_threshold: float | None = _setting(None, "Clip the range to mean +- t standard deviations (null: off).")
+    skip_layers: tuple[str, ...] = _setting((), "Layer names passed through unchanged.")
+    quantize_bias: bool = _setting(True, "Quantize layers whose name contains 'bias'.")
+    quantize_weights_only: bool = _setting(False, "Pass through layers whose name does not contain 'weight'.")
+    mixed_precision_layers: tuple[str, ...] = _setting((), "Layers kept in FLOAT16 when mixed precision applies.")
+    custom_quantization_config: Mapping[str, LayerOverride] = dataclasses.field(
+        default_factory=dict,
+        metadata={"help": "layer name -> {quantization_type, num_bits, symmetric, per_channel}, when mixed "
+                          "precision applies."})
+    calibration_method: CalibrationMethod = _setting(
+        CalibrationMethod.MINMAX, "How calibrate chooses the clip range: MINMAX, PERCENTILE, MSE, ENTROPY or "
+        "MOVING_AVERAGE.")
 
     def __post_init__(self) -> None:
         # Validation runs for direct construction too, so no invalid config can exist.
@@ -134,6 +145,11 @@ class QuantizationConfig:
     @classmethod
     def field_names(cls) -> tuple[str, ...]:
         return tuple(f.name for f in dataclasses.fields(cls))
+
+    @classmethod
+    def field_help(cls) -> dict[str, str]:
+        """Each field's description (the API schema and the admin form show these)."""
+        return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(cls)}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, base: QuantizationConfig | None = None) -> QuantizationConfig:
@@ -155,32 +171,8 @@ class QuantizationConfig:
         return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "quantization_type": self.quantization_type.name,
-            "quantization_mode": self.quantization_mode.name,
-            "num_bits": self.num_bits,
-            "symmetric": self.symmetric,
-            "enable_cache": self.enable_cache,
-            "cache_size": self.cache_size,
-            "enable_mixed_precision": self.enable_mixed_precision,
-            "per_channel": self.per_channel,
-            "buffer_size": self.buffer_size,
-            "use_percentile": self.use_percentile,
-            "min_percentile": self.min_percentile,
-            "max_percentile": self.max_percentile,
-            "error_on_nan": self.error_on_nan,
-            "error_on_inf": self.error_on_inf,
-            "optimize_memory": self.optimize_memory,
-            "enable_requantization": self.enable_requantization,
-            "requantization_threshold": self.requantization_threshold,
-            "outlier_threshold": self.outlier_threshold,
-            "skip_layers": list(self.skip_layers),
-            "quantize_bias": self.quantize_bias,
-            "quantize_weights_only": self.quantize_weights_only,
-            "mixed_precision_layers": list(self.mixed_precision_layers),
-            "custom_quantization_config": {k: v.to_dict() for k, v in self.custom_quantization_config.items()},
-            "calibration_method": self.calibration_method.name,
-        }
+        """Exactly what from_dict accepts: enums as their names, layer lists as lists."""
+        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
     def replace(self, **changes: Any) -> QuantizationConfig:
         return dataclasses.replace(self, **changes)
@@ -251,28 +243,35 @@ def _overrides(value: object, field: str) -> dict[str, LayerOverride]:
     return out
 
 
-_PARSERS: dict[str, Any] = {
-    "quantization_type": lambda v, f: parse_enum(QuantizationType, v, f),
-    "quantization_mode": lambda v, f: parse_enum(QuantizationMode, v, f),
-    "calibration_method": lambda v, f: parse_enum(CalibrationMethod, v, f),
-    "num_bits": _int,
-    "cache_size": _int,
-    "buffer_size": _int,
-    "min_percentile": _float,
-    "max_percentile": _float,
-    "requantization_threshold": _float,
-    "outlier_threshold": _optional_float,
-    "skip_layers": _names,
-    "mixed_precision_layers": _names,
-    "custom_quantization_config": _overrides,
-    **{
-        name: _bool
-        for name in (
-            "symmetric", "enable_cache", "enable_mixed_precision", "per_channel", "use_percentile", "error_on_nan",
-            "error_on_inf", "optimize_memory", "enable_requantization", "quantize_bias", "quantize_weights_only",
-        )
-    },
+def _parser_for(annotation: Any) -> Callable[[object, str], Any]:
+    """The parser of a configuration field, from its type annotation."""
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        return lambda value, field: parse_enum(annotation, value, field)
+    by_type: list[tuple[Any, Callable[[object, str], Any]]] = [
+        (bool, _bool), (int, _int), (float, _float), (float | None, _optional_float), (tuple[str, ...], _names),
+        (Mapping[str, LayerOverride], _overrides),
+    ]
+    for known, parser in by_type:
+        if annotation == known:
+            return parser
+    raise TypeError(f"no parser for a configuration field of type {annotation!r}")
+
+
+_PARSERS: dict[str, Callable[[object, str], Any]] = {
+    name: _parser_for(annotation)
+    for name, annotation in typing.get_type_hints(QuantizationConfig).items()
 }
+
+
+def _plain(value: Any) -> Any:
+    """A field's value as JSON: enums by name, tuples as lists, layer overrides as objects."""
+    if isinstance(value, enum.Enum):
+        return value.name
+    if isinstance(value, tuple):
+        return list(value)
+    if isinstance(value, Mapping):
+        return {key: override.to_dict() for key, override in value.items()}
+    return value
 
 
 def check_bits(qtype: QuantizationType, num_bits: int, field: str = "num_bits", where: str | None = None) -> None:
@@ -284,13 +283,7 @@ def check_bits(qtype: QuantizationType, num_bits: int, field: str = "num_bits", 
 
 def _validate(cfg: QuantizationConfig) -> None:
     for name, parse in _PARSERS.items():
-        value = getattr(cfg, name)
-        if name == "custom_quantization_config":
-            parse(value, name)
-        elif name in ("skip_layers", "mixed_precision_layers"):
-            parse(list(value), name)
-        else:
-            parse(value, name)
+        parse(getattr(cfg, name), name)
     check_bits(cfg.quantization_type, cfg.num_bits)
     if cfg.cache_size < 0:
         raise ConfigError(f"cache_size must be >= 0; got {cfg.cache_size}", field="cache_size")

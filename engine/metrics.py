@@ -10,9 +10,14 @@ import numpy as np
 import numpy.typing as npt
 
 
+def _counter() -> Any:
+    return dataclasses.field(default=0, metadata={"counter": True})
+
+
 @dataclasses.dataclass
-class StatsDelta:
-    """What one engine call adds to an instance's statistics (the web layer adds it atomically in the database).
+class Stats:
+    """Cumulative statistics of an instance: the spec's StatsResponse fields, declared once here (the database
+    model and the API schema derive theirs from this). Counters are added; last_* are replaced.
 
     - clipped_values: elements whose code saturated at qmin/qmax, plus non-finite inputs when they are allowed
       (counted only when the request's `validate` is true);
@@ -21,37 +26,18 @@ class StatsDelta:
     - dequantize_calls: calls of dequantize or quantize_dequantize;
     - cache_hits / cache_misses: dequantization cache look-ups that found / did not find a result (none when the
       cache is off or the array bypasses it);
-    - last_scale / last_zero_point: parameters this call used (channel 0's when per channel), None if it used
-      none (an identity, FLOAT16 or skipped layer leaves the previous values);
-    - processing_time_ms: engine time of this call, in milliseconds.
+    - last_scale / last_zero_point: parameters of the latest call that used some (channel 0's when per channel);
+    - processing_time_ms: engine time, in milliseconds.
     """
 
-    clipped_values: int = 0
-    total_values: int = 0
-    quantize_calls: int = 0
-    dequantize_calls: int = 0
-    cache_hits: int = 0
-    cache_misses: int = 0
-    processing_time_ms: float = 0.0
-    last_scale: float | None = None
-    last_zero_point: float | None = None
-
-
-COUNTERS = ("clipped_values", "total_values", "quantize_calls", "dequantize_calls", "cache_hits", "cache_misses")
-
-
-@dataclasses.dataclass
-class Stats:
-    """Cumulative counters of an engine instance (the spec's StatsResponse). last_* are 0.0 before any call."""
-
-    clipped_values: int = 0
-    total_values: int = 0
-    quantize_calls: int = 0
-    dequantize_calls: int = 0
-    cache_hits: int = 0
-    cache_misses: int = 0
+    clipped_values: int = _counter()
+    total_values: int = _counter()
+    quantize_calls: int = _counter()
+    dequantize_calls: int = _counter()
+    cache_hits: int = _counter()
+    cache_misses: int = _counter()
     last_scale: float = 0.0
-    last_zero_point: float = 0.0
+    last_zero_point: int = 0
     processing_time_ms: float = 0.0
 
     def add(self, delta: StatsDelta) -> None:
@@ -63,6 +49,27 @@ class Stats:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+COUNTERS = tuple(f.name for f in dataclasses.fields(Stats) if f.metadata.get("counter"))
+STATS_FIELDS = tuple(f.name for f in dataclasses.fields(Stats))
+
+
+@dataclasses.dataclass
+class StatsDelta:
+    """What one engine call adds to the statistics (the web layer adds it atomically in the database): the
+    counters of `Stats`, this call's time, and the parameters it used (None when it used none: an identity,
+    FLOAT16 or skipped layer leaves the previous values)."""
+
+    clipped_values: int = 0
+    total_values: int = 0
+    quantize_calls: int = 0
+    dequantize_calls: int = 0
+    cache_hits: int = 0
+    cache_misses: int = 0
+    processing_time_ms: float = 0.0
+    last_scale: float | None = None
+    last_zero_point: int | None = None
 
 
 def sqnr_db(x: npt.ArrayLike, approx: npt.ArrayLike) -> float:

@@ -22,16 +22,16 @@ import numpy as np
 
 from .config import QuantizationConfig, QuantizationMode, QuantizationType, parse_enum
 from .errors import ConfigError, ParameterError
-from .layers import resolve_layer
+from .layers import LayerPlan, resolve_layer
 from .qparams import QParams, f32_float, qrange
 
 F32_MAX = float(np.finfo(np.float32).max)
 
-KNOWN_KEYS = (
-    "quantization_type", "quantization_mode", "num_bits", "symmetric", "qmin", "qmax", "is_calibrated",
-    "global_scale", "global_zero_point", "per_channel_scales", "per_channel_zero_points", "channel_dim",
-    "layer_params", "calibration",
-)
+# What describes the instance (checked against it on import) and what is stored state (persisted as is).
+IDENTITY_KEYS = ("quantization_type", "quantization_mode", "num_bits", "symmetric", "qmin", "qmax")
+STATE_KEYS = ("is_calibrated", "global_scale", "global_zero_point", "per_channel_scales", "per_channel_zero_points",
+              "channel_dim", "layer_params", "calibration")
+KNOWN_KEYS = IDENTITY_KEYS + STATE_KEYS
 
 
 @dataclasses.dataclass
@@ -117,11 +117,15 @@ def import_state(
     data: Mapping[str, Any], state: ParameterState, config: QuantizationConfig
 ) -> tuple[ParameterState, QuantizationConfig]:
     """Validate `data` completely and return the new (state, config); raise ParameterError and change nothing."""
-    if not isinstance(data, Mapping):
-        raise ParameterError("parameters must be a JSON object", field="parameters")
-    unknown = sorted(str(k) for k in data if k not in KNOWN_KEYS)
-    if unknown:
-        raise ParameterError(f"unknown parameter key: {unknown[0]}", field=unknown[0], code="parameters.unknown_key")
+    mode = _check_identity(data, config)
+    new = parse_state(data, state, config)
+    return new, _mode_after_import(data, new, config, mode)
+
+
+def parse_state(data: Mapping[str, Any], state: ParameterState, config: QuantizationConfig) -> ParameterState:
+    """The state `data` describes, on top of `state` (absent keys keep their values); the config is not changed.
+    Also how stored parameters are restored, since their config already holds the mode they were stored with."""
+    _check_keys(data)
     plan = resolve_layer(config, None)
     if not plan.quantization_type.is_integer and any(
         data.get(k) is not None for k in ("global_scale", "per_channel_scales")
@@ -129,7 +133,44 @@ def import_state(
         raise ParameterError(f"a {config.quantization_type.name} instance has no scale or zero point",
                              field="global_scale")
     qmin, qmax = qrange(plan.quantization_type, plan.num_bits) if plan.quantization_type.is_integer else (0, 0)
+    new = dataclasses.replace(state, layer_params=dict(state.layer_params))
+    if "global_scale" in data or "global_zero_point" in data:
+        new.global_params = _import_global(data, state.global_params, qmin, qmax)
+    if any(k in data for k in ("per_channel_scales", "per_channel_zero_points", "channel_dim")):
+        new.channel_params = _import_channel(data, state.channel_params, qmin, qmax)
+    if data.get("layer_params") is not None:
+        new.layer_params.update(_import_layers(data["layer_params"], config))
+    if "calibration" in data:
+        cal = data["calibration"]
+        if cal is not None and not isinstance(cal, Mapping):
+            raise ParameterError("calibration must be an object or null", field="calibration")
+        new.calibration = None if cal is None else dict(cal)
+    has_params = new.global_params is not None or new.channel_params is not None or bool(new.layer_params)
+    if data.get("is_calibrated") is not None:
+        if not isinstance(data["is_calibrated"], bool):
+            raise ParameterError("is_calibrated must be a boolean", field="is_calibrated")
+        if data["is_calibrated"] and not has_params:
+            raise ParameterError("is_calibrated is true but no parameters are given", field="is_calibrated")
+        new.is_calibrated = data["is_calibrated"]
+    elif any(k in data for k in ("global_scale", "per_channel_scales", "layer_params")):
+        new.is_calibrated = has_params
+    return new
 
+
+def _check_keys(data: Any) -> None:
+    if not isinstance(data, Mapping):
+        raise ParameterError("parameters must be a JSON object", field="parameters")
+    unknown = sorted(str(k) for k in data if k not in KNOWN_KEYS)
+    if unknown:
+        raise ParameterError(f"unknown parameter key: {unknown[0]}", field=unknown[0], code="parameters.unknown_key")
+
+
+def _check_identity(data: Mapping[str, Any], config: QuantizationConfig) -> QuantizationMode | None:
+    """The keys that describe the instance (type, bits, range, symmetry) must agree with it; returns the mode
+    the data asks for, if any."""
+    _check_keys(data)
+    plan = resolve_layer(config, None)
+    qmin, qmax = qrange(plan.quantization_type, plan.num_bits) if plan.quantization_type.is_integer else (0, 0)
     try:
         if data.get("quantization_type") is not None:
             qt = parse_enum(QuantizationType, data["quantization_type"], "quantization_type")
@@ -145,77 +186,95 @@ def import_state(
             raise ParameterError(f"{key} {data[key]!r} does not match the instance ({expected})", field=key)
     if data.get("symmetric") is not None and data["symmetric"] is not config.symmetric:
         raise ParameterError(f"symmetric {data['symmetric']!r} does not match the instance", field="symmetric")
+    return mode
 
-    new = dataclasses.replace(state, layer_params=dict(state.layer_params))
-    if "global_scale" in data or "global_zero_point" in data:
-        if data.get("global_scale") is None and data.get("global_zero_point") is None:
-            new.global_params = None
-        else:
-            current = state.global_params
-            scale = data.get("global_scale", None if current is None else float(current.scale))
-            zp = data.get("global_zero_point", None if current is None else int(current.zero_point))
-            if scale is None or zp is None:
-                raise ParameterError("global_scale and global_zero_point go together", field="global_scale")
-            if isinstance(scale, list) or isinstance(zp, list):
-                raise ParameterError("global_scale and global_zero_point must be single numbers", field="global_scale")
-            new.global_params = _params(scale, zp, None, "global", qmin, qmax)
-    if any(k in data for k in ("per_channel_scales", "per_channel_zero_points", "channel_dim")):
-        current = state.channel_params
-        scales = data.get("per_channel_scales", None if current is None else [float(s) for s in current.scale])
-        zps = data.get("per_channel_zero_points", None if current is None else [int(z) for z in current.zero_point])
-        axis = data.get("channel_dim", None if current is None else current.axis)
-        if scales is None and zps is None:
-            new.channel_params = None
-        elif scales is None or zps is None:
-            raise ParameterError("per_channel_scales and per_channel_zero_points go together",
-                                 field="per_channel_scales")
-        else:
-            p = _params(_list(scales, "per_channel_scales"), _list(zps, "per_channel_zero_points"), axis,
-                        "per_channel", qmin, qmax)
-            new.channel_params = p
-    if data.get("layer_params") is not None:
-        layers = data["layer_params"]
-        if not isinstance(layers, Mapping):
-            raise ParameterError("layer_params must be an object of layer name -> parameters", field="layer_params")
-        for name, entry in layers.items():
-            key = f"layer_params.{name}"
-            if not isinstance(name, str) or not name or not isinstance(entry, Mapping):
-                raise ParameterError(f"{key} must be an object with scale and zero_point", field="layer_params")
-            extra = sorted(set(entry) - {"scale", "zero_point", "channel_dim"})
-            if extra or "scale" not in entry or "zero_point" not in entry:
-                raise ParameterError(f"{key} must hold scale, zero_point and optionally channel_dim",
-                                     field="layer_params")
-            lplan = resolve_layer(config, name)
-            if not lplan.effective_type.is_integer:
-                raise ParameterError(f"layer {name} is {lplan.effective_type.name}: it takes no parameters",
-                                     field="layer_params")
-            lmin, lmax = qrange(lplan.quantization_type, lplan.num_bits)
-            new.layer_params[name] = _params(entry["scale"], entry["zero_point"], entry.get("channel_dim"), key,
-                                             lmin, lmax)
-    if "calibration" in data:
-        cal = data["calibration"]
-        if cal is not None and not isinstance(cal, Mapping):
-            raise ParameterError("calibration must be an object or null", field="calibration")
-        new.calibration = None if cal is None else dict(cal)
 
-    has_params = new.global_params is not None or new.channel_params is not None or bool(new.layer_params)
-    if data.get("is_calibrated") is not None:
-        if not isinstance(data["is_calibrated"], bool):
-            raise ParameterError("is_calibrated must be a boolean", field="is_calibrated")
-        if data["is_calibrated"] and not has_params:
-            raise ParameterError("is_calibrated is true but no parameters are given", field="is_calibrated")
-        new.is_calibrated = data["is_calibrated"]
-    elif any(k in data for k in ("global_scale", "per_channel_scales", "layer_params")):
-        new.is_calibrated = has_params
+def _import_global(data: Mapping[str, Any], current: QParams | None, qmin: int, qmax: int) -> QParams | None:
+    if data.get("global_scale") is None and data.get("global_zero_point") is None:
+        return None
+    scale = data.get("global_scale", None if current is None else float(current.scale))
+    zp = data.get("global_zero_point", None if current is None else int(current.zero_point))
+    if scale is None or zp is None:
+        raise ParameterError("global_scale and global_zero_point go together", field="global_scale")
+    if isinstance(scale, list) or isinstance(zp, list):
+        raise ParameterError("global_scale and global_zero_point must be single numbers", field="global_scale")
+    return _params(scale, zp, None, "global", qmin, qmax)
 
-    # An explicit quantization_mode is applied as given, so that an export imports back exactly. Without one,
-    # imported parameters switch a dynamic-mode instance to CALIBRATED so that they are used; STATIC and CALIBRATED
-    # instances use stored parameters already and keep their mode.
-    new_config = config
+
+def _import_channel(data: Mapping[str, Any], current: QParams | None, qmin: int, qmax: int) -> QParams | None:
+    scales = data.get("per_channel_scales", None if current is None else [float(s) for s in current.scale])
+    zps = data.get("per_channel_zero_points", None if current is None else [int(z) for z in current.zero_point])
+    axis = data.get("channel_dim", None if current is None else current.axis)
+    if scales is None and zps is None:
+        return None
+    if scales is None or zps is None:
+        raise ParameterError("per_channel_scales and per_channel_zero_points go together", field="per_channel_scales")
+    return _params(_list(scales, "per_channel_scales"), _list(zps, "per_channel_zero_points"), axis, "per_channel",
+                   qmin, qmax)
+
+
+def _import_layers(layers: Any, config: QuantizationConfig) -> dict[str, QParams]:
+    if not isinstance(layers, Mapping):
+        raise ParameterError("layer_params must be an object of layer name -> parameters", field="layer_params")
+    out: dict[str, QParams] = {}
+    for name, entry in layers.items():
+        key = f"layer_params.{name}"
+        if not isinstance(name, str) or not name or not isinstance(entry, Mapping):
+            raise ParameterError(f"{key} must be an object with scale and zero_point", field="layer_params")
+        extra = sorted(set(entry) - {"scale", "zero_point", "channel_dim"})
+        if extra or "scale" not in entry or "zero_point" not in entry:
+            raise ParameterError(f"{key} must hold scale, zero_point and optionally channel_dim", field="layer_params")
+        lplan = resolve_layer(config, name)
+        if not lplan.effective_type.is_integer:
+            raise ParameterError(f"layer {name} is {lplan.effective_type.name}: it takes no parameters",
+                                 field="layer_params")
+        lmin, lmax = qrange(lplan.quantization_type, lplan.num_bits)
+        out[name] = _params(entry["scale"], entry["zero_point"], entry.get("channel_dim"), key, lmin, lmax)
+    return out
+
+
+def _mode_after_import(data: Mapping[str, Any], new: ParameterState, config: QuantizationConfig,
+                       mode: QuantizationMode | None) -> QuantizationConfig:
+    """An explicit quantization_mode is applied as given, so that an export imports back exactly. Without one,
+    imported parameters switch a dynamic-mode instance to CALIBRATED so that they are used; STATIC and CALIBRATED
+    instances use stored parameters already and keep their mode."""
     if mode is not None:
-        new_config = config.replace(quantization_mode=mode)
-    elif new.is_calibrated and not config.quantization_mode.needs_parameters and (
+        return config.replace(quantization_mode=mode)
+    if new.is_calibrated and not config.quantization_mode.needs_parameters and (
         data.get("is_calibrated") is True or any(k in data for k in ("global_scale", "per_channel_scales"))
     ):
-        new_config = config.replace(quantization_mode=QuantizationMode.CALIBRATED)
-    return new, new_config
+        return config.replace(quantization_mode=QuantizationMode.CALIBRATED)
+    return config
+
+
+def explicit_params(scale: Any, zero_point: Any, channel_dim: int | None, qmin: int, qmax: int) -> QParams:
+    """Parameters given with a request (numbers, or lists for per-channel codes along `channel_dim`), checked as
+    an import is; a missing zero point is 0, as in ONNX DequantizeLinear."""
+    if scale is None:
+        raise ParameterError("zero_point was given without scale", field="scale")
+    if zero_point is None:
+        zero_point = [0] * len(scale) if isinstance(scale, list) else 0
+    if isinstance(scale, list) != isinstance(zero_point, list):
+        raise ParameterError("scale and zero_point must both be numbers or both be lists", field="zero_point")
+    try:
+        return _params(scale, zero_point, channel_dim, "request", qmin, qmax)
+    except ParameterError as exc:
+        field = "zero_point" if "zero_point" in exc.message else "scale"
+        raise ParameterError(exc.message.replace("request.", ""), field=field) from None
+
+
+def applicable_params(state: ParameterState, plan: LayerPlan) -> tuple[QParams, str] | None:
+    """The stored parameters that apply to a layer, and where they come from: the layer's own, then the
+    per-channel ones for a per-channel layer, then the global ones, then any per-channel ones. The one rule that
+    quantize, dequantize and layer_params all follow."""
+    if not plan.effective_type.is_integer:
+        return None
+    if plan.layer_name is not None and plan.layer_name in state.layer_params:
+        return state.layer_params[plan.layer_name], "layer"
+    if plan.per_channel and state.channel_params is not None:
+        return state.channel_params, "per_channel"
+    if state.global_params is not None:
+        return state.global_params, "global"
+    if state.channel_params is not None:
+        return state.channel_params, "per_channel"
+    return None

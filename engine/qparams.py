@@ -93,14 +93,6 @@ class QParams:
         return (self.axis == other.axis and np.array_equal(self.scale, other.scale)
                 and np.array_equal(self.zero_point, other.zero_point))
 
-    def broadcast(self, ndim: int) -> tuple[FloatArray, IntArray]:
-        """Scale and zero point shaped to broadcast against an array of `ndim` dimensions."""
-        if self.axis is None:
-            return self.scale.reshape(()), self.zero_point.reshape(())
-        shape = [1] * ndim
-        shape[self.axis] = -1
-        return self.scale.reshape(shape), self.zero_point.reshape(shape)
-
     def first(self) -> tuple[float, int]:
         """A single (scale, zero point): the tensor's, or channel 0's for per-channel parameters."""
         return f32_float(self.scale.reshape(-1)[0]), int(self.zero_point.reshape(-1)[0])

@@ -14,10 +14,9 @@ from django.utils.html import format_html
 
 from engine import ConfigError, QuantizationConfig
 
-from . import services
+from . import registry, services
 from .exceptions import ServiceError
 from .models import DEFAULT_INSTANCE_ID, QuantizerInstance
-from .registry import registry
 from .selectors import STATS_FIELDS
 
 
@@ -151,7 +150,7 @@ class QuantizerInstanceAdmin(admin.ModelAdmin):
         # the form: a duplicate id would otherwise show, and build an engine from, the existing instance's row.
         if obj.pk is None or obj._state.adding or not hasattr(obj, "parameters"):
             return "-"
-        return _pretty(registry.get(obj).export_parameters())
+        return _pretty(registry.active().get(obj).export_parameters())
 
     @admin.display(description="statistics")
     def stats_view(self, obj: QuantizerInstance) -> str:
@@ -194,7 +193,7 @@ class QuantizerInstanceAdmin(admin.ModelAdmin):
 
     @admin.action(description="Export parameters as JSON")
     def export_parameters(self, request: HttpRequest, queryset: QuerySet[QuantizerInstance]) -> HttpResponse:
-        payload = {obj.instance_id: registry.get(obj).export_parameters() for obj in queryset}
+        payload = {obj.instance_id: registry.active().get(obj).export_parameters() for obj in queryset}
         response = HttpResponse(json.dumps(payload, indent=2), content_type="application/json")
         response["Content-Disposition"] = 'attachment; filename="quantizer-parameters.json"'
         return response

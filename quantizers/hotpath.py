@@ -13,14 +13,11 @@ from typing import Any
 
 from django.db import connections, router, transaction
 
-from engine import OpResult, Quantizer
-from engine.metrics import COUNTERS
+from engine import COUNTERS, OpResult, Quantizer
 
+from . import registry
 from .models import QuantizerInstance, QuantizerStats
-from .registry import registry
 from .selectors import check_instance_id, instance_get
-
-STATS_COUNTERS = COUNTERS
 
 
 def run_state(instance_id: str) -> tuple[Quantizer, Any]:
@@ -44,17 +41,17 @@ def run_state(instance_id: str) -> tuple[Quantizer, Any]:
         row = cursor.fetchone()
     if row is not None:
         uid = instance_meta.get_field("uid").to_python(row[0])
-        quantizer = registry.current(instance_id, uid, int(row[1]), int(row[2]))
+        quantizer = registry.active().current(instance_id, uid, int(row[1]), int(row[2]))
         if quantizer is not None:
             return quantizer, stats_meta.get_field("last_params").from_db_value(row[3], None, connection)
     instance = instance_get(instance_id)
-    return registry.get(instance), instance.stats.last_params
+    return registry.active().get(instance), instance.stats.last_params
 
 
 def record_stats(instance_id: str, result: OpResult, *, quantized: bool) -> None:
     """One UPDATE: the counters added in SQL, as F() expressions would be, and the parameters used stored."""
     delta = result.delta
-    added: dict[str, Any] = {name: getattr(delta, name) for name in STATS_COUNTERS if getattr(delta, name)}
+    added: dict[str, Any] = {name: getattr(delta, name) for name in COUNTERS if getattr(delta, name)}
     added["processing_time_ms"] = delta.processing_time_ms
     stored: dict[str, Any] = {}
     if delta.last_scale is not None:

@@ -11,10 +11,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
+from typing import Any
 
 from django.core.validators import RegexValidator
 from django.db import models
+
+from engine import STATE_KEYS, Stats
 
 INSTANCE_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 DEFAULT_INSTANCE_ID = "default"
@@ -41,10 +45,6 @@ class QuantizerInstance(models.Model):
     def __str__(self) -> str:
         return self.instance_id
 
-    @property
-    def is_default(self) -> bool:
-        return self.instance_id == DEFAULT_INSTANCE_ID
-
 
 class QuantizerParameters(models.Model):
     instance = models.OneToOneField(QuantizerInstance, on_delete=models.CASCADE, primary_key=True,
@@ -68,17 +68,10 @@ class QuantizerParameters(models.Model):
 
 
 class QuantizerStats(models.Model):
+    """The engine's `Stats` fields (added below, from the dataclass) and the parameters of the latest quantize."""
+
     instance = models.OneToOneField(QuantizerInstance, on_delete=models.CASCADE, primary_key=True,
                                     related_name="stats")
-    clipped_values = models.PositiveBigIntegerField(default=0)
-    total_values = models.PositiveBigIntegerField(default=0)
-    quantize_calls = models.PositiveBigIntegerField(default=0)
-    dequantize_calls = models.PositiveBigIntegerField(default=0)
-    cache_hits = models.PositiveBigIntegerField(default=0)
-    cache_misses = models.PositiveBigIntegerField(default=0)
-    last_scale = models.FloatField(default=0.0)
-    last_zero_point = models.FloatField(default=0.0)
-    processing_time_ms = models.FloatField(default=0.0)
     last_params = models.JSONField(null=True, blank=True, help_text="Parameters of the latest quantize: dynamic "
                                                                      "modes dequantize with them.")
     updated_at = models.DateTimeField(auto_now=True)
@@ -89,3 +82,18 @@ class QuantizerStats(models.Model):
 
     def __str__(self) -> str:
         return f"statistics of {self.instance_id}"
+
+
+def _stats_column(field: dataclasses.Field[Any]) -> models.Field[Any, Any]:
+    if field.metadata.get("counter"):
+        return models.PositiveBigIntegerField(default=0)
+    if field.type == "int":
+        return models.BigIntegerField(default=0)
+    return models.FloatField(default=0.0)
+
+
+for _field in dataclasses.fields(Stats):
+    QuantizerStats.add_to_class(_field.name, _stats_column(_field))
+
+# The stored parameters are exactly the engine's state keys (a test checks the model's fields against them).
+PARAMETER_FIELDS = STATE_KEYS

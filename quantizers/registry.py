@@ -4,47 +4,39 @@ Maps instance id -> (uid, version, cache_epoch, Quantizer). Each request reads t
 uid (re-created instance) or version (config or parameters changed) differs, the engine object is rebuilt from the
 row; when only the cache epoch differs (clear_cache through any worker), its cache is dropped. Nothing correct
 depends on this cache: a fresh registry gives the same answers.
+
+The worker's registry is reached only through `active()`, never bound at import, so that the tests' simulated
+workers swap it in one place (`using`) and no module can keep an old one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import threading
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 from engine import ParameterError, QuantizationConfig, Quantizer
-from engine.parameters import ParameterState, import_state
 
-from .models import QuantizerInstance, QuantizerParameters
+from .models import PARAMETER_FIELDS, QuantizerInstance
 
 logger = logging.getLogger(__name__)
-
-PARAMETER_FIELDS = (
-    "is_calibrated", "global_scale", "global_zero_point", "per_channel_scales", "per_channel_zero_points",
-    "channel_dim", "layer_params", "calibration",
-)
-
-
-def parameters_as_dict(row: QuantizerParameters | None) -> dict[str, Any]:
-    if row is None:
-        return {}
-    return {name: getattr(row, name) for name in PARAMETER_FIELDS}
 
 
 def build_quantizer(instance: QuantizerInstance) -> Quantizer:
     """A fresh engine object from the stored config and parameters."""
     config = QuantizationConfig.from_dict(instance.config)
-    quantizer = Quantizer(config)
-    stored = {k: v for k, v in parameters_as_dict(getattr(instance, "parameters", None)).items() if v is not None}
-    if stored:
-        try:
-            quantizer.state, _ = import_state(stored, ParameterState(), config)
-        except ParameterError:
-            # Stored parameters that no longer fit the config are ignored rather than failing every request.
-            logger.warning("stored parameters of %s do not fit its config; ignored", instance.instance_id)
-    return quantizer
+    row = getattr(instance, "parameters", None)
+    stored: dict[str, Any] = {} if row is None else {name: getattr(row, name) for name in PARAMETER_FIELDS}
+    try:
+        return Quantizer.restore(config, stored)
+    except ParameterError:
+        # Stored parameters that no longer fit the config are ignored rather than failing every request.
+        logger.warning("stored parameters of %s do not fit its config; ignored", instance.instance_id)
+        return Quantizer(config)
 
 
 @dataclasses.dataclass
@@ -90,8 +82,21 @@ class Registry:
         with self._lock:
             self._entries.clear()
 
-    def __len__(self) -> int:
-        return len(self._entries)
+
+_active = Registry()
 
 
-registry = Registry()
+def active() -> Registry:
+    """This worker's registry."""
+    return _active
+
+
+@contextlib.contextmanager
+def using(registry: Registry) -> Iterator[Registry]:
+    """Run with `registry` as this worker's (the tests' simulated workers)."""
+    global _active
+    previous, _active = _active, registry
+    try:
+        yield registry
+    finally:
+        _active = previous

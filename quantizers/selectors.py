@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from typing import Any
 
-from engine import QuantizationConfig
-from engine.metrics import Stats
+from engine import STATS_FIELDS, QuantizationConfig
 
+from . import registry
 from .exceptions import InstanceNotFound, InvalidInstanceId
 from .models import INSTANCE_ID_PATTERN, QuantizerInstance
-from .registry import registry
 
 _ID_RE = re.compile(INSTANCE_ID_PATTERN)
-STATS_FIELDS = tuple(field.name for field in dataclasses.fields(Stats))  # the spec's nine StatsResponse fields
 
 
 def check_instance_id(instance_id: str) -> str:
@@ -52,8 +49,8 @@ def instance_stats(instance_id: str) -> dict[str, Any]:
 
 
 def instance_parameters(instance_id: str) -> dict[str, Any]:
-    return registry.get(instance_get(instance_id)).export_parameters()
+    return registry.active().get(instance_get(instance_id)).export_parameters()
 
 
 def instance_layer_params(instance_id: str, layer_name: str) -> dict[str, Any]:
-    return registry.get(instance_get(instance_id)).get_layer_params(layer_name)
+    return registry.active().get(instance_get(instance_id)).get_layer_params(layer_name)

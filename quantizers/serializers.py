@@ -213,7 +213,7 @@ class StatsResponse(serializers.Serializer):
     cache_hits = serializers.IntegerField()
     cache_misses = serializers.IntegerField()
     last_scale = serializers.FloatField()
-    last_zero_point = serializers.FloatField()
+    last_zero_point = serializers.IntegerField()
     processing_time_ms = serializers.FloatField()
     last_channel_scales = serializers.ListField(child=serializers.FloatField(), allow_null=True)
     last_channel_zero_points = serializers.ListField(child=serializers.IntegerField(), allow_null=True)

@@ -10,20 +10,23 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import numpy.typing as npt
 from django.db import IntegrityError, transaction
 from django.db.models import F
 
-from engine import OpResult, QParams, QuantizationConfig, Quantizer
+from engine import STATS_FIELDS, OpResult, QParams, QuantizationConfig, Quantizer, Stats
 
-from . import hotpath
-from .exceptions import DefaultInstanceProtected, InstanceExists, InstanceNotFound
-from .models import DEFAULT_INSTANCE_ID, QuantizerInstance, QuantizerParameters, QuantizerStats
-from .registry import PARAMETER_FIELDS, build_quantizer, registry
+from . import hotpath, registry
+from .exceptions import BadRequest, DefaultInstanceProtected, InstanceExists, InstanceNotFound
+from .models import DEFAULT_INSTANCE_ID, PARAMETER_FIELDS, QuantizerInstance, QuantizerParameters, QuantizerStats
+from .registry import build_quantizer
 from .selectors import check_instance_id, instance_get
 
 OPERATIONS: tuple[str, ...] = ("quantize", "dequantize", "quantize_dequantize")
-STATS_COUNTERS = hotpath.STATS_COUNTERS
+MSG_NOT_FINITE = ("the result holds {count} value(s) that are not finite float32 numbers (they overflow to "
+                  "+-inf), which JSON cannot carry: ask for the answer as application/x-npy or "
+                  "application/octet-stream (Accept header), which carry them")
 
 
 # ---------------------------------------------------------------------------- instances
@@ -48,7 +51,7 @@ def instance_delete(*, instance_id: str) -> None:
     _, per_model = QuantizerInstance.objects.filter(pk=instance_id).delete()
     if per_model.get(QuantizerInstance._meta.label, 0) == 0:
         raise InstanceNotFound(instance_id)
-    registry.forget(instance_id)
+    registry.active().forget(instance_id)
 
 
 def instance_duplicate(*, source_id: str, new_id: str) -> QuantizerInstance:
@@ -99,26 +102,17 @@ def instance_update_config(*, instance_id: str, config: Mapping[str, Any], parti
         instance = _locked(instance_id)
         current = QuantizationConfig.from_dict(instance.config)
         new = QuantizationConfig.from_dict(config, base=current if partial else None)
-        quantizer = build_quantizer(instance)
-        quantizer.config = new
         clear = _parameters_depend_on(new) != _parameters_depend_on(current)
         if clear:
             quantizer = Quantizer(new)
             QuantizerStats.objects.filter(instance_id=instance.pk).update(last_params=None)
+        else:
+            quantizer = Quantizer.restore(new, build_quantizer(instance).export_parameters())
         _save_state(instance, quantizer, parameters=clear)
     return new
 
 
 # ---------------------------------------------------------------------------- operations
-def _last_params(stored: Mapping[str, Any] | None) -> QParams | None:
-    if not stored:
-        return None
-    return QParams.of(stored["scale"], stored["zero_point"], stored.get("axis"))
-
-
-# The two queries of every operation are written in SQL (names from the models, values prepared by the model
-# fields, as the ORM would send them): the ORM's compilation of the three-table select_related query and of the
-# F() update took more than half the time of a small request (bench/http.py).
 def instance_run(
     *,
     instance_id: str,
@@ -127,17 +121,30 @@ def instance_run(
     validate: bool = True,
     channel_dim: int | None = None,
     layer_name: str | None = None,
+    scale: Any = None,
+    zero_point: Any = None,
+    finite_only: bool = False,
 ) -> OpResult:
-    """quantize, dequantize or quantize_dequantize `data`, and add the call to the stored statistics."""
-    quantizer, last_params = hotpath.run_state(instance_id)
-    quantizer.last_params = _last_params(last_params)
+    """quantize, dequantize or quantize_dequantize `data`, and add the call to the stored statistics.
+
+    `scale` / `zero_point` (dequantize only) win over stored parameters. `finite_only`: the answer goes out as
+    JSON, which has no infinity; a result that overflowed is then refused before anything is recorded. The two
+    queries are hand-written SQL (`hotpath`: the ORM's compilation of them cost half a small request)."""
+    quantizer, stored_last = hotpath.run_state(instance_id)
     if operation == "dequantize":
-        result = quantizer.dequantize(data, channel_dim=channel_dim, layer_name=layer_name)
+        last = None if not stored_last else QParams.of(stored_last["scale"], stored_last["zero_point"],
+                                                        stored_last.get("axis"))
+        result = quantizer.dequantize(data, channel_dim=channel_dim, layer_name=layer_name, scale=scale,
+                                      zero_point=zero_point, last_params=last)
     elif operation == "quantize":
         result = quantizer.quantize(data, validate=validate, channel_dim=channel_dim, layer_name=layer_name)
     else:
         result = quantizer.quantize_dequantize(data, validate=validate, channel_dim=channel_dim,
                                                layer_name=layer_name)
+    if finite_only and result.data.dtype.kind == "f":
+        not_finite = result.data.size - int(np.count_nonzero(np.isfinite(result.data)))
+        if not_finite:
+            raise BadRequest(MSG_NOT_FINITE.format(count=not_finite), field="data", code="output.not_finite")
     hotpath.record_stats(instance_id, result, quantized=operation != "dequantize")
     return result
 
@@ -147,7 +154,7 @@ def instance_compute_params(
     layer_name: str | None = None,
 ) -> QParams:
     """Parameters the data would get; changes nothing (no stats, no state)."""
-    quantizer = registry.get(instance_get(instance_id))
+    quantizer = registry.active().get(instance_get(instance_id))
     return quantizer.compute_params(data, channel_idx=channel_idx, channel_dim=channel_dim, layer_name=layer_name)
 
 
@@ -175,8 +182,10 @@ def instance_reset_stats(*, instance_id: str) -> None:
     """Zero the counters. The latest quantize's parameters are state, not statistics: they stay, so a dynamic
     dequantize still works after a reset."""
     check_instance_id(instance_id)
+    # The statistics' fields back to their start values (counters, last_scale, ...), from the engine's Stats.
+    fresh = Stats()
     updated = QuantizerStats.objects.filter(instance_id=instance_id).update(
-        **{name: 0 for name in STATS_COUNTERS}, last_scale=0.0, last_zero_point=0.0, processing_time_ms=0.0
+        **{name: getattr(fresh, name) for name in STATS_FIELDS}
     )
     if not updated:
         raise InstanceNotFound(instance_id)

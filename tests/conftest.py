@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from django.test import Client
 
-from quantizers.registry import registry
+from quantizers import registry
 
 
 class ApiClient:
@@ -45,6 +45,5 @@ def api(db: None) -> ApiClient:
 @pytest.fixture(autouse=True)
 def fresh_registry() -> Any:
     """Every test starts as a newly started worker would: nothing in memory, everything from the database."""
-    registry.clear()
-    yield
-    registry.clear()
+    with registry.using(registry.Registry()):
+        yield

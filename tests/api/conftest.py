@@ -25,8 +25,7 @@ class Workers:
     """Several gunicorn workers in one process: each has its own registry of engine objects (its memory), all
     share the database. `with workers("a"): ...` runs requests as worker "a"."""
 
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self._monkeypatch = monkeypatch
+    def __init__(self) -> None:
         self._registries: dict[str, registry_module.Registry] = {}
 
     def registry(self, name: str) -> registry_module.Registry:
@@ -34,18 +33,10 @@ class Workers:
 
     @contextlib.contextmanager
     def __call__(self, name: str) -> Iterator[registry_module.Registry]:
-        import quantizers.admin
-        import quantizers.selectors
-        import quantizers.services
-
-        reg = self.registry(name)
-        with self._monkeypatch.context() as patch:
-            for module in (registry_module, quantizers.services, quantizers.selectors, quantizers.admin):
-                if hasattr(module, "registry"):
-                    patch.setattr(module, "registry", reg)
+        with registry_module.using(self.registry(name)) as reg:
             yield reg
 
 
 @pytest.fixture
-def workers(monkeypatch: pytest.MonkeyPatch) -> Workers:
-    return Workers(monkeypatch)
+def workers() -> Workers:
+    return Workers()

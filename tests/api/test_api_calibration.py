@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from quantizers.models import QuantizerInstance
-from quantizers.registry import registry
+from quantizers import registry
 from tests.api.helpers import (
     F32,
     RECORDS,
@@ -63,7 +63,7 @@ def test_calibrate_answers_message_scale_and_zero_point(api, slash):
 
 def test_calibrated_parameters_are_used_by_a_fresh_worker(api):
     ok(api.post("/instances/default/calibrate", {"data": [[[1.0, 2.0]], [[-3.0, 4.0, 5.0]]]}))
-    registry.clear()
+    registry.active().clear()
     scale = F32(np.float64(8.0) / 255.0)
     # 10 is outside the calibrated range: rint(10/scale) - 32 = 319 - 32 = 287 -> clipped to 127
     data = [[-3.0, 0.0, 5.0, 10.0]]
@@ -74,7 +74,7 @@ def test_calibrated_parameters_are_used_by_a_fresh_worker(api):
     stats = ok(api.get("/instances/default/stats"))
     assert stats["clipped_values"] == 1
     assert_bits_equal(stats["last_scale"], scale)
-    registry.clear()
+    registry.active().clear()
     assert_bits_equal(ok(api.post("/instances/default/dequantize", {"data": body["data"]}))["data"],
                       onnx_dequantize(expected, scale, -32))
     # the calibrated parameters do not follow the data: another range quantizes with the same ones
@@ -94,7 +94,7 @@ def test_minmax_calibration_follows_torch_min_max_observer(api):
     assert_bits_equal(cal["range_min"], step["min_val"])
     assert_bits_equal(cal["range_max"], step["max_val"])
     assert (cal["batches"], cal["elements"]) == (5, 5 * 64)
-    registry.clear()
+    registry.active().clear()
     x = np.asarray(BATCHES[0], F32)
     assert ok(api.post("/instances/u8/quantize", {"data": BATCHES[0]}))["data"] == onnx_quantize(
         x, scale, zp, 0, 255).tolist()
@@ -125,7 +125,7 @@ def test_per_channel_calibration_follows_torch_per_channel_observer(api, channel
     exported = ok(api.get("/instances/pc/parameters"))
     assert exported["channel_dim"] == 0
     assert_bits_equal(exported["per_channel_scales"], scales)
-    registry.clear()
+    registry.active().clear()
     x = np.asarray(BATCHES[2], F32)
     q = ok(api.post("/instances/pc/quantize", {"data": BATCHES[2]}))["data"]
     assert q == onnx_quantize(x, scales.reshape(-1, 1), zps.reshape(-1, 1), 0, 255).tolist()
@@ -300,7 +300,7 @@ def test_compute_params_never_changes_the_instance(api, setup):
     after = snapshot(api, "default")
     assert after == before
     assert QuantizerInstance.objects.get(pk="default").version == version
-    registry.clear()
+    registry.active().clear()
     assert snapshot(api, "default") == before
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from quantizers.registry import registry
+from quantizers import registry
 from tests.api.helpers import (
     CONFIG_FIELDS,
     SPEC_CODES,
@@ -277,7 +277,7 @@ def test_a_config_change_through_another_worker_is_seen_by_a_worker_holding_the_
 def test_a_config_survives_a_worker_restart(api):
     create(api, "durable", RICH_CONFIG)
     ok(api.patch("/instances/durable/config", {"cache_size": 11}))
-    registry.clear()
+    registry.active().clear()
     assert config_of(api, "durable") == {**RICH_CONFIG, "cache_size": 11}
 
 
@@ -302,7 +302,7 @@ def test_a_range_change_also_forgets_the_latest_quantize_parameters(api, change)
     the next quantize."""
     ok(api.post("/instances/default/quantize", {"data": [[-1.0, 5.0]]}))
     ok(api.patch("/instances/default/config", change))
-    registry.clear()
+    registry.active().clear()
     assert_error(api.post("/instances/default/dequantize", {"data": [[0, 1]]}), 409, code="state.not_calibrated")
     ok(api.post("/instances/default/quantize", {"data": [[-1.0, 5.0]]}))
     assert ok(api.post("/instances/default/dequantize", {"data": [[0, 1]]}))["original_shape"] == [1, 2]
@@ -311,7 +311,7 @@ def test_a_range_change_also_forgets_the_latest_quantize_parameters(api, change)
 def test_an_unrelated_change_keeps_the_latest_quantize_parameters(api):
     codes = ok(api.post("/instances/default/quantize", {"data": [[-1.0, 5.0]]}))["data"]
     ok(api.patch("/instances/default/config", {"cache_size": 3, "error_on_nan": False}))
-    registry.clear()
+    registry.active().clear()
     # scale float32(6/255), zp -86: (-128 + 86) * scale and (126 + 86) * scale
     scale = np.float32(np.float64(6.0) / 255.0)
     expected = ((np.asarray(codes, np.int64) + 86).astype(np.float32) * scale).astype(np.float32)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from quantizers.registry import registry
+from quantizers import registry
 from tests.api.helpers import (
     CONFIG_FIELDS,
     SPEC_CODES,
@@ -242,6 +242,6 @@ def test_a_delete_through_another_worker_is_seen_here(api, workers):
 
 def test_an_instance_created_in_one_worker_is_used_by_a_fresh_one(api):
     create(api, "persist", SPEC_SYMMETRIC)
-    registry.clear()  # a newly started worker
+    registry.active().clear()  # a newly started worker
     body = ok(api.post("/instances/persist/quantize", {"data": SPEC_DATA, "validate": True}))
     assert body == {"data": SPEC_CODES, "quantization_type": "INT8", "original_shape": [2, 3]}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from quantizers.registry import registry
+from quantizers import registry
 from tests.api.helpers import (
     F32,
     SPEC_DATA,
@@ -77,13 +77,13 @@ def test_import_answers_the_spec_message_and_is_exported(api, slash):
 
 def test_imported_parameters_are_used_by_a_fresh_worker(api):
     ok(import_(api, {"global_scale": 0.25, "global_zero_point": -3}))
-    registry.clear()
+    registry.active().clear()
     # rint(x / 0.25) - 3: 1.0 -> 1; -2.0 -> -11; 100 -> 397 -> 127 (clipped)
     data = [[1.0, -2.0, 100.0]]
     expected = onnx_quantize(data, F32(0.25), -3, -128, 127)
     assert expected.tolist() == [[1, -11, 127]]
     assert ok(api.post("/instances/default/quantize", {"data": data}))["data"] == expected.tolist()
-    registry.clear()
+    registry.active().clear()
     assert_bits_equal(ok(api.post("/instances/default/dequantize", {"data": [[1, -11, 127]]}))["data"],
                       onnx_dequantize([[1, -11, 127]], F32(0.25), -3))
 
@@ -101,7 +101,7 @@ def test_import_per_channel_parameters(api):
     exported = export(api, "pc")
     assert (exported["per_channel_scales"], exported["per_channel_zero_points"], exported["channel_dim"]) == (
         [0.5, 0.25], [1, -1], 0)
-    registry.clear()
+    registry.active().clear()
     # row 0: rint(x / 0.5) + 1; row 1: rint(x / 0.25) - 1
     data = [[1.0, 2.0], [1.0, 2.0]]
     assert ok(api.post("/instances/pc/quantize", {"data": data}))["data"] == [[3, 5], [3, 7]]
@@ -116,7 +116,7 @@ def test_import_layer_parameters(api):
     ok(import_(api, {"global_scale": 1.0, "global_zero_point": 0,
                      "layer_params": {"conv1": {"scale": 0.5, "zero_point": 2}}}, "layers"))
     assert export(api, "layers")["layer_params"] == {"conv1": {"scale": 0.5, "zero_point": 2, "channel_dim": None}}
-    registry.clear()
+    registry.active().clear()
     assert ok(api.post("/instances/layers/quantize", {"data": [[1.0]], "layer_name": "conv1"}))["data"] == [[4]]
     assert ok(api.post("/instances/layers/quantize", {"data": [[1.0]], "layer_name": "other"}))["data"] == [[1]]
     assert ok(api.post("/instances/layers/quantize", {"data": [[1.0]]}))["data"] == [[1]]
@@ -128,7 +128,7 @@ def test_export_then_import_into_another_instance_round_trips(api):
     create(api, "twin", {})
     assert ok(import_(api, exported, "twin")) == IMPORTED
     assert export(api, "twin") == exported
-    registry.clear()
+    registry.active().clear()
     assert ok(api.post("/instances/twin/quantize", {"data": SPEC_DATA}))["data"] == ok(
         api.post("/instances/default/quantize", {"data": SPEC_DATA}))["data"]
 
@@ -216,7 +216,7 @@ def test_a_garbage_import_is_400_changes_nothing_and_the_instance_still_works(ap
     body = assert_error(import_(api, parameters), 400)
     assert _field_ok(body, field), body
     assert snapshot(api, "default") == before
-    registry.clear()
+    registry.active().clear()
     assert snapshot(api, "default") == before
     # still works, with the parameters it had
     codes = ok(api.post("/instances/default/quantize", {"data": [[-1.0, 5.0]]}))["data"]
@@ -264,7 +264,8 @@ def test_layer_params_of_a_plain_instance(api, slash):
     body = ok(api.get(f"/instances/default/layer_params/conv1{slash}"))
     assert body == {"layer_name": "conv1", "quantization_type": "INT8", "num_bits": 8, "symmetric": False,
                     "per_channel": False, "skip": False, "reason": "instance settings", "qmin": -128, "qmax": 127,
-                    "scale": None, "zero_point": None, "channel_dim": None, "parameters_source": "dynamic"}
+                    "scale": None, "zero_point": None, "channel_dim": None, "parameters_source": "dynamic",
+                    "used_by_quantize": False}
 
 
 def test_layer_params_of_skipped_layers(api):
@@ -296,11 +297,22 @@ def test_layer_params_show_imported_and_calibrated_parameters(api):
     create(api, "st", {"quantization_mode": "STATIC"})
     ok(import_(api, {"global_scale": 0.5, "global_zero_point": 1,
                      "layer_params": {"fc": {"scale": 0.25, "zero_point": -2}}}, "st"))
-    registry.clear()
+    registry.active().clear()
     fc = ok(api.get("/instances/st/layer_params/fc"))
     assert (fc["scale"], fc["zero_point"], fc["parameters_source"]) == (0.25, -2, "layer")
     other = ok(api.get("/instances/st/layer_params/other"))
-    assert (other["scale"], other["zero_point"], other["parameters_source"]) == (0.5, 1, "calibrated")
+    assert (other["scale"], other["zero_point"], other["parameters_source"]) == (0.5, 1, "global")
+    assert fc["used_by_quantize"] and other["used_by_quantize"]
+
+
+def test_layer_params_report_the_per_channel_parameters_quantize_uses(api):
+    """STATIC, per_channel false, imported per-channel parameters: quantize uses them and layer_params says so."""
+    create(api, "pc", {"quantization_mode": "STATIC"})
+    ok(import_(api, {"per_channel_scales": [0.1, 0.2], "per_channel_zero_points": [0, 0], "channel_dim": 0}, "pc"))
+    assert ok(api.post("/instances/pc/quantize", {"data": [[1, 1], [1, 1]]}))["data"] == [[10, 10], [5, 5]]
+    body = ok(api.get("/instances/pc/layer_params/any"))
+    assert (body["scale"], body["zero_point"], body["channel_dim"], body["used_by_quantize"]) == (
+        [0.1, 0.2], [0, 0], 0, True)
 
 
 def test_layer_params_of_an_unknown_instance_is_404(api):

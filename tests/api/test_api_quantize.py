@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from django.test import Client
 
-from quantizers.registry import registry
+from quantizers import registry
 from tests.api.helpers import (
     CASES,
     F32,
@@ -207,7 +207,7 @@ def test_per_channel_along_channel_dim(api, mode, config, channel_dim):
     stats = ok(api.get("/instances/pc/stats"))
     assert_bits_equal(stats["last_channel_scales"], scale)
     assert stats["last_channel_zero_points"] == [0] * scale.size
-    registry.clear()
+    registry.active().clear()
     dq = ok(api.post("/instances/pc/dequantize", {"data": body["data"], "channel_dim": channel_dim}))["data"]
     assert_bits_equal(dq, onnx_dequantize(expected, scale.reshape(shape), 0))
 
@@ -235,7 +235,7 @@ def test_static_instance_with_imported_reference_parameters(api, case, record):
     assert body["data"] == q_expected
     assert body["quantization_type"] == record["dtype"].upper()
     assert body["original_shape"] == list(case["shape"])
-    registry.clear()  # another worker
+    registry.active().clear()  # another worker
     dq = ok(api.post("/instances/ref/dequantize", {"data": q_expected}))["data"]
     assert_bits_equal(np.asarray(dq).reshape(-1), record["dq"])
     fake = ok(api.post("/instances/ref/quantize_dequantize", {"data": x.tolist()}))["data"]
@@ -269,7 +269,7 @@ def test_dynamic_instance_computes_onnx_runtime_parameters(api, case, record):
         assert_bits_equal(stats["last_scale"], record["scale"])
         assert stats["last_zero_point"] == record["zero_point"]
         assert stats["last_channel_scales"] is None
-    registry.clear()
+    registry.active().clear()
     dq = ok(api.post("/instances/dyn/dequantize", {"data": q_expected, "channel_dim": record["axis"]}))["data"]
     assert_bits_equal(np.asarray(dq).reshape(-1), record["dq"])
     fake = ok(api.post("/instances/dyn/quantize_dequantize", {"data": x.tolist(), "channel_dim": record["axis"]}))
@@ -347,7 +347,7 @@ def test_dynamic_quantize_then_dequantize_after_a_restart_gives_the_same_values(
     data = [[0.3, -1.7, 2.9], [4.4, -0.01, 0.0]]
     codes = ok(api.post("/instances/default/quantize", {"data": data}))["data"]
     here = ok(api.post("/instances/default/dequantize", {"data": codes}))["data"]
-    registry.clear()  # another worker, which never saw the quantize
+    registry.active().clear()  # another worker, which never saw the quantize
     there = ok(api.post("/instances/default/dequantize", {"data": codes}))["data"]
     assert_bits_equal(there, here)
     lo, hi = np.asarray(data, F32).min(), np.asarray(data, F32).max()
@@ -359,7 +359,7 @@ def test_dynamic_quantize_then_dequantize_after_a_restart_gives_the_same_values(
 def test_dynamic_dequantize_still_works_after_reset_stats(api):
     codes = ok(api.post("/instances/default/quantize", {"data": [[-1.0, 5.0]]}))["data"]
     ok(api.post("/instances/default/reset_stats"))
-    registry.clear()
+    registry.active().clear()
     scale = F32(np.float64(6.0) / 255.0)
     assert_bits_equal(ok(api.post("/instances/default/dequantize", {"data": codes}))["data"],
                       onnx_dequantize(codes, scale, -86))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from quantizers.models import QuantizerInstance
-from quantizers.registry import registry
+from quantizers import registry
 from tests.api.helpers import STATS_FIELDS, assert_error, create, ok, snapshot
 
 SLASHES = pytest.mark.parametrize("slash", ["", "/"])
@@ -70,7 +70,7 @@ def test_stats_are_shared_by_every_worker(api, workers):
     for name in ("a", "b", "a", "c"):
         with workers(name):
             ok(api.post("/instances/st/quantize", {"data": [[1.0, 2.0, 300.0]]}))
-    registry.clear()
+    registry.active().clear()
     assert counters(api, "st") == {"clipped_values": 4, "total_values": 12, "quantize_calls": 4,
                                    "dequantize_calls": 0, "cache_hits": 0, "cache_misses": 0}
 
@@ -158,7 +158,7 @@ def test_reset_stats_zeroes_every_counter(api, slash):
     assert ok(api.post(f"/instances/st/reset_stats{slash}")) == {"message": "Statistics reset successfully"}
     body = stats(api, "st")
     assert {k: body[k] for k in STATS_FIELDS} == ZERO
-    registry.clear()  # it is stored, not only in this worker
+    registry.active().clear()  # it is stored, not only in this worker
     assert {k: stats(api, "st")[k] for k in STATS_FIELDS} == ZERO
     ok(api.post("/instances/st/quantize", {"data": [[1.0]]}))
     assert counters(api, "st")["quantize_calls"] == 1

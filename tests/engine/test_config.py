@@ -367,3 +367,15 @@ def test_error_message_and_code_are_stable() -> None:
     error = raises_for("num_bits", {"num_bits": 1})
     assert error.code == "config.invalid"
     assert str(error) == error.message
+
+
+def test_every_field_round_trips_and_has_a_description() -> None:
+    """to_dict and the parsers derive from the dataclass: a new field gets both, and a description."""
+    import dataclasses
+
+    names = [f.name for f in dataclasses.fields(QuantizationConfig)]
+    assert list(QuantizationConfig().to_dict()) == names
+    changed = QuantizationConfig.from_dict({"skip_layers": ["a"], "outlier_threshold": 2.5,
+                                            "custom_quantization_config": {"x": {"num_bits": 4}}})
+    assert QuantizationConfig.from_dict(changed.to_dict()) == changed
+    assert all(QuantizationConfig.field_help()[name] for name in names)

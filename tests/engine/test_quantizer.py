@@ -88,7 +88,10 @@ def test_symmetric_flag_and_symmetric_mode(make_quantizer: MakeQuantizer) -> Non
 def test_dynamic_per_batch_gives_each_row_its_own_parameters(make_quantizer: MakeQuantizer) -> None:
     x = rows_with_ranges()
     quantizer = make_quantizer(quantization_mode="DYNAMIC_PER_BATCH")
-    result = quantizer.quantize(x, channel_dim=1)  # channel_dim does not move the batch axis
+    with pytest.raises(InputError, match="per-channel quantization only") as refused:
+        quantizer.quantize(x, channel_dim=1)  # the batch axis is always 0: a channel_dim is refused, not ignored
+    assert refused.value.code == "input.channel_dim"
+    result = quantizer.quantize(x)
     assert result.params is not None
     assert result.params.axis == 0
     assert result.params.scale.shape == (3,)
@@ -196,15 +199,19 @@ def test_dequantize_with_last_params_set_by_another_worker(make_quantizer: MakeQ
     x = f32([[-3.0, 0.25, 7.0]])
     quantized = worker_a.quantize(x)
     worker_b = make_quantizer()
-    worker_b.last_params = QParams.of(float(quantized.params.scale), int(quantized.params.zero_point))  # type: ignore[union-attr]
-    np.testing.assert_array_equal(worker_b.dequantize(quantized.data).data, worker_a.dequantize(quantized.data).data)
+    kept = QParams.of(float(quantized.params.scale), int(quantized.params.zero_point))  # type: ignore[union-attr]
+    np.testing.assert_array_equal(worker_b.dequantize(quantized.data, last_params=kept).data,
+                                  worker_a.dequantize(quantized.data).data)
+    with pytest.raises(NotCalibratedError):  # None says: no quantize yet, whatever this object did
+        worker_a.dequantize(quantized.data, last_params=None)
     # per channel too
     per_channel = make_quantizer(per_channel=True)
     result = per_channel.quantize(rows_with_ranges(), channel_dim=-1)
     other = make_quantizer(per_channel=True)
     assert result.params is not None
-    other.last_params = QParams.of(result.params.scale.tolist(), result.params.zero_point.tolist(), 1)
-    np.testing.assert_array_equal(other.dequantize(result.data).data, per_channel.dequantize(result.data).data)
+    kept = QParams.of(result.params.scale.tolist(), result.params.zero_point.tolist(), 1)
+    np.testing.assert_array_equal(other.dequantize(result.data, last_params=kept).data,
+                                  per_channel.dequantize(result.data).data)
 
 
 def test_dequantize_input_validation(make_quantizer: MakeQuantizer) -> None:
@@ -591,13 +598,15 @@ def test_get_layer_params(make_quantizer: MakeQuantizer) -> None:
         "layer_name": "never.seen", "quantization_type": "INT8", "num_bits": 8, "symmetric": False,
         "per_channel": False, "skip": False, "reason": "instance settings", "qmin": -128, "qmax": 127,
         "scale": None, "zero_point": None, "channel_dim": None, "parameters_source": "dynamic",
+        "used_by_quantize": False,
     }
     assert quantizer.get_layer_params("skip")["parameters_source"] == "identity"
     quantizer.import_parameters({"global_scale": 0.5, "global_zero_point": 3,
                                  "layer_params": {"fc": {"scale": [0.25, 0.125], "zero_point": [1, 2],
                                                          "channel_dim": 1}}})
     calibrated = quantizer.get_layer_params("never.seen")
-    assert (calibrated["scale"], calibrated["zero_point"], calibrated["parameters_source"]) == (0.5, 3, "calibrated")
+    assert (calibrated["scale"], calibrated["zero_point"], calibrated["parameters_source"]) == (0.5, 3, "global")
+    assert calibrated["used_by_quantize"]  # the import switched the instance to CALIBRATED
     layer = quantizer.get_layer_params("fc")
     assert (layer["scale"], layer["zero_point"], layer["channel_dim"], layer["parameters_source"]) == (
         [0.25, 0.125], [1, 2], 1, "layer")
