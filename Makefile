@@ -1,35 +1,52 @@
-# quantsite: `make serve` installs and serves on SQLite; `make test` installs and runs the tests.
+# quantsite: `make serve` installs the runtime dependencies and serves on SQLite; `make test` installs the
+# development tools too and runs the tests. Each is one command on a fresh machine (Python 3.11+ and make).
+#   make serve PORT=8001 HOST=0.0.0.0     another port / every interface (defaults: 8000, 127.0.0.1)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
+PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: install serve test lint bench clean
+# Two stamps: the runtime install (`pip install -e .`, what `make serve` needs) and the development install
+# (`pip install -e '.[dev]'`: pytest, hypothesis, ruff, mypy, schemathesis ...), which `make test` and `make lint`
+# need. Either is redone when pyproject.toml changes.
+RUNTIME := $(VENV)/.installed-runtime
+DEV := $(VENV)/.installed-dev
 
-install: $(VENV)/.installed
+.PHONY: install install-runtime serve test lint bench clean
 
-$(VENV)/.installed: pyproject.toml
+install: $(DEV)
+
+install-runtime: $(RUNTIME)
+
+$(VENV)/pyvenv.cfg:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+
+$(RUNTIME): pyproject.toml | $(VENV)/pyvenv.cfg
+	$(PIP) install -e .
 	touch $@
 
+# The development install includes the runtime one, so it stamps both.
+$(DEV): pyproject.toml | $(VENV)/pyvenv.cfg
+	$(PIP) install -e '.[dev]'
+	touch $@ $(RUNTIME)
+
 # Development server: SQLite in ./db.sqlite3, the default instance created by the migrations, no auth.
-serve: install
+serve: $(RUNTIME)
 	DJANGO_DEBUG=1 $(BIN)/python manage.py migrate --noinput
 	DJANGO_DEBUG=1 $(BIN)/gunicorn quantsite.wsgi --config gunicorn.conf.py --bind $(HOST):$(PORT)
 
-test: install
+test: $(DEV)
 	$(BIN)/python -m pytest
 
-lint: install
+lint: $(DEV)
 	$(BIN)/ruff check .
 	$(BIN)/mypy --strict engine
 	DJANGO_DEBUG=1 $(BIN)/python manage.py check
 	DJANGO_DEBUG=1 $(BIN)/python manage.py makemigrations --check --dry-run
 
-bench: install
+bench: $(RUNTIME)
 	$(BIN)/python bench/engine.py
 
 clean:

@@ -1,6 +1,6 @@
 """Quantization parameters: integer ranges, and scale / zero point from a real range, bit-exact with ONNX Runtime.
 
-Precision (see ARCHITECTURE.md, "Numerics"): the range values are float32; the scale is computed in float64 and
+Precision (see docs/numerics.md): the range values are float32; the scale is computed in float64 and
 rounded to float32 once; the zero point is `rint(float32(qmin) - float32(rmin) / scale)` in float32 arithmetic.
 This reproduces `onnxruntime.quantization.quant_utils.compute_scale_zp` to the bit.
 """

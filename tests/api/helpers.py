@@ -33,7 +33,7 @@ SPEC_SYMMETRIC = {"quantization_type": "INT8", "num_bits": 8, "symmetric": True}
 # The spec's "Default Quantizer Configuration" table.
 SPEC_DEFAULTS = {"quantization_type": "INT8", "quantization_mode": "DYNAMIC", "num_bits": 8, "symmetric": False,
                  "enable_cache": True}
-# Every attribute of the spec's QuantizerConfigModel, plus calibration_method (ARCHITECTURE / engine docs).
+# Every attribute of the spec's QuantizerConfigModel, plus calibration_method (docs/api.md, Configuration).
 CONFIG_FIELDS = {
     "quantization_type", "quantization_mode", "num_bits", "symmetric", "enable_cache", "cache_size",
     "enable_mixed_precision", "per_channel", "buffer_size", "use_percentile", "min_percentile", "max_percentile",
@@ -134,7 +134,7 @@ def qrange(dtype: str, num_bits: int | None = None) -> tuple[int, int]:
 
 
 def onnx_qparams(rmin: Any, rmax: Any, qmin: int, qmax: int, symmetric: bool) -> tuple[Any, Any]:
-    """ONNX Runtime's compute_scale_zp, float32 as it does it (ARCHITECTURE.md, Numerics):
+    """ONNX Runtime's compute_scale_zp, float32 as it does it (docs/numerics.md):
     range widened to include 0; symmetric signed: scale = amax/qmax over [-qmax, qmax], zp 0; symmetric unsigned:
     zp = (qmin+qmax+1)/2; asymmetric: scale = (rmax-rmin)/(qmax-qmin) in float64 rounded once to float32,
     zp = rint(float32(qmin) - float32(rmin)/scale) in float32; a degenerate range gives scale 1, zp 0."""

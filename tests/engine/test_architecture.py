@@ -1,4 +1,4 @@
-"""The engine stands alone: importing it loads nothing of Django, DRF or the web app (ARCHITECTURE.md, Layers)."""
+"""The engine stands alone: importing it loads nothing of Django, DRF or the web app (docs/design.md, Layers)."""
 
 from __future__ import annotations
 

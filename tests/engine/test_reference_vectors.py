@@ -7,6 +7,7 @@ and zero point equal to ONNX Runtime's `compute_scale_zp`.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import Counter
 from pathlib import Path
@@ -19,7 +20,9 @@ import pytest
 from engine import QParams, QuantizationConfig, Quantizer, kernels
 from engine.qparams import scale_zero_point
 
-REFERENCE = json.loads((Path(__file__).parents[1] / "data" / "reference_vectors.json").read_text())
+REFERENCE_PATH = Path(__file__).parents[1] / "data" / "reference_vectors.json"
+REFERENCE_SHA256 = "df0a01960caa32c60c49d1521a71955f13428946afc6f99ec84749a298329e32"
+REFERENCE = json.loads(REFERENCE_PATH.read_text())
 CASES: list[dict[str, Any]] = REFERENCE["cases"]
 STORAGE = {"int8": np.int8, "uint8": np.uint8, "int16": np.int16}
 
@@ -83,7 +86,11 @@ def data_range(x: npt.NDArray[np.float32], axis: int | None) -> tuple[Any, Any]:
     return x.min(axis=others), x.max(axis=others)
 
 
-def test_reference_file_is_the_shared_one() -> None:
+def test_reference_file_is_the_vendored_one() -> None:
+    """The repository's own copy, unchanged: its checksum and provenance are the ones tests/data/README.md states."""
+    raw = REFERENCE_PATH.read_bytes()
+    assert hashlib.sha256(raw).hexdigest() == REFERENCE_SHA256
+    assert REFERENCE_SHA256 in (REFERENCE_PATH.parent / "README.md").read_text()
     assert REFERENCE["meta"]["versions"]["onnxruntime"] == "1.32.0"
     assert REFERENCE["meta"]["versions"]["torch"].startswith("2.13")
     assert len(RECORDS) == 277

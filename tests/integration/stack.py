@@ -113,7 +113,7 @@ def manage(env: Mapping[str, str], *args: str, timeout: float = 120) -> str:
 
 
 def deploy_steps(env: Mapping[str, str]) -> None:
-    """What the README's deployment does before gunicorn starts."""
+    """What the deployment of docs/operations.md does before gunicorn starts."""
     manage(env, "migrate", "--noinput", "-v", "0")
     manage(env, "collectstatic", "--noinput", "-v", "0")
 
