@@ -16,7 +16,6 @@ from engine import InputError, LimitError
 
 from .jsonmatrix import JsonMatrix
 
-F32_MAX = float(np.finfo(np.float32).max)
 _NUMBER_TYPES = {int, float}
 _INTEGER_TYPES = {int}
 
@@ -25,7 +24,9 @@ MSG_RAGGED = "{field} must be rectangular: row {row} has {got} values, row 0 has
 MSG_NOT_NUMBER = ("{field} must hold only numbers (no booleans, strings, nulls, lists or objects); "
                   "row {row} holds {kind}")
 MSG_NOT_INTEGER = "{field} must hold only integers; row {row} holds {kind}"
-MSG_RANGE = "{field} holds {count} value(s) outside the float32 range"
+MSG_RANGE = "{field} holds {count} value(s) outside the float32 range (they would round to infinity)"
+MSG_NESTED = ("JSON bodies are 2-D: {field} row {row} holds lists, so the array has more than 2 dimensions; send "
+              "N-D arrays (1-4 dimensions) as .npy (application/x-npy) or as application/octet-stream with X-Shape")
 MSG_TOO_MANY = "{field} has {count} elements, more than QUANTIZER_MAX_ELEMENTS ({limit})"
 
 
@@ -86,6 +87,8 @@ def _check_row(row: list[Any], index: int, width: int, field: str) -> set[type]:
         raise InputError(MSG_RAGGED.format(field=field, row=index, got=len(row), want=width), field=field,
                          code="input.shape")
     kinds = set(map(type, row))
+    if list in kinds:
+        raise InputError(MSG_NESTED.format(field=field, row=index), field=field, code="input.shape")
     if not kinds <= _NUMBER_TYPES:
         bad = sorted(k.__name__ for k in kinds - _NUMBER_TYPES)
         raise InputError(MSG_NOT_NUMBER.format(field=field, row=index, kind=", ".join(bad)), field=field,
@@ -94,11 +97,12 @@ def _check_row(row: list[Any], index: int, width: int, field: str) -> set[type]:
 
 
 def _check_range(arr: npt.NDArray[Any], field: str) -> npt.NDArray[Any]:
-    """Every value finite and inside the float32 range (a larger one would become infinity)."""
-    with np.errstate(invalid="ignore"):
-        outside = ~(np.abs(arr) <= F32_MAX)
-    if outside.any():
-        raise InputError(MSG_RANGE.format(field=field, count=int(np.count_nonzero(outside))), field=field,
+    """Every value finite and rounding to a finite float32: 3.4028235e+38, the shortest text of the float32
+    maximum (as numpy and these answers print it), is a little above it and rounds to it."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        finite = np.isfinite(arr if arr.dtype == np.float32 else arr.astype(np.float32))
+    if not finite.all():
+        raise InputError(MSG_RANGE.format(field=field, count=arr.size - int(np.count_nonzero(finite))), field=field,
                          code="input.range")
     return arr
 
