@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from quantizers.models import QuantizerInstance
 from quantizers import registry
+from quantizers.models import QuantizerInstance
 from tests.api.helpers import (
     F32,
     RECORDS,

@@ -11,8 +11,7 @@ import json
 import pytest
 from django.test import Client
 
-from quantizers import services
-from quantizers import registry
+from quantizers import registry, services
 from tests.api.helpers import assert_error, create, ok, snapshot
 
 MSG_TOO_LARGE = "The request body exceeds QUANTIZER_MAX_BODY_MB ({limit} MB)"

@@ -302,7 +302,8 @@ def test_layer_params_show_imported_and_calibrated_parameters(api):
     assert (fc["scale"], fc["zero_point"], fc["parameters_source"]) == (0.25, -2, "layer")
     other = ok(api.get("/instances/st/layer_params/other"))
     assert (other["scale"], other["zero_point"], other["parameters_source"]) == (0.5, 1, "global")
-    assert fc["used_by_quantize"] and other["used_by_quantize"]
+    assert fc["used_by_quantize"]
+    assert other["used_by_quantize"]
 
 
 def test_layer_params_report_the_per_channel_parameters_quantize_uses(api):

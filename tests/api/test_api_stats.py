@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from quantizers.models import QuantizerInstance
 from quantizers import registry
+from quantizers.models import QuantizerInstance
 from tests.api.helpers import STATS_FIELDS, assert_error, create, ok, snapshot
 
 SLASHES = pytest.mark.parametrize("slash", ["", "/"])

@@ -33,7 +33,9 @@ def test_values_that_round_to_infinity_in_float32_are_refused(api, text):
 def test_a_3d_json_array_is_told_to_use_a_binary_body(api):
     response = api.post("/instances/default/quantize", {"data": [[[1.0, 2.0]], [[3.0, 4.0]]]})
     body = assert_error(response, 400, code="input.shape")
-    assert "2-D" in body["detail"] and ".npy" in body["detail"] and "octet-stream" in body["detail"]
+    assert "2-D" in body["detail"]
+    assert ".npy" in body["detail"]
+    assert "octet-stream" in body["detail"]
 
 
 def test_parse_2d_names_nested_rows_as_extra_dimensions():
