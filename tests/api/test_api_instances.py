@@ -238,6 +238,10 @@ def test_a_delete_through_another_worker_is_seen_here(api, workers):
         create(api, "shared", {"quantization_type": "UINT8"})
     with workers("b"):
         assert ok(api.get("/instances/shared/config"))["quantization_type"] == "UINT8"
+    with workers("a"):  # still holding the engine object of the deleted INT8 instance: it must not be used
+        body = ok(api.post("/instances/shared/quantize", {"data": SPEC_DATA}))
+        assert body["quantization_type"] == "UINT8"
+        assert min(min(row) for row in body["data"]) >= 0
 
 
 def test_an_instance_created_in_one_worker_is_used_by_a_fresh_one(api):
