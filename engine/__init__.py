@@ -15,7 +15,7 @@ from .errors import (
     ParameterError,
 )
 from .metrics import COUNTERS, STATS_FIELDS, Stats, StatsDelta, sqnr_db
-from .npy import decode_npy, encode_npy, raw_decode
+from .npy import decode_npy, encode_npy, encode_npz, raw_decode
 from .parameters import STATE_KEYS
 from .qparams import QParams, qrange, scale_zero_point
 from .quantizer import OpResult, Quantizer
@@ -43,6 +43,7 @@ __all__ = [
     "StatsDelta",
     "decode_npy",
     "encode_npy",
+    "encode_npz",
     "qrange",
     "raw_decode",
     "scale_zero_point",

@@ -24,6 +24,7 @@ import ast
 import io
 import math
 import re
+from collections.abc import Mapping
 from typing import Any, Final
 
 import numpy as np
@@ -139,6 +140,17 @@ def encode_npy(arr: npt.NDArray[Any]) -> bytes:
         np.lib.format.write_array(out, arr, version=(1, 0), allow_pickle=False)
     except ValueError as exc:  # e.g. a header too large for version 1.0
         raise NpyFormatError(f"cannot encode array as .npy: {exc}") from exc
+    return out.getvalue()
+
+
+def encode_npz(members: Mapping[str, npt.NDArray[Any]]) -> bytes:
+    """Numeric arrays as an uncompressed `.npz` (a zip of `.npy` members, what numpy.savez writes), loadable with
+    `numpy.load(..., allow_pickle=False)`."""
+    out = io.BytesIO()
+    for name, arr in members.items():
+        if arr.dtype.kind not in "biuf":
+            raise NpyFormatError(f"cannot encode member {name} of dtype {arr.dtype} in an .npz")
+    np.savez(out, allow_pickle=False, **members)
     return out.getvalue()
 
 

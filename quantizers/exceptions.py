@@ -6,9 +6,12 @@ where one field is at fault).
 
 from __future__ import annotations
 
+import logging
+import sys
 from typing import Any
 
 from django.core.exceptions import PermissionDenied, RequestDataTooBig
+from django.db import InterfaceError, OperationalError
 from django.http import Http404, HttpRequest, JsonResponse
 from rest_framework import exceptions as drf_exceptions
 from rest_framework import status
@@ -25,6 +28,14 @@ MSG_INVALID_ID = "instance_id must be 1-64 characters of A-Z a-z 0-9 _ -"
 MSG_ROUTE_NOT_FOUND = "No such route: {path}"
 MSG_SERVER_ERROR = "Internal server error"
 MSG_BODY_TOO_LARGE = "The request body exceeds QUANTIZER_MAX_BODY_MB ({limit} MB)"
+MSG_DATABASE_UNAVAILABLE = "The database is unavailable; retry shortly"
+
+# A database outage (server down or restarting, connection dropped, locked SQLite file): what Django raises for
+# it from psycopg and sqlite3 alike. The request changed nothing it could not commit; the client may retry.
+DATABASE_OUTAGE = (OperationalError, InterfaceError)
+DATABASE_RETRY_AFTER_S = 5
+
+logger = logging.getLogger("quantizers.errors")
 
 
 class ServiceError(Exception):
@@ -110,6 +121,12 @@ def _first_validation_error(data: Any, path: str = "") -> tuple[str, str | None,
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     request = context.get("request")
+    if isinstance(exc, DATABASE_OUTAGE):
+        body, status_code, headers = database_unavailable(exc)
+        response = _respond(body, status_code, request)
+        for name, value in headers.items():
+            response[name] = value
+        return response
     for engine_cls, status_code in ENGINE_STATUS:
         if isinstance(exc, engine_cls):
             assert isinstance(exc, engine_errors.EngineError)
@@ -148,12 +165,26 @@ def _respond(body: dict[str, Any], status_code: int, request: Any) -> Response:
     return Response(body, status=status_code)
 
 
+def database_unavailable(exc: BaseException) -> tuple[dict[str, Any], int, dict[str, str]]:
+    """The answer to a database outage, inside DRF views and outside them: 503, JSON, Retry-After. Django closes
+    the broken connection at the end of the request (errors_occurred), so the next request reconnects."""
+    logger.warning("database unavailable", extra={"error": f"{type(exc).__name__}: {exc}"[:300]})
+    return (error_body(MSG_DATABASE_UNAVAILABLE, "database.unavailable"), status.HTTP_503_SERVICE_UNAVAILABLE,
+            {"Retry-After": str(DATABASE_RETRY_AFTER_S)})
+
+
 # ---------------------------------------------------------------------------- Django-level handlers
 def json_not_found(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
     return JsonResponse(error_body(MSG_ROUTE_NOT_FOUND.format(path=request.path), "route.not_found"), status=404)
 
 
 def json_server_error(request: HttpRequest) -> JsonResponse:
+    """handler500: Django calls it while handling the exception (outside DRF views: middleware, plain views), so
+    sys.exc_info() tells a database outage (503) from a bug (500)."""
+    exc = sys.exc_info()[1]
+    if isinstance(exc, DATABASE_OUTAGE):
+        body, status_code, headers = database_unavailable(exc)
+        return JsonResponse(body, status=status_code, headers=headers)
     return JsonResponse(error_body(MSG_SERVER_ERROR, "server.error"), status=500)
 
 

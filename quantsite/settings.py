@@ -82,7 +82,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         }
     )
 else:
-    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    # A persistent connection is checked before its first use in a request, so one broken by a database restart
+    # is replaced, not failed on (DATABASE_URL's ?conn_health_checks=0 turns it off: the request then answers 503
+    # and the connection is closed at its end).
+    DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", True)
 # Persistent connections on SQLite too: opening one per request, and closing it (the last connection to close
 # checkpoints and deletes the WAL file), took about half the time of a small request (bench/http.py).
 DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DJANGO_CONN_MAX_AGE", default=60))

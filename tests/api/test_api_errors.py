@@ -1,4 +1,5 @@
-"""Errors: unknown routes, 405, malformed JSON, 415, 413 limits, 500, and hostile input on every body route.
+"""Errors: unknown routes, 405, malformed JSON, 415, 413 limits, 500, a database outage (503), and hostile input
+on every body route.
 
 Every answer is a JSON error body ({"detail", "code"} plus "field" where one field is at fault) and a refused
 request changes nothing that is stored.
@@ -7,11 +8,14 @@ request changes nothing that is stored.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterator
 
 import pytest
+from django.db import connection
+from django.db.backends import utils as db_utils
 from django.test import Client
 
-from quantizers import registry, services
+from quantizers import hotpath, registry, services
 from tests.api.helpers import assert_error, create, ok, snapshot
 
 MSG_TOO_LARGE = "The request body exceeds QUANTIZER_MAX_BODY_MB ({limit} MB)"
@@ -249,6 +253,136 @@ def test_an_unexpected_error_is_a_json_500_without_internals(api, monkeypatch):
                                                           content_type="application/json")
     assert_error(response, 500, detail="Internal server error", code="server.error")
     assert b"secret" not in response.content
+
+
+# ---------------------------------------------------------------------------- database outage: 503
+class DatabaseDown:
+    """The database failing as in an outage: the driver (sqlite3 or psycopg) raises its OperationalError for the
+    statements `failing` selects, through Django's error wrapper (which maps it and marks the connection broken)."""
+
+    def __init__(self) -> None:
+        self.failing: Callable[[str], bool] | None = None
+        self.failed: list[str] = []
+
+    def every_statement(self) -> None:
+        self.failing = lambda sql: True
+
+    def updates(self) -> None:
+        self.failing = lambda sql: sql.lstrip().upper().startswith("UPDATE")
+
+    def back(self) -> None:
+        self.failing = None
+
+
+@pytest.fixture
+def database(monkeypatch: pytest.MonkeyPatch) -> Iterator[DatabaseDown]:
+    down = DatabaseDown()
+    original = db_utils.CursorWrapper._execute
+
+    def execute(cursor, sql, params, *ignored):
+        if down.failing is not None and down.failing(sql):
+            down.failed.append(sql)
+            with cursor.db.wrap_database_errors:
+                raise cursor.db.Database.OperationalError("server closed the connection unexpectedly")
+        return original(cursor, sql, params, *ignored)
+
+    monkeypatch.setattr(db_utils.CursorWrapper, "_execute", execute)
+    yield down
+    down.back()
+
+
+def assert_unavailable(response) -> None:
+    assert_error(response, 503, code="database.unavailable", detail="The database is unavailable; retry shortly")
+    assert response["Retry-After"] == "5"
+    assert b"server closed" not in response.content
+
+
+# Autocommit, as in production (no test transaction around the request): the counter UPDATE commits on its own.
+AUTOCOMMIT = pytest.mark.django_db(transaction=True, serialized_rollback=True)
+
+
+@AUTOCOMMIT
+@pytest.mark.parametrize("failing", ["every_statement", "updates"])
+def test_a_database_outage_during_a_quantize_is_a_503_and_counts_nothing(database, failing):
+    api = Client()
+    before = ok(api.get("/instances/default/stats"))
+    getattr(database, failing)()
+    assert_unavailable(api.post("/instances/default/quantize", {"data": [[1.0, 2.0]]},
+                                content_type="application/json"))
+    assert any(sql.lstrip().upper().startswith("UPDATE") for sql in database.failed) == (failing == "updates")
+    database.back()
+    assert ok(api.get("/instances/default/stats")) == before
+    # back by itself: the next quantize answers and counts
+    assert ok(api.post("/instances/default/quantize", {"data": [[1.0, 2.0]]}, content_type="application/json"))
+    assert ok(api.get("/instances/default/stats"))["quantize_calls"] == before["quantize_calls"] + 1
+
+
+@AUTOCOMMIT
+def test_the_counts_are_committed_before_the_200(monkeypatch):
+    """The counter UPDATE runs in autocommit, outside any transaction: when the view returns, it is committed."""
+    seen = []
+    original = hotpath.record_stats
+
+    def record_stats(*args, **kwargs):
+        original(*args, **kwargs)
+        seen.append((connection.get_autocommit(), connection.in_atomic_block))
+
+    monkeypatch.setattr(hotpath, "record_stats", record_stats)
+    ok(Client().post("/instances/default/quantize", {"data": [[1.0, 2.0]]}, content_type="application/json"))
+    assert seen == [(True, False)]
+
+
+@pytest.mark.parametrize("path", ["/instances", "/instances/default/stats", "/instances/default/config",
+                                  "/instances/default/parameters"])
+def test_a_database_outage_during_a_get_is_a_503(api, database, path):
+    database.every_statement()
+    assert_unavailable(api.get(path))
+    database.back()
+    ok(api.get(path))
+
+
+def test_a_database_outage_during_the_token_lookup_is_a_503(api, database, settings):
+    settings.QUANTIZER_REQUIRE_AUTH = True
+    database.every_statement()
+    assert_unavailable(api.get("/instances", HTTP_AUTHORIZATION="Token " + "0" * 40))
+    assert database.failed  # the token lookup itself failed
+
+
+class DatabaseReadingMiddleware:
+    """A middleware that reads the database (as sessions do): an outage there happens outside any DRF view."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        from django.contrib.auth.models import User
+
+        User.objects.exists()
+        return self.get_response(request)
+
+
+def test_a_database_outage_outside_the_views_is_a_503(db, database, settings):
+    settings.MIDDLEWARE = [*settings.MIDDLEWARE, f"{__name__}.DatabaseReadingMiddleware"]
+    client = Client(raise_request_exception=False)
+    database.every_statement()
+    for response in (client.get("/instances"), client.post("/instances/default/quantize", {"data": [[1.0]]},
+                                                           content_type="application/json")):
+        assert_unavailable(response)
+        assert response["X-Request-ID"]
+    database.back()
+    ok(client.get("/instances"))
+
+
+def test_other_database_errors_are_still_a_500(api, monkeypatch):
+    from django.db import ProgrammingError
+
+    def broken(**kwargs):
+        raise ProgrammingError("relation does not exist")
+
+    monkeypatch.setattr(services, "instance_run", broken)
+    response = Client(raise_request_exception=False).post("/instances/default/quantize", {"data": [[1.0]]},
+                                                          content_type="application/json")
+    assert_error(response, 500, code="server.error")
 
 
 # ---------------------------------------------------------------------------- hostile data, small and large bodies

@@ -11,13 +11,12 @@ that checks it.
 from __future__ import annotations
 
 import shutil
-import ssl
 from collections.abc import Iterator
 
 import pytest
 
 from tests.integration import stack
-from tests.integration.stack import WORKERS, Api, Deployment
+from tests.integration.stack import Api, Deployment
 
 DATABASES = ["postgresql", "sqlite"]
 
@@ -27,27 +26,10 @@ def deployment(request: pytest.FixtureRequest) -> Iterator[Deployment]:
     kind = request.param
     workdir = stack.make_workdir(f"quantsite-it-{kind}-")
     database = stack.create_database(kind, workdir)
-    server: stack.Gunicorn | None = None
-    proxy: stack.Nginx | None = None
     try:
-        env = stack.django_env(database.url, workdir / "static")
-        stack.deploy_steps(env)
-        server = stack.Gunicorn(env=env, port=stack.free_port(), workers=WORKERS, logdir=workdir)
-        server.start()
-        cert, key = stack.self_signed_certificate(workdir)
-        http_port, https_port = stack.free_port(), stack.free_port()
-        conf = workdir / "nginx.conf"
-        conf.write_text(stack.render_nginx_conf(workdir=workdir, upstream_port=server.port, http_port=http_port,
-                                                https_port=https_port, static_root=workdir / "static",
-                                                cert=cert, key=key))
-        proxy = stack.Nginx(conf=conf, workdir=workdir, http_port=http_port, https_port=https_port)
-        proxy.start(ssl_context=ssl.create_default_context(cafile=str(cert)))
-        yield Deployment(kind, workdir, env, database, server, proxy, cert)
+        with stack.deployed(kind, database, workdir) as deployment:
+            yield deployment
     finally:
-        if proxy is not None:
-            proxy.stop()
-        if server is not None:
-            server.stop()
         database.drop()
     if not request.session.testsfailed:
         shutil.rmtree(workdir, ignore_errors=True)  # kept for a look at the logs when something failed

@@ -11,6 +11,7 @@ import secrets
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -81,6 +82,97 @@ def create_database(kind: str, workdir: Path) -> Database:
     name = f"quantsite_it_{os.getpid()}_{secrets.token_hex(4)}"
     _pg_admin(f'CREATE DATABASE "{name}"')
     return Database(kind, f"postgres://{PG_ADMIN['user']}@{PG_ADMIN['host']}:{PG_ADMIN['port']}/{name}", name)
+
+
+# ---------------------------------------------------------------------------- a private PostgreSQL server
+def postgres_bindir() -> Path:
+    """The newest installed PostgreSQL's binaries (initdb, pg_ctl), as Debian lays them out."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"), key=lambda p: int(p.parts[-3]))
+    if not found:
+        raise RuntimeError("no PostgreSQL server binaries under /usr/lib/postgresql/*/bin")
+    return found[-1].parent
+
+
+@dataclass
+class PrivatePostgres:
+    """A PostgreSQL cluster of a test's own (the machine's server on 5432 is shared and must never be restarted):
+    initdb into a temporary directory, listening on 127.0.0.1 on a free port, its socket in that directory. As
+    root, every command runs as the `postgres` OS user (initdb and postgres refuse root)."""
+
+    base: Path
+    port: int
+    bindir: Path = field(default_factory=postgres_bindir)
+
+    @property
+    def datadir(self) -> Path:
+        return self.base / "data"
+
+    @property
+    def logfile(self) -> Path:
+        return self.base / "postgres.log"
+
+    def url(self, dbname: str) -> str:
+        return f"postgres://postgres@127.0.0.1:{self.port}/{dbname}"
+
+    def _run(self, tool: str, *args: str, timeout: float = 60) -> None:
+        command = [str(self.bindir / tool), *args]
+        if os.geteuid() == 0:
+            command = ["runuser", "-u", "postgres", "--", *command]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
+        if result.returncode != 0:
+            log = self.logfile.read_text()[-2000:] if self.logfile.exists() else ""
+            raise RuntimeError(f"{tool} {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n"
+                               f"{result.stderr}\n{log}")
+
+    def init(self) -> None:
+        if os.geteuid() == 0:
+            shutil.chown(self.base, "postgres", "postgres")
+        self._run("initdb", "-D", str(self.datadir), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync",
+                  "--no-instructions", timeout=120)
+
+    def start(self) -> None:
+        # fsync off: a throwaway cluster; a fast shutdown still writes everything out.
+        options = f"-p {self.port} -k {self.base} -c listen_addresses=127.0.0.1 -c fsync=off"
+        self._run("pg_ctl", "-D", str(self.datadir), "-l", str(self.logfile), "-o", options, "-w", "-t", "30",
+                  "start")
+
+    def stop(self, mode: str = "fast") -> None:
+        self._run("pg_ctl", "-D", str(self.datadir), "-m", mode, "-w", "-t", "30", "stop")
+
+    def running(self) -> bool:
+        return (self.datadir / "postmaster.pid").exists()
+
+    def create_database(self, name: str) -> None:
+        import psycopg
+
+        with psycopg.connect(host="127.0.0.1", port=self.port, user="postgres", dbname="postgres",
+                             autocommit=True, connect_timeout=10) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+
+    def cleanup(self) -> None:
+        """Stop the server however it is (an immediate shutdown, then the postmaster's pid killed), then remove
+        the directory. Safe to call in any state."""
+        try:
+            if self.running():
+                self.stop("immediate")
+        except (RuntimeError, subprocess.TimeoutExpired):
+            pid_file = self.datadir / "postmaster.pid"
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                os.kill(int(pid_file.read_text().split()[0]), signal.SIGQUIT)  # the postmaster's immediate stop
+                time.sleep(1)
+        shutil.rmtree(self.base, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def private_postgres() -> Iterator[PrivatePostgres]:
+    """A started private cluster, stopped and removed on the way out, failure or not."""
+    server = PrivatePostgres(base=make_workdir("qs-pg-"), port=free_port())
+    try:
+        server.init()
+        server.start()
+        yield server
+    finally:
+        server.cleanup()
 
 
 # ---------------------------------------------------------------------------- the Django side
@@ -348,7 +440,7 @@ class Nginx:
         self.proc = None
 
 
-# ---------------------------------------------------------------------------- the client side
+# ---------------------------------------------------------------------------- the whole deployment
 WORKERS = 4
 TIMEOUT = 30  # seconds, on every HTTP call
 
@@ -368,6 +460,39 @@ class Deployment:
         return self.nginx.url
 
 
+@contextlib.contextmanager
+def deployed(kind: str, database: Database, workdir: Path, *, workers: int = WORKERS, static: bool = True
+             ) -> Iterator[Deployment]:
+    """migrate and collectstatic with the production environment (DEBUG off), gunicorn, then nginx in front of it
+    with TLS and a config generated from deploy/nginx.conf; both stopped on the way out (the database is the
+    caller's). static=False skips collectstatic (an empty static root) for tests of the API alone."""
+    server: Gunicorn | None = None
+    proxy: Nginx | None = None
+    try:
+        env = django_env(database.url, workdir / "static")
+        if static:
+            deploy_steps(env)
+        else:
+            manage(env, "migrate", "--noinput", "-v", "0")
+            (workdir / "static").mkdir(exist_ok=True)
+        server = Gunicorn(env=env, port=free_port(), workers=workers, logdir=workdir)
+        server.start()
+        cert, key = self_signed_certificate(workdir)
+        http_port, https_port = free_port(), free_port()
+        conf = workdir / "nginx.conf"
+        conf.write_text(render_nginx_conf(workdir=workdir, upstream_port=server.port, http_port=http_port,
+                                          https_port=https_port, static_root=workdir / "static", cert=cert, key=key))
+        proxy = Nginx(conf=conf, workdir=workdir, http_port=http_port, https_port=https_port)
+        proxy.start(ssl_context=ssl.create_default_context(cafile=str(cert)))
+        yield Deployment(kind, workdir, env, database, server, proxy, cert)
+    finally:
+        if proxy is not None:
+            proxy.stop()
+        if server is not None:
+            server.stop()
+
+
+# ---------------------------------------------------------------------------- the client side
 def loopback_session() -> requests.Session:
     """A session that ignores the environment's proxies and CA bundle (REQUESTS_CA_BUNDLE would replace the
     run's own certificate): every call goes straight to 127.0.0.1."""
