@@ -6,38 +6,17 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.utils.html import format_html
 
-from engine import ConfigError, QuantizationConfig
-
 from . import services
 from .exceptions import ServiceError
+from .forms import CONFIG_FIELDS, InstanceForm
 from .models import DEFAULT_INSTANCE_ID, QuantizerInstance
 from .registry import registry
 from .selectors import STATS_FIELDS
-
-
-class InstanceForm(forms.ModelForm):
-    # Not required: a required JSONField refuses {} as "empty", yet {} is a valid configuration (all defaults).
-    # A blank field is still refused, by the engine ("the configuration must be a JSON object").
-    config = forms.JSONField(required=False, help_text="The full configuration; validated by the engine, absent "
-                                                       "fields take the defaults.")
-
-    class Meta:
-        model = QuantizerInstance
-        fields = ["instance_id", "config"]
-
-    def clean_config(self) -> dict[str, Any]:
-        try:
-            return QuantizationConfig.from_dict(self.cleaned_data["config"]).to_dict()
-        except ConfigError as exc:
-            raise forms.ValidationError(str(exc)) from None
-        except (TypeError, ValueError) as exc:
-            raise forms.ValidationError(f"invalid configuration: {exc}") from None
 
 
 def _pretty(value: Any) -> str:
@@ -95,7 +74,10 @@ class QuantizerInstanceAdmin(admin.ModelAdmin):
     readonly_fields = ("version", "cache_epoch", "created_at", "updated_at", "parameters_view", "stats_view")
     actions = ("reset_statistics", "clear_cache", "export_parameters", "duplicate")
     fieldsets = (
-        (None, {"fields": ("instance_id", "config")}),
+        (None, {"fields": ("instance_id",)}),
+        ("Configuration", {"fields": CONFIG_FIELDS,
+                           "description": "One input per setting of the engine's configuration; the engine checks "
+                                          "the whole configuration when it is saved."}),
         ("Parameters", {"fields": ("parameters_view",)}),
         ("Statistics", {"fields": ("stats_view",)}),
         ("Bookkeeping", {"fields": ("version", "cache_epoch", "created_at", "updated_at")}),
@@ -161,10 +143,11 @@ class QuantizerInstanceAdmin(admin.ModelAdmin):
 
     # ------------------------------------------------------------------ saving and deleting through services
     def save_model(self, request: HttpRequest, obj: QuantizerInstance, form: Any, change: bool) -> None:
+        config = form.config_dict()
         if change:
-            services.instance_update_config(instance_id=obj.instance_id, config=form.cleaned_data["config"])
+            services.instance_update_config(instance_id=obj.instance_id, config=config)
         else:
-            services.instance_create(instance_id=obj.instance_id, config=form.cleaned_data["config"])
+            services.instance_create(instance_id=obj.instance_id, config=config)
         obj.refresh_from_db()
 
     def has_delete_permission(self, request: HttpRequest, obj: QuantizerInstance | None = None) -> bool:
