@@ -10,7 +10,7 @@ import enum
 import json
 import re
 import typing
-from html import escape
+from html import escape, unescape
 from html.parser import HTMLParser
 
 import pytest
@@ -172,12 +172,37 @@ def test_staff_without_permissions_is_refused(client, django_user_model):
 
 
 # ---------------------------------------------------------------------------- changelist, filters, search
+def column(html: str, name: str) -> list[str]:
+    """The text of a changelist column, row by row (tags dropped, whitespace collapsed)."""
+    cells = re.findall(rf'<t[dh] class="field-{name}"[^>]*>(.*?)</t[dh]>', html, re.DOTALL)
+    texts = (unescape(re.sub(r"<[^>]+>", " ", cell)) for cell in cells)
+    return [re.sub(r"[ \t\n]+", " ", text).strip() for text in texts]  # (no-break spaces stay)
+
+
 def test_changelist_lists_every_instance_with_its_columns(admin_client, fleet):
+    ok_json(fleet.post("/instances/half/quantize", {"data": [[1.0, 2.0, 3.0, 4.0]]}))
     response = admin_client.get(CHANGELIST)
     assert listed(response) == ["cal16", "default", "half", "u8"]
     html = response.content.decode()
-    for column in ("type", "mode", "bits", "symmetric", "per channel", "calibrated", "calls", "clipped"):
-        assert re.search(rf">\s*{column}\s*<", html, re.IGNORECASE), column
+    for header in ("instance id", "type · mode", "flags", "calls", "clipped", "updated"):
+        assert re.search(rf">\s*{header}\s*<", html, re.IGNORECASE), header
+    # compact cells: type, bits and mode in one, the flags that are on in another (rows sorted by id)
+    assert column(html, "instance_id") == ["cal16", "default", "half", "u8"]
+    assert column(html, "quantization") == ["INT16 16\u00a0bit CALIBRATED", "INT8 8\u00a0bit DYNAMIC",
+                                            "FLOAT16 16\u00a0bit DYNAMIC", "UINT8 8\u00a0bit STATIC"]
+    assert column(html, "flags") == ["calibrated", "-", "-", "calibrated"]
+    assert column(html, "calls") == ["0", "0", "1", "0"]
+    assert column(html, "clipped_share") == ["-", "-", "0.000\u00a0%", "-"]
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d", cell) for cell in column(html, "updated"))
+
+
+def test_changelist_cells_stay_narrow(admin_client, api):
+    """Long modes break after their underscores and long ids anywhere, so the list fits a 1280 px screen."""
+    make(api, "x" * 64, {"quantization_mode": "DYNAMIC_PER_CHANNEL", "symmetric": True, "per_channel": True})
+    html = admin_client.get(CHANGELIST).content.decode()
+    assert "DYNAMIC_<wbr>PER_<wbr>CHANNEL" in html
+    assert "symmetric<br>per\u00a0channel" in html
+    assert re.search(r"th\.field-instance_id \{[^}]*overflow-wrap: anywhere", html)
 
 
 @pytest.mark.parametrize(("query", "expected"), [
