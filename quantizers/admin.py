@@ -13,6 +13,8 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 from django.utils.timezone import localtime
 
+from engine import QuantizationMode, QuantizationType
+
 from . import services
 from .exceptions import ServiceError
 from .forms import CONFIG_FIELDS, InstanceForm
@@ -58,14 +60,14 @@ class TypeFilter(ConfigValueFilter):
     title = "quantization type"
     parameter_name = "type"
     key = "quantization_type"
-    values = ("INT8", "UINT8", "INT16", "FLOAT16", "NONE", "MIXED")
+    values = tuple(QuantizationType.__members__)
 
 
 class ModeFilter(ConfigValueFilter):
     title = "quantization mode"
     parameter_name = "mode"
     key = "quantization_mode"
-    values = ("DYNAMIC", "DYNAMIC_PER_BATCH", "DYNAMIC_PER_CHANNEL", "STATIC", "CALIBRATED", "SYMMETRIC")
+    values = tuple(QuantizationMode.__members__)
 
 
 @admin.register(QuantizerInstance)

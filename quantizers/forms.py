@@ -130,7 +130,7 @@ class _InstanceFormBase(forms.ModelForm):
         if any(name in self.errors for name in CONFIG_FIELDS):
             return cleaned  # a value could not even be read; the engine has nothing to judge yet
         try:
-            self.config = QuantizationConfig.from_dict(self.config_dict())
+            QuantizationConfig.from_dict(self.config_dict())
         except ConfigError as exc:
             self.add_error(exc.field if exc.field in self.fields else None, exc.message)
         return cleaned
