@@ -6,37 +6,22 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
+from django.utils.timezone import localtime
 
-from engine import ConfigError, QuantizationConfig
+from engine import QuantizationMode, QuantizationType
 
 from . import registry, services
 from .exceptions import ServiceError
+from .forms import CONFIG_FIELDS, InstanceForm
 from .models import DEFAULT_INSTANCE_ID, QuantizerInstance
 from .selectors import STATS_FIELDS
 
-
-class InstanceForm(forms.ModelForm):
-    # Not required: a required JSONField refuses {} as "empty", yet {} is a valid configuration (all defaults).
-    # A blank field is still refused, by the engine ("the configuration must be a JSON object").
-    config = forms.JSONField(required=False, help_text="The full configuration; validated by the engine, absent "
-                                                       "fields take the defaults.")
-
-    class Meta:
-        model = QuantizerInstance
-        fields = ["instance_id", "config"]
-
-    def clean_config(self) -> dict[str, Any]:
-        try:
-            return QuantizationConfig.from_dict(self.cleaned_data["config"]).to_dict()
-        except ConfigError as exc:
-            raise forms.ValidationError(str(exc)) from None
-        except (TypeError, ValueError) as exc:
-            raise forms.ValidationError(f"invalid configuration: {exc}") from None
+_BREAK_AFTER_UNDERSCORE = mark_safe("_<wbr>")
 
 
 def _pretty(value: Any) -> str:
@@ -74,27 +59,29 @@ class TypeFilter(ConfigValueFilter):
     title = "quantization type"
     parameter_name = "type"
     key = "quantization_type"
-    values = ("INT8", "UINT8", "INT16", "FLOAT16", "NONE", "MIXED")
+    values = tuple(QuantizationType.__members__)
 
 
 class ModeFilter(ConfigValueFilter):
     title = "quantization mode"
     parameter_name = "mode"
     key = "quantization_mode"
-    values = ("DYNAMIC", "DYNAMIC_PER_BATCH", "DYNAMIC_PER_CHANNEL", "STATIC", "CALIBRATED", "SYMMETRIC")
+    values = tuple(QuantizationMode.__members__)
 
 
 @admin.register(QuantizerInstance)
 class QuantizerInstanceAdmin(admin.ModelAdmin):
     form = InstanceForm
-    list_display = ("instance_id", "qtype", "mode", "bits", "symmetric", "per_channel", "calibrated", "calls",
-                    "clipped_share", "updated_at")
+    list_display = ("instance_id", "quantization", "flags", "calls", "clipped_share", "updated")
     list_filter = (TypeFilter, ModeFilter, CalibratedFilter)
     search_fields = ("instance_id",)
     readonly_fields = ("version", "cache_epoch", "created_at", "updated_at", "parameters_view", "stats_view")
     actions = ("reset_statistics", "clear_cache", "export_parameters", "duplicate")
     fieldsets = (
-        (None, {"fields": ("instance_id", "config")}),
+        (None, {"fields": ("instance_id",)}),
+        ("Configuration", {"fields": CONFIG_FIELDS,
+                           "description": "One input per setting of the engine's configuration; the engine checks "
+                                          "the whole configuration when it is saved."}),
         ("Parameters", {"fields": ("parameters_view",)}),
         ("Statistics", {"fields": ("stats_view",)}),
         ("Bookkeeping", {"fields": ("version", "cache_epoch", "created_at", "updated_at")}),
@@ -107,30 +94,22 @@ class QuantizerInstanceAdmin(admin.ModelAdmin):
         return (*self.readonly_fields, "instance_id") if obj is not None else self.readonly_fields
 
     # ------------------------------------------------------------------ columns
-    @admin.display(description="type")
-    def qtype(self, obj: QuantizerInstance) -> str:
-        return str(obj.config.get("quantization_type"))
+    # Compact cells, so that the list fits a 1280 px screen beside the navigation and filter sidebars: type, bits
+    # and mode share a cell (a mode breaks after its underscores), the flags that are on share another.
+    @admin.display(description="type · mode")
+    def quantization(self, obj: QuantizerInstance) -> str:
+        mode = format_html_join(_BREAK_AFTER_UNDERSCORE, "{}", ((part,) for part in
+                                                                 str(obj.config.get("quantization_mode")).split("_")))
+        return format_html('{} <span class="quiet">{}&nbsp;bit</span><br>{}', obj.config.get("quantization_type"),
+                           obj.config.get("num_bits"), mode)
 
-    @admin.display(description="mode")
-    def mode(self, obj: QuantizerInstance) -> str:
-        return str(obj.config.get("quantization_mode"))
-
-    @admin.display(description="bits")
-    def bits(self, obj: QuantizerInstance) -> int:
-        return int(obj.config.get("num_bits", 0))
-
-    @admin.display(description="symmetric", boolean=True)
-    def symmetric(self, obj: QuantizerInstance) -> bool:
-        return bool(obj.config.get("symmetric"))
-
-    @admin.display(description="per channel", boolean=True)
-    def per_channel(self, obj: QuantizerInstance) -> bool:
-        return bool(obj.config.get("per_channel"))
-
-    @admin.display(description="calibrated", boolean=True)
-    def calibrated(self, obj: QuantizerInstance) -> bool:
+    @admin.display(description="flags")
+    def flags(self, obj: QuantizerInstance) -> str:
         params = getattr(obj, "parameters", None)
-        return bool(params and params.is_calibrated)
+        on = [label for label, value in (("symmetric", obj.config.get("symmetric")),
+                                         ("per\u00a0channel", obj.config.get("per_channel")),
+                                         ("calibrated", params is not None and params.is_calibrated)) if value]
+        return format_html_join(mark_safe("<br>"), "{}", ((label,) for label in on)) if on else "-"
 
     @admin.display(description="calls")
     def calls(self, obj: QuantizerInstance) -> int:
@@ -142,7 +121,13 @@ class QuantizerInstanceAdmin(admin.ModelAdmin):
         stats = getattr(obj, "stats", None)
         if stats is None or not stats.total_values:
             return "-"
-        return f"{100.0 * stats.clipped_values / stats.total_values:.3f} %"
+        return f"{100.0 * stats.clipped_values / stats.total_values:.3f}\u00a0%"
+
+    @admin.display(description="updated", ordering="updated_at")
+    def updated(self, obj: QuantizerInstance) -> str:
+        when = localtime(obj.updated_at)
+        return format_html('<span class="nowrap" title="{}">{}<br>{}</span>', when.isoformat(),
+                           f"{when:%Y-%m-%d}", f"{when:%H:%M}")
 
     @admin.display(description="parameters")
     def parameters_view(self, obj: QuantizerInstance) -> str:
@@ -160,10 +145,11 @@ class QuantizerInstanceAdmin(admin.ModelAdmin):
 
     # ------------------------------------------------------------------ saving and deleting through services
     def save_model(self, request: HttpRequest, obj: QuantizerInstance, form: Any, change: bool) -> None:
+        config = form.config_dict()
         if change:
-            services.instance_update_config(instance_id=obj.instance_id, config=form.cleaned_data["config"])
+            services.instance_update_config(instance_id=obj.instance_id, config=config)
         else:
-            services.instance_create(instance_id=obj.instance_id, config=form.cleaned_data["config"])
+            services.instance_create(instance_id=obj.instance_id, config=config)
         obj.refresh_from_db()
 
     def has_delete_permission(self, request: HttpRequest, obj: QuantizerInstance | None = None) -> bool:

@@ -5,12 +5,19 @@ The admin goes through the same services as the API, so what it does is checked 
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import json
 import re
+import typing
+from html import escape, unescape
+from html.parser import HTMLParser
 
 import pytest
 
+from engine import ConfigError, QuantizationConfig, QuantizationMode, QuantizationType
 from quantizers.models import QuantizerInstance
+from quantizers.serializers import QuantizerConfigModel
 
 CHANGELIST = "/admin/quantizers/quantizerinstance/"
 ADD = CHANGELIST + "add/"
@@ -53,6 +60,93 @@ def action(client, name, ids, **extra):
     return client.post(CHANGELIST, {"action": name, "_selected_action": list(ids), **extra}, follow=True)
 
 
+class FormReader(HTMLParser):
+    """What a browser would submit from the admin's instance form, and the options of its selects."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.inside = False
+        self.data: dict[str, str] = {}
+        self.inputs: dict[str, dict[str, str | None]] = {}  # name -> the tag's attributes (with "tag")
+        self.options: dict[str, list[str]] = {}
+        self.select: str | None = None
+        self.textarea: str | None = None
+
+    def handle_starttag(self, tag: str, attr_list: list[tuple[str, str | None]]) -> None:
+        attrs = dict(attr_list)
+        if tag == "form" and attrs.get("id") == "quantizerinstance_form":
+            self.inside = True
+        if not self.inside:
+            return
+        name = attrs.get("name") or ""
+        if tag == "input" and name and attrs.get("type") not in ("submit", "button"):
+            self.inputs[name] = {"tag": tag, **attrs}
+            if attrs.get("type") != "checkbox":
+                self.data[name] = attrs.get("value") or ""
+            elif "checked" in attrs:
+                self.data[name] = attrs.get("value") or "on"
+        elif tag == "select":
+            self.select = name
+            self.inputs[name] = {"tag": tag, **attrs}
+            self.options[name] = []
+        elif tag == "option" and self.select:
+            self.options[self.select].append(attrs.get("value") or "")
+            if "selected" in attrs or self.select not in self.data:
+                self.data[self.select] = attrs.get("value") or ""
+        elif tag == "textarea":
+            self.textarea = name
+            self.inputs[name] = {"tag": tag, **attrs}
+            self.data[name] = ""
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "form":
+            self.inside = False
+        elif tag == "select":
+            self.select = None
+        elif tag == "textarea" and self.textarea:
+            self.data[self.textarea] = self.data[self.textarea].removeprefix("\n")  # as browsers read it
+            self.textarea = None
+
+    def handle_data(self, data: str) -> None:
+        if self.textarea:
+            self.data[self.textarea] += data
+
+
+def read_form(response) -> FormReader:
+    assert response.status_code == 200, response.content[:300]
+    reader = FormReader()
+    reader.feed(response.content.decode())
+    assert reader.inputs, "no instance form on the page"
+    return reader
+
+
+def submitted(response, **changes: str | None) -> dict[str, str]:
+    """The form's data as rendered, with `changes` applied (None: a checkbox left unchecked)."""
+    data = {k: v for k, v in read_form(response).data.items() if k != "csrfmiddlewaretoken"}
+    for name, value in changes.items():
+        if value is None:
+            data.pop(name, None)
+        else:
+            data[name] = value
+    return data
+
+
+def config_of(instance_id: str) -> dict:
+    return QuantizerInstance.objects.get(pk=instance_id).config
+
+
+def engine_error(config: dict) -> ConfigError:
+    with pytest.raises(ConfigError) as caught:
+        QuantizationConfig.from_dict(config)
+    return caught.value
+
+
+HINTS = typing.get_type_hints(QuantizationConfig)
+CONFIG_FIELDS = [f.name for f in dataclasses.fields(QuantizationConfig)]
+ENUM_FIELDS = [n for n in CONFIG_FIELDS if isinstance(HINTS[n], type) and issubclass(HINTS[n], enum.Enum)]
+DEFAULTS = QuantizationConfig().to_dict()
+
+
 @pytest.fixture
 def fleet(api):
     """default (INT8 DYNAMIC), u8 (UINT8 STATIC, imported), cal16 (INT16 calibrated), half (FLOAT16)."""
@@ -78,12 +172,37 @@ def test_staff_without_permissions_is_refused(client, django_user_model):
 
 
 # ---------------------------------------------------------------------------- changelist, filters, search
+def column(html: str, name: str) -> list[str]:
+    """The text of a changelist column, row by row (tags dropped, whitespace collapsed)."""
+    cells = re.findall(rf'<t[dh] class="field-{name}"[^>]*>(.*?)</t[dh]>', html, re.DOTALL)
+    texts = (unescape(re.sub(r"<[^>]+>", " ", cell)) for cell in cells)
+    return [re.sub(r"[ \t\n]+", " ", text).strip() for text in texts]  # (no-break spaces stay)
+
+
 def test_changelist_lists_every_instance_with_its_columns(admin_client, fleet):
+    ok_json(fleet.post("/instances/half/quantize", {"data": [[1.0, 2.0, 3.0, 4.0]]}))
     response = admin_client.get(CHANGELIST)
     assert listed(response) == ["cal16", "default", "half", "u8"]
     html = response.content.decode()
-    for column in ("type", "mode", "bits", "symmetric", "per channel", "calibrated", "calls", "clipped"):
-        assert re.search(rf">\s*{column}\s*<", html, re.IGNORECASE), column
+    for header in ("instance id", "type · mode", "flags", "calls", "clipped", "updated"):
+        assert re.search(rf">\s*{header}\s*<", html, re.IGNORECASE), header
+    # compact cells: type, bits and mode in one, the flags that are on in another (rows sorted by id)
+    assert column(html, "instance_id") == ["cal16", "default", "half", "u8"]
+    assert column(html, "quantization") == ["INT16 16\u00a0bit CALIBRATED", "INT8 8\u00a0bit DYNAMIC",
+                                            "FLOAT16 16\u00a0bit DYNAMIC", "UINT8 8\u00a0bit STATIC"]
+    assert column(html, "flags") == ["calibrated", "-", "-", "calibrated"]
+    assert column(html, "calls") == ["0", "0", "1", "0"]
+    assert column(html, "clipped_share") == ["-", "-", "0.000\u00a0%", "-"]
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d", cell) for cell in column(html, "updated"))
+
+
+def test_changelist_cells_stay_narrow(admin_client, api):
+    """Long modes break after their underscores and long ids anywhere, so the list fits a 1280 px screen."""
+    make(api, "x" * 64, {"quantization_mode": "DYNAMIC_PER_CHANNEL", "symmetric": True, "per_channel": True})
+    html = admin_client.get(CHANGELIST).content.decode()
+    assert "DYNAMIC_<wbr>PER_<wbr>CHANNEL" in html
+    assert "symmetric<br>per\u00a0channel" in html
+    assert re.search(r"th\.field-instance_id \{[^}]*overflow-wrap: anywhere", html)
 
 
 @pytest.mark.parametrize(("query", "expected"), [
@@ -110,55 +229,133 @@ def test_changelist_filters_and_search(admin_client, fleet, query, expected):
 
 def test_filter_sidebar_offers_every_type_mode_and_calibration_choice(admin_client, fleet):
     html = admin_client.get(CHANGELIST).content.decode()
-    for value in ("type=INT8", "type=UINT8", "type=INT16", "type=FLOAT16", "type=NONE", "type=MIXED",
-                  "mode=DYNAMIC_PER_BATCH", "mode=STATIC", "mode=CALIBRATED", "mode=SYMMETRIC", "calibrated=yes",
-                  "calibrated=no"):
+    values = [*(f"type={name}" for name in QuantizationType.__members__),
+              *(f"mode={name}" for name in QuantizationMode.__members__), "calibrated=yes", "calibrated=no"]
+    assert len(values) == 14
+    for value in values:
         assert f"?{value}" in html, value
 
 
 # ---------------------------------------------------------------------------- add
-def test_the_add_page_renders(admin_client):
+def test_the_add_page_has_one_input_per_config_field(admin_client, db):
+    reader = read_form(admin_client.get(ADD))
+    assert set(reader.inputs) - {"csrfmiddlewaretoken", "_save", "_addanother", "_continue"} == {
+        "instance_id", *CONFIG_FIELDS}
+    assert "config" not in reader.inputs  # no JSON blob of the whole configuration
+
+
+def test_the_add_form_starts_from_the_engine_defaults(admin_client, db):
     response = admin_client.get(ADD)
-    assert response.status_code == 200
-    assert 'name="instance_id"' in response.content.decode()
-    assert 'name="config"' in response.content.decode()
+    form = response.context["adminform"].form
+    assert {name: form.get_initial_for_field(form.fields[name], name) for name in CONFIG_FIELDS} == DEFAULTS
+    # what the page shows, saved unchanged, is the default configuration
+    response = admin_client.post(ADD, submitted(response, instance_id="plain"))
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    assert config_of("plain") == DEFAULTS
 
 
-def test_add_creates_an_instance_through_the_services(admin_client, api):
-    response = admin_client.post(ADD, {"instance_id": "from_admin",
-                                       "config": json.dumps({"quantization_type": "int8", "symmetric": True})})
+@pytest.mark.parametrize("name", CONFIG_FIELDS)
+def test_each_config_field_has_a_typed_input(admin_client, db, name):
+    reader = read_form(admin_client.get(ADD))
+    attrs = reader.inputs[name]
+    hint, optional = HINTS[name], type(None) in typing.get_args(HINTS[name])
+    kind = next(a for a in typing.get_args(hint) if a is not type(None)) if optional else hint
+    if name in ENUM_FIELDS:
+        assert attrs["tag"] == "select"
+        assert reader.options[name] == list(kind.__members__)
+    elif kind is bool:
+        assert attrs["type"] == "checkbox"
+        assert ("checked" in attrs) is DEFAULTS[name]
+    elif kind in (int, float):
+        assert attrs["type"] == "number"
+        assert ("required" in attrs) is not optional  # an optional number may stay blank
+    elif typing.get_origin(kind) is tuple:
+        assert (attrs["tag"], attrs["type"]) == ("input", "text")
+    else:
+        assert attrs["tag"] == "textarea"  # the per-layer overrides, as JSON
+
+
+def test_help_texts_come_from_the_api_serializer(admin_client, db):
+    html = admin_client.get(ADD).content.decode()
+    texts = {n: f.help_text for n, f in QuantizerConfigModel().fields.items() if f.help_text}
+    assert texts  # else this test checks nothing
+    for name, text in texts.items():
+        assert re.search(rf'id="id_{name}_helptext">\s*<div>{re.escape(text)}</div>', html), name
+
+
+def test_add_creates_an_instance_with_the_posted_config(admin_client, api):
+    changes = {"quantization_type": "UINT8", "quantization_mode": "STATIC", "num_bits": "6", "symmetric": "on",
+               "enable_cache": None, "cache_size": "5", "min_percentile": "1.5", "outlier_threshold": "2.5",
+               "skip_layers": "conv1, fc", "mixed_precision_layers": '["a,b", "c"]',
+               "custom_quantization_config": '{"fc": {"num_bits": 4, "per_channel": true}}',
+               "calibration_method": "PERCENTILE"}
+    response = admin_client.post(ADD, submitted(admin_client.get(ADD), instance_id="from_admin", **changes))
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    expected = {**DEFAULTS, "quantization_type": "UINT8", "quantization_mode": "STATIC", "num_bits": 6,
+                "symmetric": True, "enable_cache": False, "cache_size": 5, "min_percentile": 1.5,
+                "outlier_threshold": 2.5, "skip_layers": ["conv1", "fc"], "mixed_precision_layers": ["a,b", "c"],
+                "custom_quantization_config": {"fc": {"num_bits": 4, "per_channel": True}},
+                "calibration_method": "PERCENTILE"}
+    assert config_of("from_admin") == expected
+    assert ok_json(api.get("/instances/from_admin/config")) == expected
+
+
+def test_an_added_instance_is_complete_and_quantizes(admin_client, api):
+    response = admin_client.post(ADD, submitted(admin_client.get(ADD), instance_id="from_admin", symmetric="on"))
     assert response.status_code == 302
-    config = ok_json(api.get("/instances/from_admin/config"))
-    assert (config["quantization_type"], config["symmetric"], config["num_bits"]) == ("INT8", True, 8)
-    # a complete instance: parameters and statistics exist, and it quantizes (the spec's example)
+    # created through the services: parameters and statistics exist, and it quantizes (the spec's example)
     assert ok_json(api.get("/instances/from_admin/stats"))["quantize_calls"] == 0
     body = ok_json(api.post("/instances/from_admin/quantize", {"data": [[1.2, 3.4, 5.6], [7.8, 9.0, 2.1]]}))
     assert body["data"] == [[17, 48, 79], [110, 127, 30]]
 
 
-def test_add_with_an_empty_object_takes_the_defaults(admin_client, api):
-    assert admin_client.post(ADD, {"instance_id": "plain", "config": "{}"}).status_code == 302
-    assert ok_json(api.get("/instances/plain/config")) == ok_json(api.get("/instances/default/config"))
+# (what the form posts, the same values as the engine gets them)
+ENGINE_REFUSALS = [
+    ({"num_bits": "99"}, {"num_bits": 99}),
+    ({"quantization_type": "UINT8", "num_bits": "12"}, {"quantization_type": "UINT8", "num_bits": 12}),
+    ({"cache_size": "-1"}, {"cache_size": -1}),
+    ({"min_percentile": "60", "max_percentile": "50"}, {"min_percentile": 60.0, "max_percentile": 50.0}),
+    ({"outlier_threshold": "-1"}, {"outlier_threshold": -1.0}),
+    ({"requantization_threshold": "0"}, {"requantization_threshold": 0.0}),
+    ({"skip_layers": "conv1,,fc"}, {"skip_layers": ["conv1", "", "fc"]}),
+    ({"custom_quantization_config": '{"fc": {"num_bits": 99}}'},
+     {"custom_quantization_config": {"fc": {"num_bits": 99}}}),
+    ({"custom_quantization_config": '{"fc": {"bits": 4}}'}, {"custom_quantization_config": {"fc": {"bits": 4}}}),
+    ({"custom_quantization_config": "[1]"}, {"custom_quantization_config": [1]}),
+]
 
 
-@pytest.mark.parametrize(("fields", "error_field"), [
-    ({"instance_id": "bad_bits", "config": '{"num_bits": 99}'}, "config"),
-    ({"instance_id": "bad_type", "config": '{"quantization_type": "INT4"}'}, "config"),
-    ({"instance_id": "bad_key", "config": '{"surprise": 1}'}, "config"),
-    ({"instance_id": "bad_json", "config": "{num_bits: 8"}, "config"),
-    ({"instance_id": "not_object", "config": "[1, 2]"}, "config"),
-    ({"instance_id": "blank", "config": ""}, "config"),
-    ({"instance_id": "a b", "config": "{}"}, "instance_id"),
-    ({"instance_id": "a" * 65, "config": "{}"}, "instance_id"),
-    ({"instance_id": "", "config": "{}"}, "instance_id"),
-    ({"instance_id": "default", "config": "{}"}, "instance_id"),  # exists (and cannot be re-created)
-])
-def test_add_with_bad_input_is_a_form_error_not_a_500(admin_client, api, fields, error_field):
+@pytest.mark.parametrize(("posted", "engine_values"), ENGINE_REFUSALS)
+def test_add_shows_the_engine_error_on_its_field_and_stores_nothing(admin_client, api, posted, engine_values):
+    expected = engine_error({**DEFAULTS, **engine_values})
+    assert expected.field in CONFIG_FIELDS
     before = QuantizerInstance.objects.count()
-    response = admin_client.post(ADD, fields)
+    response = admin_client.post(ADD, submitted(admin_client.get(ADD), instance_id="refused", **posted))
+    assert response.status_code == 200
+    assert response.context["adminform"].form.errors == {expected.field: [expected.message]}
+    assert escape(expected.message) in response.content.decode()
+    assert QuantizerInstance.objects.count() == before
+
+
+@pytest.mark.parametrize(("posted", "error_field"), [
+    ({"num_bits": "eight"}, "num_bits"),
+    ({"num_bits": ""}, "num_bits"),
+    ({"min_percentile": "inf"}, "min_percentile"),
+    ({"quantization_type": "INT4"}, "quantization_type"),
+    ({"calibration_method": "minmax"}, "calibration_method"),
+    ({"custom_quantization_config": "{fc: 1"}, "custom_quantization_config"),
+    ({"skip_layers": "[unclosed"}, "skip_layers"),
+    ({"instance_id": "a b"}, "instance_id"),
+    ({"instance_id": "a" * 65}, "instance_id"),
+    ({"instance_id": ""}, "instance_id"),
+    ({"instance_id": "default"}, "instance_id"),  # exists (and cannot be re-created)
+])
+def test_add_with_unreadable_input_is_a_form_error_not_a_500(admin_client, api, posted, error_field):
+    before = QuantizerInstance.objects.count()
+    response = admin_client.post(ADD, submitted(admin_client.get(ADD), **{"instance_id": "bad", **posted}))
     assert response.status_code == 200
     errors = response.context["adminform"].form.errors
-    assert error_field in errors, errors
+    assert list(errors) == [error_field], errors
     assert QuantizerInstance.objects.count() == before
     assert ok_json(api.get("/instances/default/config"))["quantization_type"] == "INT8"
 
@@ -166,8 +363,8 @@ def test_add_with_bad_input_is_a_form_error_not_a_500(admin_client, api, fields,
 def test_add_of_the_default_id_leaves_the_default_untouched(admin_client, api):
     ok_json(api.post("/instances/default/quantize", {"data": [[0.0, 1.0]]}))
     before = (ok_json(api.get("/instances/default/config")), ok_json(api.get("/instances/default/stats")))
-    response = admin_client.post(ADD, {"instance_id": "default", "config": '{"quantization_type": "UINT8"}'})
-    assert response.status_code == 200
+    data = submitted(admin_client.get(ADD), instance_id="default", quantization_type="UINT8")
+    assert admin_client.post(ADD, data).status_code == 200
     assert (ok_json(api.get("/instances/default/config")), ok_json(api.get("/instances/default/stats"))) == before
 
 
@@ -177,11 +374,9 @@ def test_the_change_page_shows_parameters_and_stats_read_only(admin_client, flee
     response = admin_client.get(change_url("u8"))
     assert response.status_code == 200
     html = response.content.decode()
-    # the id is read-only once created; the config is the only input
-    assert 'name="instance_id"' not in html
-    assert 'name="config"' in html
-    assert 'name="parameters_view"' not in html
-    assert 'name="stats_view"' not in html
+    # the id is read-only once created; the config settings are the only inputs
+    assert set(read_form(response).inputs) - {"csrfmiddlewaretoken", "_save", "_addanother", "_continue"} == set(
+        CONFIG_FIELDS)
     params = re.search(r'field-parameters_view.*?<div class="readonly"><pre>(.*?)</pre>', html, re.DOTALL)
     stats = re.search(r'field-stats_view.*?<div class="readonly"><pre>(.*?)</pre>', html, re.DOTALL)
     assert params
@@ -196,28 +391,58 @@ def test_the_change_page_shows_parameters_and_stats_read_only(admin_client, flee
         assert f"field-{field}" in html, field
 
 
-def test_change_replaces_the_config_through_the_services(admin_client, fleet):
+UNUSUAL = {"quantization_type": "INT16", "quantization_mode": "SYMMETRIC", "num_bits": 12, "symmetric": True,
+           "enable_cache": False, "cache_size": 7, "min_percentile": 0.5, "outlier_threshold": 3.25,
+           "skip_layers": ["conv1", "odd,name"], "mixed_precision_layers": ["fc"],
+           "custom_quantization_config": {"fc": {"quantization_type": "INT8", "num_bits": 4}},
+           "calibration_method": "ENTROPY", "quantize_bias": False}
+
+
+def test_the_change_form_shows_the_current_config(admin_client, api):
+    make(api, "unusual", UNUSUAL)
+    stored = config_of("unusual")
+    assert stored != DEFAULTS
+    response = admin_client.get(change_url("unusual"))
+    form = response.context["adminform"].form
+    assert {name: form.get_initial_for_field(form.fields[name], name) for name in CONFIG_FIELDS} == stored
+    # saved as the page shows it, nothing changes (every kind of input round-trips, odd names included)
+    response = admin_client.post(change_url("unusual"), submitted(response))
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    assert config_of("unusual") == stored
+
+
+def test_change_edits_the_config_through_the_services(admin_client, fleet):
     version = QuantizerInstance.objects.get(pk="u8").version
-    response = admin_client.post(change_url("u8"), {"config": '{"quantization_type": "uint8", "num_bits": 4}'})
+    before = config_of("u8")
+    response = admin_client.post(change_url("u8"), submitted(admin_client.get(change_url("u8")), num_bits="4",
+                                                             skip_layers="head"))
     assert response.status_code == 302
-    config = ok_json(fleet.get("/instances/u8/config"))
-    # the whole config is replaced: the mode goes back to the default
-    assert (config["quantization_type"], config["num_bits"], config["quantization_mode"]) == ("UINT8", 4, "DYNAMIC")
+    assert config_of("u8") == {**before, "num_bits": 4, "skip_layers": ["head"]}  # the mode stays STATIC
+    assert ok_json(fleet.get("/instances/u8/config")) == config_of("u8")
     assert QuantizerInstance.objects.get(pk="u8").version > version
     # parameters computed for 8 bits no longer apply
     assert ok_json(fleet.get("/instances/u8/parameters"))["global_scale"] is None
 
 
-def test_change_with_a_bad_config_is_a_form_error(admin_client, fleet):
-    before = ok_json(fleet.get("/instances/u8/config"))
-    response = admin_client.post(change_url("u8"), {"config": '{"num_bits": 99}'})
+def test_change_keeps_the_parameters_when_nothing_they_depend_on_changes(admin_client, fleet):
+    response = admin_client.post(change_url("u8"), submitted(admin_client.get(change_url("u8")), cache_size="3"))
+    assert response.status_code == 302
+    assert config_of("u8")["cache_size"] == 3
+    assert ok_json(fleet.get("/instances/u8/parameters"))["global_scale"] == 0.5
+
+
+def test_change_with_a_bad_config_shows_the_engine_error(admin_client, fleet):
+    before = config_of("u8")
+    expected = engine_error({**before, "num_bits": 99})
+    response = admin_client.post(change_url("u8"), submitted(admin_client.get(change_url("u8")), num_bits="99"))
     assert response.status_code == 200
-    assert "config" in response.context["adminform"].form.errors
+    assert response.context["adminform"].form.errors == {"num_bits": [expected.message]}
     assert ok_json(fleet.get("/instances/u8/config")) == before
 
 
 def test_change_cannot_rename_an_instance(admin_client, fleet):
-    admin_client.post(change_url("u8"), {"instance_id": "renamed", "config": '{"quantization_type": "UINT8"}'})
+    data = submitted(admin_client.get(change_url("u8")), instance_id="renamed")
+    assert admin_client.post(change_url("u8"), data).status_code == 302
     assert QuantizerInstance.objects.filter(pk="renamed").count() == 0
     assert QuantizerInstance.objects.filter(pk="u8").count() == 1
 
