@@ -2,9 +2,9 @@
 
 The inputs come from `dataclasses.fields(QuantizationConfig)` and its type hints (an enum is a select of its
 members, a bool a checkbox, an int or float a number, `X | None` may stay blank, a tuple of names is comma-separated
-text, a mapping is JSON); the help texts are those of the API's `QuantizerConfigModel`. The form only collects the
-values: it builds the configuration dict and lets the engine (`QuantizationConfig.from_dict`) judge it, showing a
-`ConfigError` on the field it names. The admin saves through the services.
+text, a mapping is JSON); the help texts are the engine's field descriptions (the API schema shows the same).
+The form only collects the values: it builds the configuration dict and lets the engine
+(`QuantizationConfig.from_dict`) judge it, showing a `ConfigError` on the field it names. The admin saves through the services.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from django import forms
 from engine import ConfigError, QuantizationConfig
 
 from .models import QuantizerInstance
-from .serializers import QuantizerConfigModel
 
 NAMES_HELP = "Comma-separated; a JSON list when a name holds a comma."
 
@@ -83,11 +82,9 @@ def config_field(name: str, hint: Any, help_text: str) -> forms.Field:
 
 def config_fields() -> dict[str, forms.Field]:
     hints = typing.get_type_hints(QuantizationConfig)
-    serializer_fields = QuantizerConfigModel().fields
-    return {
-        f.name: config_field(f.name, hints[f.name], serializer_fields[f.name].help_text or "")
-        for f in dataclasses.fields(QuantizationConfig)
-    }
+    descriptions = QuantizationConfig.field_help()
+    return {f.name: config_field(f.name, hints[f.name], descriptions[f.name])
+            for f in dataclasses.fields(QuantizationConfig)}
 
 
 CONFIG_FIELDS: tuple[str, ...] = QuantizationConfig.field_names()
