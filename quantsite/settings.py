@@ -145,10 +145,10 @@ QUANTIZER_REQUIRE_AUTH = env.bool("QUANTIZER_REQUIRE_AUTH", default=not DEBUG)
 # ---------------------------------------------------------------------------- DRF and OpenAPI
 REST_FRAMEWORK = {
     "DEFAULT_PARSER_CLASSES": [
-        "quantizers.parsers.OrjsonParser",
+        "quantizers.api.parsers.OrjsonParser",
         "rest_framework.parsers.MultiPartParser",
     ],
-    "DEFAULT_RENDERER_CLASSES": ["quantizers.renderers.OrjsonRenderer"],
+    "DEFAULT_RENDERER_CLASSES": ["quantizers.api.renderers.OrjsonRenderer"],
     "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.TokenAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["quantizers.permissions.ApiAccess"],
     "EXCEPTION_HANDLER": "quantizers.exceptions.exception_handler",
@@ -166,7 +166,7 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     "ENUM_NAME_OVERRIDES": {},
     # The default enum hook, then ours: id pattern, strict bodies, float32 bounds, JSON errors, 401/406, links.
-    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "quantizers.schema.postprocess_schema"],
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "quantizers.api.schema_hooks.postprocess_schema"],
 }
 
 # ---------------------------------------------------------------------------- logs: JSON lines with the request id

@@ -11,7 +11,7 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
-    path("", include("quantizers.urls")),
+    path("", include("quantizers.api.urls")),
     # Anything else is a JSON 404, with DEBUG on or off.
     re_path(r"^(?!admin/|static/).*$", exceptions.json_not_found),
 ]

@@ -408,7 +408,7 @@ def test_a_body_with_more_values_than_the_element_limit_is_refused_before_parsin
 
 
 def test_json_matrices_are_limited_in_rows(api, monkeypatch):
-    from quantizers import parsers
+    from quantizers.api import parsers
 
     monkeypatch.setattr(parsers, "MAX_JSON_ROWS", 100)
     body = '{"data": [' + ",".join(["[1.5]"] * 2000) + "]}"

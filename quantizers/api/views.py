@@ -22,9 +22,9 @@ from rest_framework.settings import api_settings
 from engine import OpResult, QParams
 from engine.npy import decode_npy
 
-from . import selectors, services
-from .arrays import max_elements
-from .exceptions import BadRequest
+from .. import selectors, services
+from ..arrays import max_elements
+from ..exceptions import BadRequest
 from .parsers import NpyParser, OctetStreamParser, OrjsonParser
 from .renderers import NpyRenderer, OctetStreamRenderer, OrjsonRenderer
 from .serializers import (

@@ -12,7 +12,7 @@ from rest_framework.parsers import BaseParser, JSONParser
 from engine import LimitError, NpyFormatError
 from engine.npy import decode_npy, raw_decode
 
-from .jsonmatrix import MAX_JSON_ROWS, split_body
+from ..jsonmatrix import MAX_JSON_ROWS, split_body
 
 _STRUCTURE_ONLY = bytes(b for b in range(256) if b not in b'[]{}"\\')
 
