@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import numpy as np
-from django.db import connection
-from django.db.migrations.executor import MigrationExecutor
-from drf_spectacular.generators import SchemaGenerator
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, viewsets
@@ -22,9 +18,10 @@ from rest_framework.settings import api_settings
 from engine import OpResult, QParams
 from engine.npy import decode_npy
 
-from .. import selectors, services
+from .. import health, selectors, services
 from ..arrays import max_elements
 from ..exceptions import BadRequest
+from .documentation import documentation as documentation_body
 from .parsers import NpyParser, OctetStreamParser, OrjsonParser
 from .renderers import NpyRenderer, OctetStreamRenderer, OrjsonRenderer
 from .serializers import (
@@ -143,14 +140,9 @@ def root(request: Request) -> Response:
 @authentication_classes([])
 @permission_classes([AllowAny])
 def readyz(request: Request) -> Response:
-    try:
-        executor = MigrationExecutor(connection)
-        pending = executor.migration_plan(executor.loader.graph.leaf_nodes())
-    except Exception as exc:  # the database is unreachable: say so, do not crash
-        return Response({"detail": f"database unavailable: {exc.__class__.__name__}", "code": "not_ready"},
-                        status=503)
-    if pending:
-        return Response({"detail": f"{len(pending)} migration(s) not applied", "code": "not_ready"}, status=503)
+    problem = health.readiness_problem()
+    if problem:
+        return Response({"detail": problem, "code": "not_ready"}, status=503)
     return Response({"status": "ready", "service": "Quantizer API"})
 
 
@@ -386,38 +378,8 @@ def _query_int(raw: str | None, name: str) -> int | None:
         raise BadRequest(f"{name} must be an integer; got {raw!r}", field=name) from None
 
 
-# ---------------------------------------------------------------------------- documentation
-@functools.cache
-def _schema_summary() -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """The OpenAPI schema and its routes, generated once per worker (the routes do not change while it runs)."""
-    schema = SchemaGenerator().get_schema(request=None, public=True)
-    endpoints = [
-        {"path": path, "method": method.upper(), "summary": op.get("summary", ""), "tags": op.get("tags", [])}
-        for path, operations in schema.get("paths", {}).items()
-        for method, op in operations.items()
-    ]
-    return schema, endpoints
-
-
 @extend_schema(summary="API documentation and examples, generated from the OpenAPI schema", tags=["health"],
                responses={200: OpenApiTypes.OBJECT})
 @api_view(["GET"])
 def documentation(request: Request) -> Response:
-    schema, endpoints = _schema_summary()
-    base = request.build_absolute_uri("/").rstrip("/")
-    return Response({
-        "title": schema["info"]["title"],
-        "version": schema["info"]["version"],
-        "description": schema["info"].get("description", ""),
-        "endpoints": endpoints,
-        "openapi_schema": f"{base}/api/schema/",
-        "swagger_ui": f"{base}/api/docs/",
-        "redoc": f"{base}/api/redoc/",
-        "examples": {
-            "create_instance": f"curl -X POST \"{base}/instances/custom_quantizer\" -H \"Content-Type: "
-                               "application/json\" -d '{\"quantization_type\": \"INT8\", \"num_bits\": 8, "
-                               "\"symmetric\": true}'",
-            "quantize": f"curl -X POST \"{base}/instances/default/quantize\" -H \"Content-Type: application/json\" "
-                        "-d '{\"data\": [[1.2, 3.4, 5.6], [7.8, 9.0, 2.1]], \"validate\": true}'",
-        },
-    })
+    return Response(documentation_body(request.build_absolute_uri("/")))
