@@ -13,7 +13,6 @@ from django.http import Http404, HttpRequest, JsonResponse
 from rest_framework import exceptions as drf_exceptions
 from rest_framework import status
 from rest_framework.response import Response
-from rest_framework.views import set_rollback
 
 from engine import errors as engine_errors
 
@@ -143,6 +142,9 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
 
 
 def _respond(body: dict[str, Any], status_code: int, request: Any) -> Response:
+    # Imported here: rest_framework.views imports the parsers (DEFAULT_PARSER_CLASSES), which import this module.
+    from rest_framework.views import set_rollback
+
     # 4xx are logged, with their detail, by quantizers.observability.RequestIdMiddleware.
     set_rollback()
     return Response(body, status=status_code)

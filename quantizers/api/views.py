@@ -9,20 +9,17 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, viewsets
 from rest_framework.decorators import api_view, authentication_classes, permission_classes
-from rest_framework.parsers import MultiPartParser
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
 
 from engine import OpResult, QParams
-from engine.npy import decode_npy
 
 from .. import health, selectors, services
-from ..arrays import max_elements
 from ..exceptions import BadRequest
 from .documentation import documentation as documentation_body
-from .parsers import NpyParser, OctetStreamParser, OrjsonParser
+from .parsers import NpyParser, NpyUploadParser, OctetStreamParser, OrjsonParser
 from .renderers import NpyRenderer, OctetStreamRenderer, OrjsonRenderer
 from .serializers import (
     ArrayResponse,
@@ -121,7 +118,7 @@ ACTION_IO = {
     "quantize": ARRAY_IO,
     "dequantize": ARRAY_IO,
     "quantize_dequantize": ARRAY_IO,
-    "upload_numpy": ([MultiPartParser], ARRAY_IO[1]),
+    "upload_numpy": ([NpyUploadParser], ARRAY_IO[1]),
 }
 BINARY_BODY = {"application/x-npy": OpenApiTypes.BINARY, "application/octet-stream": OpenApiTypes.BINARY}
 
@@ -330,12 +327,7 @@ class InstanceViewSet(viewsets.ViewSet):
         validate = _query_bool(query.get("validate"), "validate", default=True)
         channel_dim = _query_int(query.get("channel_dim"), "channel_dim")
         layer_name = query.get("layer_name") or None
-        upload = request.FILES.get("file")
-        if upload is None:
-            raise BadRequest("a multipart form field 'file' holding a .npy file is required", field="file")
-        if not (upload.name or "").lower().endswith(".npy"):
-            raise BadRequest("the file must be a .npy file (name ending in .npy)", field="file")
-        array = decode_npy(upload.read(), max_elements=max_elements())
+        array = request.data["data"]
         result = services.instance_run(instance_id=instance_id, operation=operation, data=array, validate=validate,
                                        channel_dim=channel_dim, layer_name=layer_name)
         out = np.asarray(result.data)
