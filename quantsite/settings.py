@@ -166,7 +166,10 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     "ENUM_NAME_OVERRIDES": {},
     # The default enum hook, then ours: id pattern, strict bodies, float32 bounds, JSON errors, 401/406, links.
-    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "quantizers.api.schema_hooks.postprocess_schema"],
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "quantizers.api.schema_hooks.postprocess_schema",
+    ],
 }
 
 # ---------------------------------------------------------------------------- logs: JSON lines with the request id
