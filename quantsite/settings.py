@@ -144,10 +144,8 @@ QUANTIZER_REQUIRE_AUTH = env.bool("QUANTIZER_REQUIRE_AUTH", default=not DEBUG)
 
 # ---------------------------------------------------------------------------- DRF and OpenAPI
 REST_FRAMEWORK = {
-    "DEFAULT_PARSER_CLASSES": [
-        "quantizers.api.parsers.OrjsonParser",
-        "rest_framework.parsers.MultiPartParser",
-    ],
+    # JSON in and out unless a view says otherwise (the array operations and the upload do).
+    "DEFAULT_PARSER_CLASSES": ["quantizers.api.parsers.OrjsonParser"],
     "DEFAULT_RENDERER_CLASSES": ["quantizers.api.renderers.OrjsonRenderer"],
     "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.TokenAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["quantizers.permissions.ApiAccess"],

@@ -3,36 +3,44 @@
 from __future__ import annotations
 
 from django.urls import re_path
+from rest_framework.routers import DynamicRoute, Route, SimpleRouter
 
-from . import views
+from . import schema, views  # noqa: F401  (schema: the views' OpenAPI description, applied on import)
 
-ID = r"(?P<instance_id>[^/]+)"
+# `(?:/)?` rather than `/?`: the same match, but the OpenAPI schema (and /documentation) then shows the spec's
+# path, /instances/{instance_id}/quantize, where `/?` simplified to a trailing slash the spec does not write.
+TRAILING_SLASH = "(?:/)?"
+
+
+class SpecRouter(SimpleRouter):
+    """The spec's layout: GET /instances lists, POST /instances/{id} creates (the client names the instance),
+    DELETE /instances/{id} deletes, and each `@action` is /instances/{id}/{url_path}."""
+
+    routes = [
+        Route(url=r"^{prefix}{trailing_slash}$", mapping={"get": "list"}, name="{basename}-list", detail=False,
+              initkwargs={}),
+        Route(url=r"^{prefix}/{lookup}{trailing_slash}$", mapping={"post": "create", "delete": "destroy"},
+              name="{basename}-detail", detail=True, initkwargs={}),
+        DynamicRoute(url=r"^{prefix}/{lookup}/{url_path}{trailing_slash}$", name="{basename}-{url_name}",
+                     detail=True, initkwargs={}),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.trailing_slash = TRAILING_SLASH
+
+
+router = SpecRouter()
+router.register("instances", views.InstanceViewSet, basename="instance")
 
 
 def route(pattern: str, view, name: str):  # type: ignore[no-untyped-def]
-    # `(?:/)?` rather than `/?`: the same match, but the OpenAPI schema (and /documentation) then shows the spec's
-    # path, /instances/{instance_id}/quantize, where `/?` simplified to a trailing slash the spec does not write.
-    return re_path(rf"^{pattern}(?:/)?$", view, name=name)
+    return re_path(rf"^{pattern}{TRAILING_SLASH}$", view, name=name)
 
-
-instances = views.InstanceViewSet
 
 urlpatterns = [
     re_path(r"^$", views.root, name="root"),
     route("readyz", views.readyz, "readyz"),
-    route("documentation", views.documentation, "documentation"),
-    route("instances", instances.as_view({"get": "list"}), "instance-list"),
-    route(rf"instances/{ID}", instances.as_view({"post": "create", "delete": "destroy"}), "instance-detail"),
-    route(rf"instances/{ID}/config",
-          instances.as_view({"get": "get_config", "put": "put_config", "patch": "patch_config"}), "instance-config"),
-    *[
-        route(rf"instances/{ID}/{action}", instances.as_view({"post": action}), f"instance-{action}")
-        for action in ("quantize", "dequantize", "quantize_dequantize", "calibrate", "compute_params",
-                       "clear_cache", "reset_stats", "upload_numpy")
-    ],
-    route(rf"instances/{ID}/stats", instances.as_view({"get": "stats"}), "instance-stats"),
-    route(rf"instances/{ID}/parameters",
-          instances.as_view({"get": "export_parameters", "post": "import_parameters"}), "instance-parameters"),
-    route(rf"instances/{ID}/layer_params/(?P<layer_name>[^/]+)", instances.as_view({"get": "layer_params"}),
-          "instance-layer-params"),
+    route("documentation", views.documentation_view, "documentation"),
+    *router.urls,
 ]
