@@ -1,18 +1,29 @@
 """The views' OpenAPI description, applied to them from here (`urls.py` imports this module before it builds the
-routes). What the decoration cannot say is added by `schema_hooks.postprocess_schema`.
+routes). The query parameters are not written here: `AutoSchema` derives them from each view's `query_options`.
+What the decoration cannot say is added by `schema_hooks.postprocess_schema`.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from drf_spectacular import openapi
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import serializers
 
-from .. import services
-from . import views
-from .serializers import (
+
+class AutoSchema(openapi.AutoSchema):
+    """DEFAULT_SCHEMA_CLASS: drf-spectacular's, plus the query options the view declares. (Defined before the
+    decoration below, which resolves DEFAULT_SCHEMA_CLASS, so that it is there when this module is mid-import.)"""
+
+    def get_override_parameters(self) -> list[Any]:
+        declared = getattr(self.view, "query_options", None)
+        return [*(declared.parameters() if declared else []), *super().get_override_parameters()]
+
+
+from . import views  # noqa: E402
+from .serializers import (  # noqa: E402
     ArrayResponse,
     CalibrationResponse,
     CalibrationSerializer,
@@ -36,10 +47,7 @@ ERROR_DESCRIPTIONS = {400: "Invalid input", 403: "Forbidden", 404: "Instance not
 INSTANCE_ERRORS = (400, 404, 405)
 BODY_ERRORS = (400, 404, 405, 413, 415)
 BINARY_BODY = {"application/x-npy": OpenApiTypes.BINARY, "application/octet-stream": OpenApiTypes.BINARY}
-BINARY_QUERY = [
-    OpenApiParameter("validate", bool, description="Binary bodies only (JSON bodies carry it in the body)."),
-    OpenApiParameter("channel_dim", int, description="Binary bodies only."),
-    OpenApiParameter("layer_name", str, description="Binary bodies only."),
+BINARY_HEADERS = [
     OpenApiParameter("X-Shape", str, OpenApiParameter.HEADER, description="application/octet-stream bodies: the "
                      "shape, e.g. 2000,2000 (1-4 dimensions)."),
     OpenApiParameter("X-Dtype", str, OpenApiParameter.HEADER, description="application/octet-stream bodies: "
@@ -63,15 +71,15 @@ def _array_responses(json_answer: Any) -> dict[Any, Any]:
 def _array_operation(summary: str, request: type[serializers.Serializer], answer: type[serializers.Serializer],
                      examples: list[OpenApiExample]) -> Any:
     return extend_schema(summary=summary, tags=["operations"], request={"application/json": request, **BINARY_BODY},
-                         responses=_array_responses(answer), parameters=BINARY_QUERY, examples=examples)
+                         responses=_array_responses(answer), parameters=BINARY_HEADERS, examples=examples)
 
 
 # ---------------------------------------------------------------------------- health and documentation
-extend_schema(summary="Health check", responses={200: HealthResponse}, tags=["health"], auth=[])(views.root)
+extend_schema(summary="Health check", responses={200: HealthResponse}, tags=["health"], auth=[])(views.Root)
 extend_schema(summary="Readiness: database reachable and migrations applied",
-              responses={200: HealthResponse, 503: ErrorResponse}, tags=["health"], auth=[])(views.readyz)
+              responses={200: HealthResponse, 503: ErrorResponse}, tags=["health"], auth=[])(views.Readyz)
 extend_schema(summary="API documentation and examples, generated from the OpenAPI schema", tags=["health"],
-              responses={200: OpenApiTypes.OBJECT})(views.documentation_view)
+              responses={200: OpenApiTypes.OBJECT})(views.Documentation)
 
 # ---------------------------------------------------------------------------- instances
 extend_schema_view(
@@ -92,12 +100,6 @@ extend_schema_view(
     upload_numpy=extend_schema(
         summary="Upload a .npy array and quantize, dequantize or quantize_dequantize it",
         tags=["operations"], request={"multipart/form-data": UploadRequest},
-        parameters=[
-            OpenApiParameter("operation", str, enum=[*services.OPERATIONS], default="quantize"),
-            OpenApiParameter("validate", bool, default=True),
-            OpenApiParameter("channel_dim", int, required=False),
-            OpenApiParameter("layer_name", str, required=False),
-        ],
         responses=_array_responses(UploadResponse),
     ),
     calibrate=extend_schema(summary="Calibrate from representative data (switches the instance to CALIBRATED mode)",

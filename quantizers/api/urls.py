@@ -39,8 +39,8 @@ def route(pattern: str, view, name: str):  # type: ignore[no-untyped-def]
 
 
 urlpatterns = [
-    re_path(r"^$", views.root, name="root"),
-    route("readyz", views.readyz, "readyz"),
-    route("documentation", views.documentation_view, "documentation"),
+    re_path(r"^$", views.Root.as_view(), name="root"),
+    route("readyz", views.Readyz.as_view(), "readyz"),
+    route("documentation", views.Documentation.as_view(), "documentation"),
     *router.urls,
 ]

@@ -1,6 +1,6 @@
 """HTTP endpoints: parse the request, call one service or selector, render the answer.
 
-Their OpenAPI description is in `schema.py`.
+Their OpenAPI description is in `schema.py`; the query options each route takes are declared in `options.py`.
 """
 
 from __future__ import annotations
@@ -9,16 +9,17 @@ from typing import Any
 
 import numpy as np
 from rest_framework import serializers, viewsets
-from rest_framework.decorators import action, api_view, authentication_classes, permission_classes
+from rest_framework.decorators import action
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.settings import api_settings
+from rest_framework.views import APIView
 
 from engine import OpResult
 
 from .. import health, selectors, services
 from ..exceptions import BadRequest
+from . import options
 from .documentation import documentation
 from .parsers import NpyParser, NpyUploadParser, OctetStreamParser, OrjsonParser
 from .renderers import NpyRenderer, OctetStreamRenderer, OrjsonRenderer
@@ -43,32 +44,49 @@ MSG_UPLOAD = "File processed successfully"
 # Array operations take JSON, .npy or raw bytes, and answer in any of the three (Accept or ?format=).
 ARRAY_PARSERS = [OrjsonParser, NpyParser, OctetStreamParser]
 ARRAY_RENDERERS = [OrjsonRenderer, NpyRenderer, OctetStreamRenderer]
-ARRAY_IO: dict[str, Any] = {"parser_classes": ARRAY_PARSERS, "renderer_classes": ARRAY_RENDERERS}
+ARRAY_IO: dict[str, Any] = {"parser_classes": ARRAY_PARSERS, "renderer_classes": ARRAY_RENDERERS,
+                            "query_options": options.ARRAY_BODY}
 
 
-@api_view(["GET"])
-@authentication_classes([])
-@permission_classes([AllowAny])
-def root(request: Request) -> Response:
-    return Response({"status": "healthy", "service": SERVICE})
+# Parses the query string against the view's `query_options` before anything else; the result is `self.query`.
+# Every route has a set (by default, none), so an unknown option is never silently ignored. (A comment, not a
+# docstring: drf-spectacular would show a docstring as the description of every operation.)
+class QueryOptionsMixin:
+
+    query_options: options.Options = options.NONE
+    query: dict[str, Any]
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        renderers = len(self.renderer_classes)  # type: ignore[attr-defined]
+        self.query = self.query_options.parse(request.query_params, renderers=renderers)
+        super().initial(request, *args, **kwargs)  # type: ignore[misc]
 
 
-@api_view(["GET"])
-@authentication_classes([])
-@permission_classes([AllowAny])
-def readyz(request: Request) -> Response:
-    problem = health.readiness_problem()
-    if problem:
-        return Response({"detail": problem, "code": "not_ready"}, status=503)
-    return Response({"status": "ready", "service": SERVICE})
+class Root(QueryOptionsMixin, APIView):
+    authentication_classes = []
+    permission_classes = [AllowAny]
+
+    def get(self, request: Request) -> Response:
+        return Response({"status": "healthy", "service": SERVICE})
 
 
-@api_view(["GET"])
-def documentation_view(request: Request) -> Response:
-    return Response(documentation(request.build_absolute_uri("/")))
+class Readyz(QueryOptionsMixin, APIView):
+    authentication_classes = []
+    permission_classes = [AllowAny]
+
+    def get(self, request: Request) -> Response:
+        problem = health.readiness_problem()
+        if problem:
+            return Response({"detail": problem, "code": "not_ready"}, status=503)
+        return Response({"status": "ready", "service": SERVICE})
 
 
-class InstanceViewSet(viewsets.ViewSet):
+class Documentation(QueryOptionsMixin, APIView):
+    def get(self, request: Request) -> Response:
+        return Response(documentation(request.build_absolute_uri("/")))
+
+
+class InstanceViewSet(QueryOptionsMixin, viewsets.ViewSet):
     """Quantizer instances and their operations; the id is the spec's instance_id."""
 
     # JSON in and out (the DRF defaults) unless an action says otherwise.
@@ -109,7 +127,7 @@ class InstanceViewSet(viewsets.ViewSet):
 
     # ------------------------------------------------------------------ operations
     def _run(self, request: Request, instance_id: str, operation: str) -> Response:
-        body = _array_body(request, DequantizationSerializer if operation == "dequantize"
+        body = _array_body(request, self.query, DequantizationSerializer if operation == "dequantize"
                            else QuantizationSerializer)
         result = services.instance_run(
             instance_id=instance_id, operation=operation, data=body["data"], validate=body.get("validate", True),
@@ -133,19 +151,13 @@ class InstanceViewSet(viewsets.ViewSet):
     def quantize_dequantize(self, request: Request, instance_id: str) -> Response:
         return self._run(request, instance_id, "quantize_dequantize")
 
-    @action(detail=True, methods=["post"], parser_classes=[NpyUploadParser], renderer_classes=ARRAY_RENDERERS)
+    @action(detail=True, methods=["post"], parser_classes=[NpyUploadParser], renderer_classes=ARRAY_RENDERERS,
+            query_options=options.UPLOAD)
     def upload_numpy(self, request: Request, instance_id: str) -> Response:
-        query = request.query_params
-        operation = query.get("operation", "quantize")
-        if operation not in services.OPERATIONS:
-            raise BadRequest(f"operation must be one of {', '.join(services.OPERATIONS)}; got {operation!r}",
-                             field="operation")
-        validate = _query_bool(query.get("validate"), "validate", default=True)
-        channel_dim = _query_int(query.get("channel_dim"), "channel_dim")
-        layer_name = query.get("layer_name") or None
-        array = request.data["data"]
-        result = services.instance_run(instance_id=instance_id, operation=operation, data=array, validate=validate,
-                                       channel_dim=channel_dim, layer_name=layer_name)
+        array, operation = request.data["data"], self.query["operation"]
+        result = services.instance_run(instance_id=instance_id, operation=operation, data=array,
+                                       validate=self.query["validate"], channel_dim=self.query["channel_dim"],
+                                       layer_name=self.query["layer_name"])
         out = np.asarray(result.data)
         return _result_headers(Response({
             "message": MSG_UPLOAD, "operation": operation, "shape": _shape(out), "dtype": str(out.dtype),
@@ -218,49 +230,14 @@ def _valid(serializer_cls: type[serializers.Serializer], request: Request) -> di
     return dict(serializer.validated_data)
 
 
-def _array_body(request: Request, serializer_cls: type[serializers.Serializer]) -> dict[str, Any]:
+def _array_body(request: Request, query: dict[str, Any], serializer_cls: type[serializers.Serializer]
+                ) -> dict[str, Any]:
     """A binary body (.npy, octet-stream) is the array alone, its options in the query string; a JSON body holds
     the array and its options."""
     payload = request.data
-    options = _binary_options(request)  # checked whatever the body: a malformed query is a 400, never ignored
     if isinstance(payload, dict) and isinstance(payload.get("data"), np.ndarray) and len(payload) == 1:
-        return {**options, "data": payload["data"]}
+        return {**query, "data": payload["data"]}
     return _valid(serializer_cls, request)
-
-
-def _binary_options(request: Request) -> dict[str, Any]:
-    """Options of a binary (.npy / octet-stream) request come from the query string."""
-    query = request.query_params
-    # `format` is DRF's renderer override (?format=npy), which the schema documents on these routes.
-    known = {"validate", "channel_dim", "layer_name", "operation", api_settings.URL_FORMAT_OVERRIDE}
-    unknown = sorted(set(query) - known)
-    if unknown:
-        raise BadRequest(f"unknown query parameter: {unknown[0]}", field=unknown[0])
-    return {
-        "validate": _query_bool(query.get("validate"), "validate", default=True),
-        "channel_dim": _query_int(query.get("channel_dim"), "channel_dim"),
-        "layer_name": query.get("layer_name") or None,
-    }
-
-
-def _query_bool(raw: str | None, name: str, *, default: bool) -> bool:
-    if raw is None:
-        return default
-    value = raw.strip().lower()
-    if value in ("true", "1"):
-        return True
-    if value in ("false", "0"):
-        return False
-    raise BadRequest(f"{name} must be true or false; got {raw!r}", field=name)
-
-
-def _query_int(raw: str | None, name: str) -> int | None:
-    if raw is None or raw == "":
-        return None
-    try:
-        return int(raw)
-    except ValueError:
-        raise BadRequest(f"{name} must be an integer; got {raw!r}", field=name) from None
 
 
 # ---------------------------------------------------------------------------- rendering
