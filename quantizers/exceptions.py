@@ -9,7 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.exceptions import PermissionDenied, RequestDataTooBig
-from django.http import Http404, HttpRequest, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.views import csrf
 from rest_framework import exceptions as drf_exceptions
 from rest_framework import status
 from rest_framework.response import Response
@@ -22,6 +23,7 @@ MSG_EXISTS = "Quantizer instance {instance_id} already exists"
 MSG_DEFAULT_PROTECTED = "The default quantizer instance cannot be deleted"
 MSG_INVALID_ID = "instance_id must be 1-64 characters of A-Z a-z 0-9 _ -"
 MSG_ROUTE_NOT_FOUND = "No such route: {path}"
+MSG_CSRF_FAILED = "CSRF verification failed: {reason}"
 MSG_SERVER_ERROR = "Internal server error"
 MSG_BODY_TOO_LARGE = "The request body exceeds QUANTIZER_MAX_BODY_MB ({limit} MB)"
 
@@ -165,3 +167,11 @@ def json_bad_request(request: HttpRequest, exception: Exception | None = None) -
 
 def json_permission_denied(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
     return JsonResponse(error_body("Permission denied", "permission_denied"), status=403)
+
+
+def json_csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
+    """CSRF_FAILURE_VIEW: JSON, like every other answer of the API; the admin (HTML forms) keeps Django's page."""
+    match = getattr(request, "resolver_match", None)
+    if match is not None and "admin" in match.namespaces:
+        return csrf.csrf_failure(request, reason)
+    return JsonResponse(error_body(MSG_CSRF_FAILED.format(reason=reason), "request.csrf_failed"), status=403)

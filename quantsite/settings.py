@@ -136,6 +136,7 @@ SECURE_HSTS_PRELOAD = env.bool("DJANGO_SECURE_HSTS_PRELOAD", default=not DEBUG)
 SESSION_COOKIE_SECURE = env.bool("DJANGO_SESSION_COOKIE_SECURE", default=not DEBUG)
 CSRF_COOKIE_SECURE = env.bool("DJANGO_CSRF_COOKIE_SECURE", default=not DEBUG)
 CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
+CSRF_FAILURE_VIEW = "quantizers.exceptions.json_csrf_failure"  # JSON 403 (the admin keeps Django's HTML page)
 
 # ---------------------------------------------------------------------------- API authentication
 # Token authentication (tokens managed in the admin) on every API route but GET / and GET /readyz; on by default
