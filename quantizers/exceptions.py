@@ -75,11 +75,6 @@ class BadRequest(ServiceError):
     code = "request.invalid"
 
 
-class PayloadTooLarge(ServiceError):
-    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
-    code = "request.too_large"
-
-
 ENGINE_STATUS: list[tuple[type[engine_errors.EngineError], int]] = [
     (engine_errors.NotCalibratedError, status.HTTP_409_CONFLICT),
     (engine_errors.LimitError, status.HTTP_413_REQUEST_ENTITY_TOO_LARGE),
@@ -110,30 +105,29 @@ def _first_validation_error(data: Any, path: str = "") -> tuple[str, str | None,
 
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
-    request = context.get("request")
     for engine_cls, status_code in ENGINE_STATUS:
         if isinstance(exc, engine_cls):
             assert isinstance(exc, engine_errors.EngineError)
-            return _respond(error_body(exc.message, exc.code, exc.field), status_code, request)
+            return _respond(error_body(exc.message, exc.code, exc.field), status_code)
     if isinstance(exc, ServiceError):
-        return _respond(error_body(exc.detail, exc.code, exc.field), exc.status_code, request)
+        return _respond(error_body(exc.detail, exc.code, exc.field), exc.status_code)
     if isinstance(exc, RequestDataTooBig):
         from django.conf import settings
 
         body = error_body(MSG_BODY_TOO_LARGE.format(limit=settings.QUANTIZER_MAX_BODY_MB), "request.too_large")
-        return _respond(body, status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, request)
+        return _respond(body, status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)
     if isinstance(exc, Http404):
-        return _respond(error_body(str(exc) or "Not found", "not_found"), status.HTTP_404_NOT_FOUND, request)
+        return _respond(error_body(str(exc) or "Not found", "not_found"), status.HTTP_404_NOT_FOUND)
     if isinstance(exc, PermissionDenied):
         exc = drf_exceptions.PermissionDenied()
     if isinstance(exc, drf_exceptions.ValidationError):
         detail, field, code = _first_validation_error(exc.detail)
-        return _respond(error_body(detail, code, field), status.HTTP_400_BAD_REQUEST, request)
+        return _respond(error_body(detail, code, field), status.HTTP_400_BAD_REQUEST)
     if isinstance(exc, drf_exceptions.APIException):
         detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
         codes = exc.get_codes()
         code = codes if isinstance(codes, str) else exc.default_code
-        response = _respond(error_body(str(detail), f"http.{code}"), exc.status_code, request)
+        response = _respond(error_body(str(detail), f"http.{code}"), exc.status_code)
         if getattr(exc, "wait", None):
             response["Retry-After"] = str(int(exc.wait or 0))
         auth_header = getattr(exc, "auth_header", None)
@@ -143,7 +137,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     return None  # a real bug: Django's 500 handler answers with JSON and logs the traceback
 
 
-def _respond(body: dict[str, Any], status_code: int, request: Any) -> Response:
+def _respond(body: dict[str, Any], status_code: int) -> Response:
     # Imported here: rest_framework.views imports the parsers (DEFAULT_PARSER_CLASSES), which import this module.
     from rest_framework.views import set_rollback
 
