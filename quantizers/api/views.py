@@ -52,7 +52,6 @@ ARRAY_IO: dict[str, Any] = {"parser_classes": ARRAY_PARSERS, "renderer_classes":
 # Every route has a set (by default, none), so an unknown option is never silently ignored. (A comment, not a
 # docstring: drf-spectacular would show a docstring as the description of every operation.)
 class QueryOptionsMixin:
-
     query_options: options.Options = options.NONE
     query: dict[str, Any]
 
@@ -89,8 +88,8 @@ class Documentation(QueryOptionsMixin, APIView):
 class InstanceViewSet(QueryOptionsMixin, viewsets.ViewSet):
     """Quantizer instances and their operations; the id is the spec's instance_id."""
 
+    # Read by the router: /instances/{instance_id}/..., the id any characters but a slash (initial() checks it).
     # JSON in and out (the DRF defaults) unless an action says otherwise.
-
     lookup_url_kwarg = "instance_id"
     lookup_value_regex = "[^/]+"
 
