@@ -41,3 +41,13 @@ def test_engine_source_has_no_django_import():
         if line.strip().startswith(("import django", "from django", "from rest_framework", "from quantizers"))
     ]
     assert offenders == []
+
+
+def test_views_import_no_engine_submodule():
+    """Views parse, call a service or selector, render: decoding (engine.npy ...) belongs to parsers and services."""
+    import ast
+
+    tree = ast.parse((ROOT / "quantizers" / "api" / "views.py").read_text())
+    imported = [node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module]
+    imported += [alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names]
+    assert [name for name in imported if name.startswith("engine.")] == []
