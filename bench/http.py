@@ -344,9 +344,9 @@ def setup_django() -> None:
 def inprocess_floor(body: bytes) -> Callable[[], bytes]:
     """The real parse + engine + render of a JSON quantize, in this process; checked once before it is returned."""
     from engine import Quantizer
+    from quantizers.api.parsers import OrjsonParser
+    from quantizers.api.renderers import OrjsonRenderer
     from quantizers.arrays import parse_2d
-    from quantizers.parsers import OrjsonParser
-    from quantizers.renderers import OrjsonRenderer
 
     parser, renderer = OrjsonParser(), OrjsonRenderer()
 

@@ -12,13 +12,13 @@ from typing import Any
 
 from django.core.exceptions import PermissionDenied, RequestDataTooBig
 from django.db import InterfaceError, OperationalError
-from django.http import Http404, HttpRequest, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.views import csrf
 from rest_framework import exceptions as drf_exceptions
 from rest_framework import status
 from rest_framework.response import Response
-from rest_framework.views import set_rollback
 
-from engine import errors as engine_errors
+from engine import EngineError, LimitError, NotCalibratedError
 
 # Messages clients and tests rely on.
 MSG_NOT_FOUND = "Quantizer instance {instance_id} not found"
@@ -26,6 +26,7 @@ MSG_EXISTS = "Quantizer instance {instance_id} already exists"
 MSG_DEFAULT_PROTECTED = "The default quantizer instance cannot be deleted"
 MSG_INVALID_ID = "instance_id must be 1-64 characters of A-Z a-z 0-9 _ -"
 MSG_ROUTE_NOT_FOUND = "No such route: {path}"
+MSG_CSRF_FAILED = "CSRF verification failed: {reason}"
 MSG_SERVER_ERROR = "Internal server error"
 MSG_BODY_TOO_LARGE = "The request body exceeds QUANTIZER_MAX_BODY_MB ({limit} MB)"
 MSG_DATABASE_UNAVAILABLE = "The database is unavailable; retry shortly"
@@ -85,15 +86,10 @@ class BadRequest(ServiceError):
     code = "request.invalid"
 
 
-class PayloadTooLarge(ServiceError):
-    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
-    code = "request.too_large"
-
-
-ENGINE_STATUS: list[tuple[type[engine_errors.EngineError], int]] = [
-    (engine_errors.NotCalibratedError, status.HTTP_409_CONFLICT),
-    (engine_errors.LimitError, status.HTTP_413_REQUEST_ENTITY_TOO_LARGE),
-    (engine_errors.EngineError, status.HTTP_400_BAD_REQUEST),  # config, input, parameters, npy
+ENGINE_STATUS: list[tuple[type[EngineError], int]] = [
+    (NotCalibratedError, status.HTTP_409_CONFLICT),
+    (LimitError, status.HTTP_413_REQUEST_ENTITY_TOO_LARGE),
+    (EngineError, status.HTTP_400_BAD_REQUEST),  # config, input, parameters, npy
 ]
 
 
@@ -120,36 +116,35 @@ def _first_validation_error(data: Any, path: str = "") -> tuple[str, str | None,
 
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
-    request = context.get("request")
     if isinstance(exc, DATABASE_OUTAGE):
         body, status_code, headers = database_unavailable(exc)
-        response = _respond(body, status_code, request)
+        response = _respond(body, status_code)
         for name, value in headers.items():
             response[name] = value
         return response
     for engine_cls, status_code in ENGINE_STATUS:
         if isinstance(exc, engine_cls):
-            assert isinstance(exc, engine_errors.EngineError)
-            return _respond(error_body(exc.message, exc.code, exc.field), status_code, request)
+            assert isinstance(exc, EngineError)
+            return _respond(error_body(exc.message, exc.code, exc.field), status_code)
     if isinstance(exc, ServiceError):
-        return _respond(error_body(exc.detail, exc.code, exc.field), exc.status_code, request)
+        return _respond(error_body(exc.detail, exc.code, exc.field), exc.status_code)
     if isinstance(exc, RequestDataTooBig):
         from django.conf import settings
 
         body = error_body(MSG_BODY_TOO_LARGE.format(limit=settings.QUANTIZER_MAX_BODY_MB), "request.too_large")
-        return _respond(body, status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, request)
+        return _respond(body, status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)
     if isinstance(exc, Http404):
-        return _respond(error_body(str(exc) or "Not found", "not_found"), status.HTTP_404_NOT_FOUND, request)
+        return _respond(error_body(str(exc) or "Not found", "not_found"), status.HTTP_404_NOT_FOUND)
     if isinstance(exc, PermissionDenied):
         exc = drf_exceptions.PermissionDenied()
     if isinstance(exc, drf_exceptions.ValidationError):
         detail, field, code = _first_validation_error(exc.detail)
-        return _respond(error_body(detail, code, field), status.HTTP_400_BAD_REQUEST, request)
+        return _respond(error_body(detail, code, field), status.HTTP_400_BAD_REQUEST)
     if isinstance(exc, drf_exceptions.APIException):
         detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
         codes = exc.get_codes()
         code = codes if isinstance(codes, str) else exc.default_code
-        response = _respond(error_body(str(detail), f"http.{code}"), exc.status_code, request)
+        response = _respond(error_body(str(detail), f"http.{code}"), exc.status_code)
         if getattr(exc, "wait", None):
             response["Retry-After"] = str(int(exc.wait or 0))
         auth_header = getattr(exc, "auth_header", None)
@@ -159,7 +154,10 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     return None  # a real bug: Django's 500 handler answers with JSON and logs the traceback
 
 
-def _respond(body: dict[str, Any], status_code: int, request: Any) -> Response:
+def _respond(body: dict[str, Any], status_code: int) -> Response:
+    # Imported here: rest_framework.views imports the parsers (DEFAULT_PARSER_CLASSES), which import this module.
+    from rest_framework.views import set_rollback
+
     # 4xx are logged, with their detail, by quantizers.observability.RequestIdMiddleware.
     set_rollback()
     return Response(body, status=status_code)
@@ -194,3 +192,11 @@ def json_bad_request(request: HttpRequest, exception: Exception | None = None) -
 
 def json_permission_denied(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
     return JsonResponse(error_body("Permission denied", "permission_denied"), status=403)
+
+
+def json_csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
+    """CSRF_FAILURE_VIEW: JSON, like every other answer of the API; the admin (HTML forms) keeps Django's page."""
+    match = getattr(request, "resolver_match", None)
+    if match is not None and "admin" in match.namespaces:
+        return csrf.csrf_failure(request, reason)
+    return JsonResponse(error_body(MSG_CSRF_FAILED.format(reason=reason), "request.csrf_failed"), status=403)

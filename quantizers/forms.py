@@ -4,7 +4,8 @@ The inputs come from `dataclasses.fields(QuantizationConfig)` and its type hints
 members, a bool a checkbox, an int or float a number, `X | None` may stay blank, a tuple of names is comma-separated
 text, a mapping is JSON); the help texts are the engine's field descriptions (the API schema shows the same).
 The form only collects the values: it builds the configuration dict and lets the engine
-(`QuantizationConfig.from_dict`) judge it, showing a `ConfigError` on the field it names. The admin saves through the services.
+(`QuantizationConfig.from_dict`) judge it, showing a `ConfigError` on the field it names. The admin saves through
+the services.
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
 from django.contrib import admin
 from django.urls import include, path, re_path
+from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from quantizers import exceptions
@@ -11,9 +12,10 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
-    path("", include("quantizers.urls")),
-    # Anything else is a JSON 404, with DEBUG on or off.
-    re_path(r"^(?!admin/|static/).*$", exceptions.json_not_found),
+    path("", include("quantizers.api.urls")),
+    # Anything else is a JSON 404, with DEBUG on or off and whatever the method: exempt from CSRF checks (there is
+    # nothing to protect), which would otherwise answer an unmatched POST with a 403.
+    re_path(r"^(?!admin/|static/).*$", csrf_exempt(exceptions.json_not_found)),
 ]
 
 handler400 = exceptions.json_bad_request

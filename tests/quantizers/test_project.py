@@ -84,3 +84,22 @@ def test_no_file_refers_outside_the_repository(pattern):
         if pattern.search(line)
     ]
     assert offenders == []
+
+
+def test_nothing_outside_the_engine_imports_its_submodules():
+    """The engine's front door is `engine/__init__.py`: the app, the settings and the views import only that."""
+    import ast
+
+    offenders = []
+    for path in sorted([*(ROOT / "quantizers").rglob("*.py"), *(ROOT / "quantsite").rglob("*.py")]):
+        tree = ast.parse(path.read_text())
+        names = [node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module]
+        names += [alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names]
+        offenders += [f"{path.relative_to(ROOT)}: {name}" for name in names if name.startswith("engine.")]
+        if any(isinstance(node, ast.ImportFrom) and node.module == "engine"
+               and any(alias.name in SUBMODULES for alias in node.names) for node in ast.walk(tree)):
+            offenders.append(f"{path.relative_to(ROOT)}: from engine import <submodule>")
+    assert offenders == []
+
+
+SUBMODULES = {p.stem for p in (ROOT / "engine").glob("*.py") if p.stem != "__init__"}

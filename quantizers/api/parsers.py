@@ -7,12 +7,12 @@ from typing import Any
 import orjson
 from django.conf import settings
 from rest_framework.exceptions import ParseError
-from rest_framework.parsers import BaseParser, JSONParser
+from rest_framework.parsers import BaseParser, JSONParser, MultiPartParser
 
-from engine import LimitError, NpyFormatError
-from engine.npy import decode_npy, raw_decode
+from engine import LimitError, NpyFormatError, decode_npy, raw_decode
 
-from .jsonmatrix import MAX_JSON_ROWS, split_body
+from ..exceptions import BadRequest
+from ..jsonmatrix import MAX_JSON_ROWS, split_body
 
 _STRUCTURE_ONLY = bytes(b for b in range(256) if b not in b'[]{}"\\')
 
@@ -102,3 +102,15 @@ class OctetStreamParser(BaseParser):
                                  field="X-Shape")
         raw = stream.read() if stream is not None else b""
         return {"data": raw_decode(raw, shape=shape, dtype=dtype, max_elements=_max_elements())}
+
+
+class NpyUploadParser(MultiPartParser):
+    """A multipart form whose `file` field holds a .npy file (`curl -F file=@a.npy`), decoded as NpyParser does."""
+
+    def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> Any:
+        upload = super().parse(stream, media_type, parser_context).files.get("file")
+        if upload is None:
+            raise BadRequest("a multipart form field 'file' holding a .npy file is required", field="file")
+        if not (upload.name or "").lower().endswith(".npy"):
+            raise BadRequest("the file must be a .npy file (name ending in .npy)", field="file")
+        return {"data": decode_npy(upload.read(), max_elements=_max_elements())}

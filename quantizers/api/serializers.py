@@ -14,7 +14,7 @@ from rest_framework import serializers
 
 from engine import QuantizationConfig
 
-from .arrays import parse_2d, parse_batches, parse_codes
+from ..arrays import parse_2d, parse_batches, parse_codes
 
 TYPE_NAMES = ["INT8", "UINT8", "INT16", "FLOAT16", "NONE", "MIXED"]
 MODE_NAMES = ["DYNAMIC", "DYNAMIC_PER_BATCH", "DYNAMIC_PER_CHANNEL", "STATIC", "CALIBRATED", "SYMMETRIC"]

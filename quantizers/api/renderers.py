@@ -8,7 +8,7 @@ import numpy as np
 import orjson
 from rest_framework.renderers import BaseRenderer
 
-from engine.npy import encode_npy
+from engine import encode_npy
 
 
 class OrjsonRenderer(BaseRenderer):

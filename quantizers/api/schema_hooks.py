@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from .models import INSTANCE_ID_PATTERN
+from ..models import INSTANCE_ID_PATTERN
 
 F32_MAX = float(np.finfo(np.float32).max)
 ERROR_REF = {"$ref": "#/components/schemas/ErrorResponse"}

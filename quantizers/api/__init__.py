@@ -1,0 +1,1 @@
+"""The HTTP API: views, their OpenAPI description, serializers, parsers, renderers, query options, URLs."""

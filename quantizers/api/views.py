@@ -1,0 +1,256 @@
+"""HTTP endpoints: parse the request, call one service or selector, render the answer.
+
+Their OpenAPI description is in `schema.py`; the query options each route takes are declared in `options.py`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from rest_framework import serializers, viewsets
+from rest_framework.decorators import action
+from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from engine import OpResult
+
+from .. import health, selectors, services
+from ..exceptions import BadRequest
+from . import options
+from .documentation import documentation
+from .parsers import NpyParser, NpyUploadParser, OctetStreamParser, OrjsonParser
+from .renderers import NpyRenderer, OctetStreamRenderer, OrjsonRenderer
+from .serializers import (
+    CalibrationSerializer,
+    DequantizationSerializer,
+    ImportExportParamsSerializer,
+    QuantizationParamsSerializer,
+    QuantizationSerializer,
+)
+
+SERVICE = "Quantizer API"
+MSG_CREATED = "Quantizer instance {instance_id} created successfully"
+MSG_DELETED = "Quantizer instance {instance_id} deleted successfully"
+MSG_CONFIG_UPDATED = "Configuration for quantizer instance {instance_id} updated successfully"
+MSG_CALIBRATED = "Calibration successful"
+MSG_CACHE_CLEARED = "Cache cleared successfully"
+MSG_STATS_RESET = "Statistics reset successfully"
+MSG_IMPORTED = "Parameters imported successfully"
+MSG_UPLOAD = "File processed successfully"
+
+# Array operations take JSON, .npy or raw bytes, and answer in any of the three (Accept or ?format=).
+ARRAY_PARSERS = [OrjsonParser, NpyParser, OctetStreamParser]
+ARRAY_RENDERERS = [OrjsonRenderer, NpyRenderer, OctetStreamRenderer]
+ARRAY_IO: dict[str, Any] = {"parser_classes": ARRAY_PARSERS, "renderer_classes": ARRAY_RENDERERS,
+                            "query_options": options.ARRAY_BODY}
+
+
+# Parses the query string against the view's `query_options` before anything else; the result is `self.query`.
+# Every route has a set (by default, none), so an unknown option is never silently ignored. (A comment, not a
+# docstring: drf-spectacular would show a docstring as the description of every operation.)
+class QueryOptionsMixin:
+    query_options: options.Options = options.NONE
+    query: dict[str, Any]
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        renderers = len(self.renderer_classes)  # type: ignore[attr-defined]
+        self.query = self.query_options.parse(request.query_params, renderers=renderers)
+        super().initial(request, *args, **kwargs)  # type: ignore[misc]
+
+
+class Root(QueryOptionsMixin, APIView):
+    authentication_classes = []
+    permission_classes = [AllowAny]
+
+    def get(self, request: Request) -> Response:
+        return Response({"status": "healthy", "service": SERVICE})
+
+
+class Readyz(QueryOptionsMixin, APIView):
+    authentication_classes = []
+    permission_classes = [AllowAny]
+
+    def get(self, request: Request) -> Response:
+        problem = health.readiness_problem()
+        if problem:
+            return Response({"detail": problem, "code": "not_ready"}, status=503)
+        return Response({"status": "ready", "service": SERVICE})
+
+
+class Documentation(QueryOptionsMixin, APIView):
+    def get(self, request: Request) -> Response:
+        return Response(documentation(request.build_absolute_uri("/")))
+
+
+class InstanceViewSet(QueryOptionsMixin, viewsets.ViewSet):
+    """Quantizer instances and their operations; the id is the spec's instance_id."""
+
+    # Read by the router: /instances/{instance_id}/..., the id any characters but a slash (initial() checks it).
+    # JSON in and out (the DRF defaults) unless an action says otherwise.
+    lookup_url_kwarg = "instance_id"
+    lookup_value_regex = "[^/]+"
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        if "instance_id" in kwargs:
+            selectors.check_instance_id(kwargs["instance_id"])  # a malformed id is a 400 before anything else
+        super().initial(request, *args, **kwargs)
+
+    # ------------------------------------------------------------------ instances
+    def list(self, request: Request) -> Response:
+        return Response(selectors.instance_list())
+
+    def create(self, request: Request, instance_id: str) -> Response:
+        services.instance_create(instance_id=instance_id, config=_json_object(request))
+        return Response({"message": MSG_CREATED.format(instance_id=instance_id)})
+
+    def destroy(self, request: Request, instance_id: str) -> Response:
+        services.instance_delete(instance_id=instance_id)
+        return Response({"message": MSG_DELETED.format(instance_id=instance_id)})
+
+    @action(detail=True, methods=["get"], url_path="config", url_name="config")
+    def get_config(self, request: Request, instance_id: str) -> Response:
+        return Response(selectors.instance_config(instance_id))
+
+    @get_config.mapping.put
+    def put_config(self, request: Request, instance_id: str) -> Response:
+        services.instance_update_config(instance_id=instance_id, config=_json_object(request))
+        return Response({"message": MSG_CONFIG_UPDATED.format(instance_id=instance_id)})
+
+    @get_config.mapping.patch
+    def patch_config(self, request: Request, instance_id: str) -> Response:
+        services.instance_update_config(instance_id=instance_id, config=_json_object(request), partial=True)
+        return Response({"message": MSG_CONFIG_UPDATED.format(instance_id=instance_id)})
+
+    # ------------------------------------------------------------------ operations
+    def _run(self, request: Request, instance_id: str, operation: str) -> Response:
+        body = _array_body(request, self.query, DequantizationSerializer if operation == "dequantize"
+                           else QuantizationSerializer)
+        result = services.instance_run(
+            instance_id=instance_id, operation=operation, data=body["data"], validate=body.get("validate", True),
+            channel_dim=body["channel_dim"], layer_name=body["layer_name"],
+        )
+        out: dict[str, Any] = {"data": result.data}
+        if operation == "quantize":
+            out["quantization_type"] = result.quantization_type.name
+        out["original_shape"] = _shape(body["data"])
+        return _result_headers(Response(out), result)
+
+    @action(detail=True, methods=["post"], **ARRAY_IO)
+    def quantize(self, request: Request, instance_id: str) -> Response:
+        return self._run(request, instance_id, "quantize")
+
+    @action(detail=True, methods=["post"], **ARRAY_IO)
+    def dequantize(self, request: Request, instance_id: str) -> Response:
+        return self._run(request, instance_id, "dequantize")
+
+    @action(detail=True, methods=["post"], **ARRAY_IO)
+    def quantize_dequantize(self, request: Request, instance_id: str) -> Response:
+        return self._run(request, instance_id, "quantize_dequantize")
+
+    @action(detail=True, methods=["post"], parser_classes=[NpyUploadParser], renderer_classes=ARRAY_RENDERERS,
+            query_options=options.UPLOAD)
+    def upload_numpy(self, request: Request, instance_id: str) -> Response:
+        array, operation = request.data["data"], self.query["operation"]
+        result = services.instance_run(instance_id=instance_id, operation=operation, data=array,
+                                       validate=self.query["validate"], channel_dim=self.query["channel_dim"],
+                                       layer_name=self.query["layer_name"])
+        out = np.asarray(result.data)
+        return _result_headers(Response({
+            "message": MSG_UPLOAD, "operation": operation, "shape": _shape(out), "dtype": str(out.dtype),
+            "original_shape": _shape(array), "quantization_type": result.quantization_type.name, "data": out,
+        }), result)
+
+    @action(detail=True, methods=["post"])
+    def calibrate(self, request: Request, instance_id: str) -> Response:
+        body = _valid(CalibrationSerializer, request)
+        _, exported = services.instance_calibrate(instance_id=instance_id, batches=body["data"],
+                                                  channel_dim=body["channel_dim"])
+        return Response({
+            "message": MSG_CALIBRATED,
+            "scale": exported["global_scale"],
+            "zero_point": exported["global_zero_point"],
+            "per_channel_scales": exported["per_channel_scales"],
+            "per_channel_zero_points": exported["per_channel_zero_points"],
+        })
+
+    @action(detail=True, methods=["post"])
+    def compute_params(self, request: Request, instance_id: str) -> Response:
+        body = _valid(QuantizationParamsSerializer, request)
+        params = services.instance_compute_params(
+            instance_id=instance_id, data=body["data"], channel_idx=body["channel_idx"],
+            channel_dim=body["channel_dim"], layer_name=body["layer_name"],
+        ).to_dict()
+        return Response({"scale": params["scale"], "zero_point": params["zero_point"]})
+
+    # ------------------------------------------------------------------ stats, cache, parameters
+    @action(detail=True, methods=["get"])
+    def stats(self, request: Request, instance_id: str) -> Response:
+        return Response(selectors.instance_stats(instance_id))
+
+    @action(detail=True, methods=["post"])
+    def clear_cache(self, request: Request, instance_id: str) -> Response:
+        services.instance_clear_cache(instance_id=instance_id)
+        return Response({"message": MSG_CACHE_CLEARED})
+
+    @action(detail=True, methods=["post"])
+    def reset_stats(self, request: Request, instance_id: str) -> Response:
+        services.instance_reset_stats(instance_id=instance_id)
+        return Response({"message": MSG_STATS_RESET})
+
+    @action(detail=True, methods=["get"], url_path="parameters", url_name="parameters")
+    def export_parameters(self, request: Request, instance_id: str) -> Response:
+        return Response(selectors.instance_parameters(instance_id))
+
+    @export_parameters.mapping.post
+    def import_parameters(self, request: Request, instance_id: str) -> Response:
+        body = _valid(ImportExportParamsSerializer, request)
+        services.instance_import_parameters(instance_id=instance_id, parameters=body["parameters"])
+        return Response({"message": MSG_IMPORTED})
+
+    @action(detail=True, methods=["get"], url_path=r"layer_params/(?P<layer_name>[^/]+)", url_name="layer-params")
+    def layer_params(self, request: Request, instance_id: str, layer_name: str) -> Response:
+        return Response(selectors.instance_layer_params(instance_id, layer_name))
+
+
+# ---------------------------------------------------------------------------- parsing
+def _json_object(request: Request) -> dict[str, Any]:
+    data = request.data
+    if not isinstance(data, dict):
+        raise BadRequest("the body must be a JSON object", code="request.not_object")
+    return dict(data)
+
+
+def _valid(serializer_cls: type[serializers.Serializer], request: Request) -> dict[str, Any]:
+    serializer = serializer_cls(data=request.data)
+    serializer.is_valid(raise_exception=True)
+    return dict(serializer.validated_data)
+
+
+def _array_body(request: Request, query: dict[str, Any], serializer_cls: type[serializers.Serializer]
+                ) -> dict[str, Any]:
+    """A binary body (.npy, octet-stream) is the array alone, its options in the query string; a JSON body holds
+    the array and its options."""
+    payload = request.data
+    if isinstance(payload, dict) and isinstance(payload.get("data"), np.ndarray) and len(payload) == 1:
+        return {**query, "data": payload["data"]}
+    return _valid(serializer_cls, request)
+
+
+# ---------------------------------------------------------------------------- rendering
+def _shape(arr: np.ndarray) -> list[int]:
+    return [int(n) for n in arr.shape]
+
+
+def _result_headers(response: Response, result: OpResult) -> Response:
+    """Parameters and type in headers, for every format (binary answers have no JSON body to carry them)."""
+    response["X-Quantization-Type"] = result.quantization_type.name
+    if result.params is not None:
+        params = result.params.to_dict()
+        response["X-Scale"] = ",".join(str(v) for v in np.atleast_1d(params["scale"]).tolist())
+        response["X-Zero-Point"] = ",".join(str(v) for v in np.atleast_1d(params["zero_point"]).tolist())
+        if params["axis"] is not None:
+            response["X-Channel-Dim"] = str(params["axis"])
+    return response
