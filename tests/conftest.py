@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from django.test import Client
+from django.test import Client, override_settings
 
 from quantizers import registry
 
@@ -46,4 +46,20 @@ def api(db: None) -> ApiClient:
 def fresh_registry() -> Any:
     """Every test starts as a newly started worker would: nothing in memory, everything from the database."""
     with registry.using(registry.Registry()):
+        yield
+
+
+@pytest.fixture(scope="session", autouse=True)
+def cheap_per_test_setup() -> Any:
+    """Two costs every test paid again, neither of which a test is about:
+
+    - each new test client loads the middleware, and WhiteNoise with WHITENOISE_USE_FINDERS (quantsite/
+      test_settings.py) then stats and indexes every static file of every app (~170 files, a tenth of a second);
+      with autorefresh it looks a static file up when one is asked for, the way it runs under DEBUG. No test
+      fetches a static file through the client (test_api_docs checks the assets with the staticfiles finders).
+    - `admin_client` / `create_user` hash a password with PBKDF2 at a million iterations (about a second on a
+      loaded core); no test is about the hash, so the tests use the fast hasher Django's documentation suggests.
+    """
+    with override_settings(WHITENOISE_AUTOREFRESH=True,
+                           PASSWORD_HASHERS=["django.contrib.auth.hashers.MD5PasswordHasher"]):
         yield

@@ -24,6 +24,28 @@ REFERENCE: dict[str, Any] = json.loads((Path(__file__).parents[1] / "data" / "re
 CASES: list[dict[str, Any]] = REFERENCE["cases"]
 RECORDS: list[tuple[dict[str, Any], dict[str, Any]]] = [(c, r) for c in CASES for r in c["records"]]
 
+
+def record_kind(record: dict[str, Any]) -> tuple[Any, ...]:
+    """What a record exercises in the API's wiring: type, granularity and axis, scheme, reduce_range."""
+    return record["dtype"], record["axis"], record["scheme"], record["reduce_range"]
+
+
+def representative(pairs: list[tuple[dict[str, Any], dict[str, Any]]]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """One record of every kind (`record_kind`), chosen deterministically: in file order, each kind takes the
+    record whose case has been chosen least so far, so that the sample also spreads over the cases.
+
+    The bit-exactness of every record is proven once, on the engine (tests/engine/test_reference_vectors.py);
+    through HTTP a sample proves that each kind reaches the engine and comes back intact."""
+    kinds = list(dict.fromkeys(record_kind(r) for _, r in pairs))
+    used: dict[str, int] = {}
+    chosen = []
+    for kind in kinds:
+        candidates = [(c, r) for c, r in pairs if record_kind(r) == kind]
+        case, record = min(candidates, key=lambda p: used.get(p[0]["name"], 0))  # the first of the least used
+        used[case["name"]] = used.get(case["name"], 0) + 1
+        chosen.append((case, record))
+    return chosen
+
 # The spec's curl example, and its answer on a symmetric INT8 instance (tests/api/test_api_smoke.py):
 # amax = 9.0, scale = 9/127, codes = rint(x * 127 / 9).
 SPEC_DATA = [[1.2, 3.4, 5.6], [7.8, 9.0, 2.1]]

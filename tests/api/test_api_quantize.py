@@ -24,6 +24,8 @@ from tests.api.helpers import (
     onnx_dequantize,
     onnx_qparams,
     onnx_quantize,
+    record_kind,
+    representative,
     snapshot,
 )
 
@@ -223,7 +225,32 @@ def test_channel_dim_out_of_range_is_400(api, channel_dim, operation):
 
 
 # ---------------------------------------------------------------------------- reference vectors, through HTTP
-@pytest.mark.parametrize(("case", "record"), RECORDS, ids=record_ids(RECORDS))
+# Every record is checked to the bit on the engine (tests/engine/test_reference_vectors.py); here one record of
+# each kind (type, per-tensor / per-channel on each axis, affine / symmetric / explicit, reduce_range) proves the
+# HTTP wiring: parameters imported or computed, values through JSON and back, stats, another worker.
+STATIC_SAMPLE = representative(RECORDS)
+DYNAMIC_RECORDS = [(c, r) for c, r in ORT_RECORDS if not r["reduce_range"]]
+DYNAMIC_SAMPLE = representative(DYNAMIC_RECORDS)
+# FLOAT16 casts of every case are checked on the engine; through HTTP an ordinary case, and the one whose casts
+# hold half-precision subnormals and -0.0 (which JSON must carry to the bit).
+FLOAT16_CASES = [c for c in CASES if c["name"] in ("gaussian", "tiny_range")]
+
+
+def test_the_http_samples_cover_every_kind_of_record():
+    assert {record_kind(r) for _, r in STATIC_SAMPLE} == {record_kind(r) for _, r in RECORDS}
+    assert len(STATIC_SAMPLE) == len({record_kind(r) for _, r in RECORDS}) == 20
+    assert {r["dtype"] for _, r in STATIC_SAMPLE} == {"int8", "uint8", "int16"}
+    assert {r["axis"] for _, r in STATIC_SAMPLE} == {None, 0, 1}
+    assert {r["scheme"] for _, r in STATIC_SAMPLE} == {"affine", "symmetric", "explicit"}
+    assert any(r["reduce_range"] for _, r in STATIC_SAMPLE)
+    assert any(r["n_clipped"] for _, r in STATIC_SAMPLE)
+    assert {record_kind(r) for _, r in DYNAMIC_SAMPLE} == {record_kind(r) for _, r in DYNAMIC_RECORDS}
+    assert len(DYNAMIC_SAMPLE) == 16
+    assert len({c["name"] for c, _ in STATIC_SAMPLE + DYNAMIC_SAMPLE}) >= 10  # spread over the cases too
+    assert len(FLOAT16_CASES) == 2
+
+
+@pytest.mark.parametrize(("case", "record"), STATIC_SAMPLE, ids=record_ids(STATIC_SAMPLE))
 def test_static_instance_with_imported_reference_parameters(api, case, record):
     """A record's scale and zero point imported into a STATIC instance: /quantize gives the record's codes,
     /dequantize and /quantize_dequantize its dequantized values to the float32 bit, the clipped count its own."""
@@ -246,10 +273,7 @@ def test_static_instance_with_imported_reference_parameters(api, case, record):
     assert (stats["quantize_calls"], stats["dequantize_calls"]) == (2, 2)
 
 
-DYNAMIC_RECORDS = [(c, r) for c, r in ORT_RECORDS if not r["reduce_range"]]
-
-
-@pytest.mark.parametrize(("case", "record"), DYNAMIC_RECORDS, ids=record_ids(DYNAMIC_RECORDS))
+@pytest.mark.parametrize(("case", "record"), DYNAMIC_SAMPLE, ids=record_ids(DYNAMIC_SAMPLE))
 def test_dynamic_instance_computes_onnx_runtime_parameters(api, case, record):
     """A DYNAMIC instance (the record's type, symmetry and granularity) quantizes to ONNX Runtime's codes, and a
     fresh worker dequantizes them with the parameters that quantize stored."""
@@ -276,7 +300,7 @@ def test_dynamic_instance_computes_onnx_runtime_parameters(api, case, record):
     assert_bits_equal(np.asarray(fake["data"]).reshape(-1), record["dq"])
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])
+@pytest.mark.parametrize("case", FLOAT16_CASES, ids=[c["name"] for c in FLOAT16_CASES])
 def test_float16_matches_the_reference_cast(api, case):
     create(api, "half", {"quantization_type": "float16"})
     x = case_data(case)
