@@ -208,13 +208,14 @@ class Quantizer:
         # optimize_memory: fake quantization overwrites the caller's own float32 buffer (no second array).
         in_place = (self.config.optimize_memory and dequantize_after and x is data and x.flags.writeable
                     and x.flags.c_contiguous)
-        out, clipped = kernels.quantize_counted(
-            x, params, qmin, qmax, STORAGE_DTYPES[plan.quantization_type],
-            nan_to_zero_point=has_nonfinite if dynamic or validate else None, workspace=self._workspace(),
-            dequantize_after=dequantize_after,
-            count_clipped=validate and self._may_clip(params, qmin, qmax, lo, hi, nonfinite),
-            out=x if in_place else None,
-        )
+        with np.errstate(over="ignore"):  # a huge scale dequantizes to +-inf: an answer (see dequantize)
+            out, clipped = kernels.quantize_counted(
+                x, params, qmin, qmax, STORAGE_DTYPES[plan.quantization_type],
+                nan_to_zero_point=has_nonfinite if dynamic or validate else None, workspace=self._workspace(),
+                dequantize_after=dequantize_after,
+                count_clipped=validate and self._may_clip(params, qmin, qmax, lo, hi, nonfinite),
+                out=x if in_place else None,
+            )
         if validate:
             delta.clipped_values = clipped
         self._last_params = params
@@ -292,6 +293,13 @@ class Quantizer:
         return self._finish(OpResult(out, qtype, params, delta, plan), started)
 
     def _dequantize_cached(self, codes: npt.NDArray[Any], params: QParams, plan: LayerPlan,
+                           delta: StatsDelta) -> FloatArray:
+        # (q - zp) * scale beyond the float32 range is +-inf, as in ONNX Runtime: the caller decides whether its
+        # format can carry it (JSON cannot, .npy can).
+        with np.errstate(over="ignore"):
+            return self._dequantize_kernel(codes, params, plan, delta)
+
+    def _dequantize_kernel(self, codes: npt.NDArray[Any], params: QParams, plan: LayerPlan,
                            delta: StatsDelta) -> FloatArray:
         if not (self.config.enable_cache and self._cache.accepts(codes)):
             return kernels.dequantize(codes, params, workspace=self._workspace())

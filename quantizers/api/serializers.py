@@ -97,10 +97,26 @@ class QuantizationSerializer(StrictSerializer):
     layer_name = StrictCharField(**LAYER_NAME)
 
 
+@extend_schema_field({"oneOf": [{"type": "number"}, {"type": "array", "minItems": 1, "items": {"type": "number"}}]})
+class ParameterValueField(serializers.Field):
+    """A scale or zero point given with a request: a number, or a list of one per channel. The engine checks the
+    values (finite positive float32 scales, zero points in the type's range), as it does for an import."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, bool) or not isinstance(data, (int, float, list)):
+            raise serializers.ValidationError("must be a number or a list of numbers")
+        return data
+
+
 class DequantizationSerializer(StrictSerializer):
     data = CodeMatrixField(help_text="2-D array of quantized codes (floats for FLOAT16 / NONE instances).")
     channel_dim = StrictIntegerField(required=False, allow_null=True, default=None, help_text=CHANNEL_DIM_HELP)
     layer_name = StrictCharField(**LAYER_NAME)
+    scale = ParameterValueField(required=False, allow_null=True, default=None,
+                                help_text="Dequantize with this scale (a list: one per channel along channel_dim), "
+                                          "whatever the instance has stored.")
+    zero_point = ParameterValueField(required=False, allow_null=True, default=None,
+                                     help_text="With scale: the zero point(s) (default 0, as in ONNX).")
 
 
 class CalibrationSerializer(StrictSerializer):

@@ -15,14 +15,14 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from engine import OpResult
+from engine import OpResult, QParams
 
 from .. import health, selectors, services
 from ..exceptions import BadRequest
 from . import options
 from .documentation import documentation
 from .parsers import NpyParser, NpyUploadParser, OctetStreamParser, OrjsonParser
-from .renderers import NpyRenderer, OctetStreamRenderer, OrjsonRenderer
+from .renderers import NpyRenderer, NpzRenderer, OctetStreamRenderer, OrjsonRenderer
 from .serializers import (
     CalibrationSerializer,
     DequantizationSerializer,
@@ -41,11 +41,16 @@ MSG_STATS_RESET = "Statistics reset successfully"
 MSG_IMPORTED = "Parameters imported successfully"
 MSG_UPLOAD = "File processed successfully"
 
-# Array operations take JSON, .npy or raw bytes, and answer in any of the three (Accept or ?format=).
+# Array operations take JSON, .npy or raw bytes, and answer in any of these or as .npz with the parameters
+# (Accept or ?format=).
 ARRAY_PARSERS = [OrjsonParser, NpyParser, OctetStreamParser]
-ARRAY_RENDERERS = [OrjsonRenderer, NpyRenderer, OctetStreamRenderer]
+ARRAY_RENDERERS = [OrjsonRenderer, NpyRenderer, OctetStreamRenderer, NpzRenderer]
 ARRAY_IO: dict[str, Any] = {"parser_classes": ARRAY_PARSERS, "renderer_classes": ARRAY_RENDERERS,
                             "query_options": options.ARRAY_BODY}
+# Per-channel parameters ride in headers up to this many channels (all headers then stay well under nginx's 8 KB
+# default buffer, which answers 502 beyond it); above, X-Parameters-Omitted points to the .npz answer.
+MAX_HEADER_CHANNELS = 64
+MSG_PARAMETERS_OMITTED = "{channels} channels; send Accept: application/x-npz to get the parameters with the data"
 
 
 # Parses the query string against the view's `query_options` before anything else; the result is `self.query`.
@@ -128,21 +133,24 @@ class InstanceViewSet(QueryOptionsMixin, viewsets.ViewSet):
     def _run(self, request: Request, instance_id: str, operation: str) -> Response:
         body = _array_body(request, self.query, DequantizationSerializer if operation == "dequantize"
                            else QuantizationSerializer)
+        explicit = {"scale": _scalar_if_single(body.get("scale"), body["channel_dim"]),
+                    "zero_point": _scalar_if_single(body.get("zero_point"), body["channel_dim"])}
         result = services.instance_run(
             instance_id=instance_id, operation=operation, data=body["data"], validate=body.get("validate", True),
-            channel_dim=body["channel_dim"], layer_name=body["layer_name"],
+            channel_dim=body["channel_dim"], layer_name=body["layer_name"], finite_only=_answers_json(request),
+            **(explicit if operation == "dequantize" else {}),
         )
         out: dict[str, Any] = {"data": result.data}
         if operation == "quantize":
             out["quantization_type"] = result.quantization_type.name
         out["original_shape"] = _shape(body["data"])
-        return _result_headers(Response(out), result)
+        return _array_answer(out, result)
 
     @action(detail=True, methods=["post"], **ARRAY_IO)
     def quantize(self, request: Request, instance_id: str) -> Response:
         return self._run(request, instance_id, "quantize")
 
-    @action(detail=True, methods=["post"], **ARRAY_IO)
+    @action(detail=True, methods=["post"], **{**ARRAY_IO, "query_options": options.DEQUANTIZE_BODY})
     def dequantize(self, request: Request, instance_id: str) -> Response:
         return self._run(request, instance_id, "dequantize")
 
@@ -156,12 +164,12 @@ class InstanceViewSet(QueryOptionsMixin, viewsets.ViewSet):
         array, operation = request.data["data"], self.query["operation"]
         result = services.instance_run(instance_id=instance_id, operation=operation, data=array,
                                        validate=self.query["validate"], channel_dim=self.query["channel_dim"],
-                                       layer_name=self.query["layer_name"])
+                                       layer_name=self.query["layer_name"], finite_only=_answers_json(request))
         out = np.asarray(result.data)
-        return _result_headers(Response({
+        return _array_answer({
             "message": MSG_UPLOAD, "operation": operation, "shape": _shape(out), "dtype": str(out.dtype),
             "original_shape": _shape(array), "quantization_type": result.quantization_type.name, "data": out,
-        }), result)
+        }, result)
 
     @action(detail=True, methods=["post"])
     def calibrate(self, request: Request, instance_id: str) -> Response:
@@ -244,13 +252,38 @@ def _shape(arr: np.ndarray) -> list[int]:
     return [int(n) for n in arr.shape]
 
 
-def _result_headers(response: Response, result: OpResult) -> Response:
-    """Parameters and type in headers, for every format (binary answers have no JSON body to carry them)."""
+def _scalar_if_single(value: Any, channel_dim: int | None) -> Any:
+    """A query list of one value without a channel_dim is a per-tensor parameter (JSON bodies say which)."""
+    if isinstance(value, list) and len(value) == 1 and channel_dim is None:
+        return value[0]
+    return value
+
+
+def _answers_json(request: Request) -> bool:
+    """JSON has no infinity: the service then refuses a result that overflowed (binary answers carry it)."""
+    return getattr(request, "accepted_renderer", None) is None or request.accepted_renderer.format == "json"
+
+
+class ArrayAnswer(Response):
+    """An operation's answer, with the parameters it used for the renderers that carry them (.npz)."""
+
+    params: QParams | None = None
+
+
+def _array_answer(out: dict[str, Any], result: OpResult) -> Response:
+    """Type and parameters in headers, for every format (binary answers have no JSON body to carry them). Per
+    channel, only up to MAX_HEADER_CHANNELS: thousands of scales would overflow a proxy's header buffer."""
+    response = ArrayAnswer(out)
+    response.params = result.params
     response["X-Quantization-Type"] = result.quantization_type.name
-    if result.params is not None:
-        params = result.params.to_dict()
-        response["X-Scale"] = ",".join(str(v) for v in np.atleast_1d(params["scale"]).tolist())
-        response["X-Zero-Point"] = ",".join(str(v) for v in np.atleast_1d(params["zero_point"]).tolist())
-        if params["axis"] is not None:
-            response["X-Channel-Dim"] = str(params["axis"])
+    if result.params is None:
+        return response
+    params = result.params.to_dict()
+    if params["axis"] is not None:
+        response["X-Channel-Dim"] = str(params["axis"])
+        if len(params["scale"]) > MAX_HEADER_CHANNELS:
+            response["X-Parameters-Omitted"] = MSG_PARAMETERS_OMITTED.format(channels=len(params["scale"]))
+            return response
+    response["X-Scale"] = ",".join(str(v) for v in np.atleast_1d(params["scale"]).tolist())
+    response["X-Zero-Point"] = ",".join(str(v) for v in np.atleast_1d(params["zero_point"]).tolist())
     return response
