@@ -93,9 +93,10 @@ class LayerOverride:
         return out
 
 
-def _setting(default: Any, help_text: str, **kwargs: Any) -> Any:
-    """A configuration field with its help text: the one description the API schema and the admin show."""
-    return dataclasses.field(default=default, metadata={"help": help_text}, **kwargs)
+def _setting(default: Any, help_text: str, *, minimum: float | None = None, maximum: float | None = None) -> Any:
+    """A configuration field with its description and bounds: what validation checks and what the API schema and
+    the admin show."""
+    return dataclasses.field(default=default, metadata={"help": help_text, "minimum": minimum, "maximum": maximum})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,17 +107,19 @@ class QuantizationConfig:
     quantization_mode: QuantizationMode = _setting(
         QuantizationMode.DYNAMIC, "Where the parameters come from: each call's data (DYNAMIC, DYNAMIC_PER_BATCH, "
         "DYNAMIC_PER_CHANNEL, SYMMETRIC) or frozen calibrated/imported ones (STATIC, CALIBRATED).")
-    num_bits: int = _setting(8, "Bits of the codes: 2-8 for INT8/UINT8/MIXED, 2-16 for INT16; a type given "
-                                "without it gets its own width.")
+    num_bits: int = _setting(8, "Bits of the codes: 2-8 for INT8/UINT8/MIXED, 2-16 for INT16 (FLOAT16), up to 32 "
+                                "for NONE; a type given without it gets its own width.", minimum=2, maximum=32)
     symmetric: bool = _setting(False, "Symmetric range around zero (zero point 0 for signed types).")
     enable_cache: bool = _setting(True, "Cache dequantized results (per worker).")
-    cache_size: int = _setting(1000, "Entries of the dequantization cache.")
+    cache_size: int = _setting(1000, "Entries of the dequantization cache.", minimum=0)
     enable_mixed_precision: bool = _setting(False, "Apply custom_quantization_config and mixed_precision_layers.")
     per_channel: bool = _setting(False, "One scale and zero point per channel along channel_dim.")
-    buffer_size: int = _setting(0, "Elements per kernel block (0: the engine's default).")
+    buffer_size: int = _setting(0, "Elements per kernel block (0: the engine's default).", minimum=0)
     use_percentile: bool = _setting(False, "Dynamic ranges from percentiles instead of min/max.")
-    min_percentile: float = _setting(0.01, "Lower percentile of the range (0-100) when use_percentile is on.")
-    max_percentile: float = _setting(99.99, "Upper percentile of the range (0-100) when use_percentile is on.")
+    min_percentile: float = _setting(0.01, "Lower percentile of the range when use_percentile is on.", minimum=0,
+                                     maximum=100)
+    max_percentile: float = _setting(99.99, "Upper percentile of the range when use_percentile is on.", minimum=0,
+                                     maximum=100)
     error_on_nan: bool = _setting(True, "Refuse data holding NaN (otherwise NaN gets the zero point's code).")
     error_on_inf: bool = _setting(True, "Refuse data holding infinities (otherwise they saturate).")
     optimize_memory: bool = _setting(False, "Fake quantization overwrites the input buffer (no second array).")
@@ -281,17 +284,21 @@ def check_bits(qtype: QuantizationType, num_bits: int, field: str = "num_bits", 
                           field=field)
 
 
+def _check_bounds(name: str, value: Any, minimum: float | None, maximum: float | None) -> None:
+    if minimum is not None and maximum is not None and not minimum <= value <= maximum:
+        raise ConfigError(f"{name} must be between {minimum:g} and {maximum:g}; got {value}", field=name)
+    if minimum is not None and value < minimum:
+        raise ConfigError(f"{name} must be >= {minimum:g}; got {value}", field=name)
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"{name} must be <= {maximum:g}; got {value}", field=name)
+
+
 def _validate(cfg: QuantizationConfig) -> None:
     for name, parse in _PARSERS.items():
         parse(getattr(cfg, name), name)
     check_bits(cfg.quantization_type, cfg.num_bits)
-    if cfg.cache_size < 0:
-        raise ConfigError(f"cache_size must be >= 0; got {cfg.cache_size}", field="cache_size")
-    if cfg.buffer_size < 0:
-        raise ConfigError(f"buffer_size must be >= 0; got {cfg.buffer_size}", field="buffer_size")
-    for name in ("min_percentile", "max_percentile"):
-        if not 0.0 <= getattr(cfg, name) <= 100.0:
-            raise ConfigError(f"{name} must be between 0 and 100; got {getattr(cfg, name)}", field=name)
+    for f in dataclasses.fields(cfg):
+        _check_bounds(f.name, getattr(cfg, f.name), f.metadata.get("minimum"), f.metadata.get("maximum"))
     if cfg.min_percentile >= cfg.max_percentile:
         raise ConfigError("min_percentile must be less than max_percentile", field="min_percentile")
     if cfg.requantization_threshold <= 0:

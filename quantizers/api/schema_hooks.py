@@ -24,7 +24,9 @@ import numpy as np
 
 from ..models import INSTANCE_ID_PATTERN
 
-F32_MAX = float(np.finfo(np.float32).max)
+# The largest number that still rounds to a finite float32 (2^128 - 2^103 is the midpoint to infinity, which
+# rounds to even: to infinity): what the JSON parsers accept, so the schema says exactly that.
+F32_ROUNDING_MAX = float(np.nextafter(np.float64(2.0**128 - 2.0**103), 0.0))
 ERROR_REF = {"$ref": "#/components/schemas/ErrorResponse"}
 EXTRA_ERRORS = {
     401: "Authentication credentials were not provided or are invalid (QUANTIZER_REQUIRE_AUTH is on): send "
@@ -95,7 +97,7 @@ def _float32_data(schemas: dict[str, Any]) -> None:
         while isinstance(node, dict) and node.get("type") == "array":
             node = node.get("items")
         if isinstance(node, dict) and node.get("type") == "number":
-            node.update({"minimum": -F32_MAX, "maximum": F32_MAX})
+            node.update({"minimum": -F32_ROUNDING_MAX, "maximum": F32_ROUNDING_MAX})
 
 
 def _layer_overrides(schemas: dict[str, Any]) -> None:

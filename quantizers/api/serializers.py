@@ -7,18 +7,19 @@ documents it.
 
 from __future__ import annotations
 
+import dataclasses
+import enum
+import typing
 from typing import Any
 
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from engine import QuantizationConfig
+from engine import STATS_FIELDS, QuantizationConfig, QuantizationType, Stats
 
 from ..arrays import parse_2d, parse_batches, parse_codes
 
-TYPE_NAMES = ["INT8", "UINT8", "INT16", "FLOAT16", "NONE", "MIXED"]
-MODE_NAMES = ["DYNAMIC", "DYNAMIC_PER_BATCH", "DYNAMIC_PER_CHANNEL", "STATIC", "CALIBRATED", "SYMMETRIC"]
-METHOD_NAMES = ["MINMAX", "PERCENTILE", "MSE", "ENTROPY", "MOVING_AVERAGE"]
+TYPE_NAMES = list(QuantizationType.__members__)
 
 FLOAT_MATRIX = {"type": "array", "minItems": 1, "items": {"type": "array", "minItems": 1, "items": {"type": "number"}}}
 INT_MATRIX = {"type": "array", "minItems": 1, "items": {"type": "array", "minItems": 1, "items": {"type": "integer"}}}
@@ -138,34 +139,31 @@ class ImportExportParamsSerializer(StrictSerializer):
 
 
 # ---------------------------------------------------------------------------- configuration (documentation)
+def _config_field(field: dataclasses.Field[Any], annotation: Any, default: Any) -> serializers.Field:
+    """The schema of one engine configuration field: its type, default, bounds and description."""
+    common: dict[str, Any] = {"help_text": field.metadata.get("help", "")}
+    bounds = {key: field.metadata[key] for key in ("minimum", "maximum") if field.metadata.get(key) is not None}
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        return serializers.ChoiceField(list(annotation.__members__), default=default, **common)
+    if annotation is bool:
+        return serializers.BooleanField(default=default, **common)
+    if annotation is int:
+        return serializers.IntegerField(default=default, min_value=bounds.get("minimum"),
+                                        max_value=bounds.get("maximum"), **common)
+    if annotation in (float, float | None):
+        return serializers.FloatField(default=default, allow_null=default is None, min_value=bounds.get("minimum"),
+                                      max_value=bounds.get("maximum"), **common)
+    if annotation == tuple[str, ...]:
+        return serializers.ListField(child=serializers.CharField(), default=list, **common)
+    return serializers.DictField(child=serializers.DictField(), default=dict, **common)
+
+
 def _config_serializer() -> type[serializers.Serializer]:
+    """The spec's QuantizerConfigModel, derived from the engine's dataclass (which alone validates)."""
     defaults = QuantizationConfig().to_dict()
-    fields: dict[str, serializers.Field] = {
-        "quantization_type": serializers.ChoiceField(TYPE_NAMES, default=defaults["quantization_type"],
-                                                     help_text="Also accepted in lower case."),
-        "quantization_mode": serializers.ChoiceField(MODE_NAMES, default=defaults["quantization_mode"],
-                                                     help_text="Also accepted in lower case."),
-        "num_bits": serializers.IntegerField(min_value=2, max_value=16, default=defaults["num_bits"],
-                                             help_text="2-8 for INT8/UINT8, 2-16 for INT16; defaults to the type's "
-                                                       "width when a type is given without it."),
-        "cache_size": serializers.IntegerField(min_value=0, default=defaults["cache_size"]),
-        "buffer_size": serializers.IntegerField(min_value=0, default=defaults["buffer_size"]),
-        "min_percentile": serializers.FloatField(min_value=0, max_value=100, default=defaults["min_percentile"]),
-        "max_percentile": serializers.FloatField(min_value=0, max_value=100, default=defaults["max_percentile"]),
-        "requantization_threshold": serializers.FloatField(default=defaults["requantization_threshold"]),
-        "outlier_threshold": serializers.FloatField(allow_null=True, default=None),
-        "skip_layers": serializers.ListField(child=serializers.CharField(), default=list),
-        "mixed_precision_layers": serializers.ListField(child=serializers.CharField(), default=list),
-        "custom_quantization_config": serializers.DictField(
-            child=serializers.DictField(), default=dict,
-            help_text="layer name -> {quantization_type, num_bits, symmetric, per_channel}"),
-        "calibration_method": serializers.ChoiceField(METHOD_NAMES, default=defaults["calibration_method"]),
-    }
-    for name, value in defaults.items():
-        if name not in fields and isinstance(value, bool):
-            fields[name] = serializers.BooleanField(default=value)
-    ordered = {name: fields[name] for name in defaults}
-    return type("QuantizerConfigModel", (serializers.Serializer,), ordered)
+    hints = typing.get_type_hints(QuantizationConfig)
+    fields = {f.name: _config_field(f, hints[f.name], defaults[f.name]) for f in dataclasses.fields(QuantizationConfig)}
+    return type("QuantizerConfigModel", (serializers.Serializer,), fields)
 
 
 QuantizerConfigModel = _config_serializer()
@@ -221,18 +219,19 @@ class CalibrationResponse(ScaleZeroPointResponse):
     per_channel_zero_points = serializers.ListField(child=serializers.IntegerField(), allow_null=True)
 
 
-class StatsResponse(serializers.Serializer):
-    clipped_values = serializers.IntegerField()
-    total_values = serializers.IntegerField()
-    quantize_calls = serializers.IntegerField()
-    dequantize_calls = serializers.IntegerField()
-    cache_hits = serializers.IntegerField()
-    cache_misses = serializers.IntegerField()
-    last_scale = serializers.FloatField()
-    last_zero_point = serializers.IntegerField()
-    processing_time_ms = serializers.FloatField()
-    last_channel_scales = serializers.ListField(child=serializers.FloatField(), allow_null=True)
-    last_channel_zero_points = serializers.ListField(child=serializers.IntegerField(), allow_null=True)
+def _stats_response() -> type[serializers.Serializer]:
+    """The spec's StatsResponse: the engine's Stats fields (integers and floats), plus the latest per-channel
+    parameters."""
+    hints = typing.get_type_hints(Stats)
+    fields: dict[str, serializers.Field] = {
+        name: serializers.IntegerField() if hints[name] is int else serializers.FloatField() for name in STATS_FIELDS
+    }
+    fields["last_channel_scales"] = serializers.ListField(child=serializers.FloatField(), allow_null=True)
+    fields["last_channel_zero_points"] = serializers.ListField(child=serializers.IntegerField(), allow_null=True)
+    return type("StatsResponse", (serializers.Serializer,), fields)
+
+
+StatsResponse = _stats_response()
 
 
 class UploadResponse(serializers.Serializer):
