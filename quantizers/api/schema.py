@@ -47,6 +47,8 @@ ERROR_DESCRIPTIONS = {400: "Invalid input", 403: "Forbidden", 404: "Instance not
 INSTANCE_ERRORS = (400, 404, 405)
 BODY_ERRORS = (400, 404, 405, 413, 415)
 BINARY_BODY = {"application/x-npy": OpenApiTypes.BINARY, "application/octet-stream": OpenApiTypes.BINARY}
+# Answers may also be an .npz: the result with its scale, zero point and axis.
+BINARY_ANSWER = {**BINARY_BODY, "application/x-npz": OpenApiTypes.BINARY}
 BINARY_HEADERS = [
     OpenApiParameter("X-Shape", str, OpenApiParameter.HEADER, description="application/octet-stream bodies: the "
                      "shape, e.g. 2000,2000 (1-4 dimensions)."),
@@ -64,7 +66,7 @@ def _errors(*codes: int) -> dict[int, OpenApiResponse]:
 
 
 def _array_responses(json_answer: Any) -> dict[Any, Any]:
-    binary = {(200, media_type): schema for media_type, schema in BINARY_BODY.items()}
+    binary = {(200, media_type): schema for media_type, schema in BINARY_ANSWER.items()}
     return {(200, "application/json"): json_answer, **binary, **_errors(*BODY_ERRORS, 409)}
 
 

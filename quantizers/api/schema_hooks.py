@@ -32,6 +32,7 @@ EXTRA_ERRORS = {
     401: "Authentication credentials were not provided or are invalid (QUANTIZER_REQUIRE_AUTH is on): send "
          "`Authorization: Token <key>`",
     406: "No renderer satisfies the Accept header",
+    503: "The database is unavailable (code database.unavailable); retry after the Retry-After seconds",
 }
 # Request components whose `data` holds float32 values.
 FLOAT_DATA_COMPONENTS = ("QuantizationRequest", "QuantizationParamsRequest", "CalibrationRequest")
