@@ -7,6 +7,7 @@ The last test reads the gunicorn logs of the whole run (this module runs in file
 from __future__ import annotations
 
 import http.client
+import io
 import json
 import re
 import secrets
@@ -268,6 +269,31 @@ def test_large_binary_body_streams_through(api: Api) -> None:
     assert codes.size == 1000 * 1000
     reference = Quantizer(QuantizationConfig.from_dict({})).quantize(array).data
     assert np.array_equal(codes.reshape(1000, 1000), reference)
+
+
+def test_a_4096_channel_quantize_passes_nginx_with_its_parameters_in_an_npz(api: Api) -> None:
+    """Per-channel scales in headers would be ~8 KB at 512 channels, beyond nginx's proxy buffer (a 502): above 64
+    channels they stay out of the headers, and an .npz answer carries them."""
+    instance = new_id("channels")
+    assert api.post(f"/instances/{instance}", json={"per_channel": True, "symmetric": True}).status_code == 200
+    array = np.random.default_rng(4096).normal(size=(4096, 8)).astype(np.float32)
+    headers = {"Content-Type": "application/octet-stream", "X-Shape": "4096,8"}
+    for accept in ("application/octet-stream", "application/json"):
+        response = api.post(f"/instances/{instance}/quantize", data=array.tobytes(), headers={**headers,
+                            "Accept": accept})
+        assert response.status_code == 200, response.text[:300]
+        assert "X-Scale" not in response.headers
+        assert "application/x-npz" in response.headers["X-Parameters-Omitted"]
+    response = api.post(f"/instances/{instance}/quantize", data=array.tobytes(), headers={**headers,
+                        "Accept": "application/x-npz"})
+    assert response.status_code == 200, response.text[:300]
+    with np.load(io.BytesIO(response.content), allow_pickle=False) as npz:
+        codes, scale, axis = npz["data"], npz["scale"], int(npz["axis"])
+    assert (codes.shape, scale.shape, axis) == ((4096, 8), (4096,), 0)
+    amax = np.abs(array).max(axis=1)
+    np.testing.assert_array_equal(scale, (amax / np.float32(127)).astype(np.float32))  # symmetric INT8, per row
+    np.testing.assert_array_equal(codes, np.clip(np.rint(array / scale[:, None]), -128, 127).astype(np.int8))
+    assert api.delete(f"/instances/{instance}").status_code == 200
 
 
 def test_large_json_body_passes_every_limit(api: Api) -> None:
