@@ -130,7 +130,7 @@ ARRAY_BODY = Options(*(replace(o, description=o.description + BINARY_ONLY) for o
 UPLOAD = Options(OPERATION, VALIDATE, CHANNEL_DIM, LAYER_NAME)
 # dequantize: explicit parameters as well, written as the X-Scale / X-Zero-Point headers of a quantize answer.
 DEQUANTIZE_BODY = Options(
-    *ARRAY_BODY.options.values(),
+    *(option for name, option in ARRAY_BODY.options.items() if name != "validate"),  # nothing to validate in codes
     Option("scale", "floats", description="Dequantize with this scale (one per channel along channel_dim), whatever "
                                           "the instance has stored." + BINARY_ONLY),
     Option("zero_point", "ints", description="With scale: the zero point(s) (default 0, as in ONNX)." + BINARY_ONLY),

@@ -25,7 +25,7 @@ ROUTES = [
 ARRAY_OPTIONS = {"validate", "channel_dim", "layer_name", "format"}
 DOCUMENTED = {
     ("/instances/{instance_id}/quantize", "post"): ARRAY_OPTIONS,
-    ("/instances/{instance_id}/dequantize", "post"): {"scale", "zero_point", *ARRAY_OPTIONS},
+    ("/instances/{instance_id}/dequantize", "post"): {"scale", "zero_point", *ARRAY_OPTIONS} - {"validate"},
     ("/instances/{instance_id}/quantize_dequantize", "post"): ARRAY_OPTIONS,
     ("/instances/{instance_id}/upload_numpy", "post"): {"operation", *ARRAY_OPTIONS},
 }
