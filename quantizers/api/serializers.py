@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import threading
 import typing
 from typing import Any
 
@@ -73,8 +74,23 @@ class BatchesField(FloatMatrixField):
         return parse_batches(data, field=self.field_name or "data")
 
 
+_BOUND_FIELDS = threading.local()
+
+
 class StrictSerializer(serializers.Serializer):
-    """Rejects unknown keys, so a misspelt option is an error instead of being silently ignored."""
+    """Rejects unknown keys, so a misspelt option is an error instead of being silently ignored.
+
+    These serializers only validate request bodies, and their fields hold no per-request state: the fields are
+    built and bound once per class (and thread) instead of deep-copied for every request, DRF's default, which
+    cost a third of a small quantize."""
+
+    @property
+    def fields(self) -> Any:
+        built = vars(_BOUND_FIELDS).setdefault("by_class", {})
+        fields = built.get(type(self))
+        if fields is None:
+            fields = built[type(self)] = super().fields
+        return fields
 
     def to_internal_value(self, data: Any) -> Any:
         if not isinstance(data, dict):
