@@ -9,6 +9,7 @@ Everything else uses the ORM.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from django.db import connections, router, transaction
@@ -20,30 +21,47 @@ from .models import QuantizerInstance, QuantizerStats
 from .selectors import check_instance_id, instance_get
 
 
-def run_state(instance_id: str) -> tuple[Quantizer, Any]:
-    """This worker's engine object and the stored parameters of the latest quantize, from one SELECT of the four
-    columns a run needs; the full row (instance_get, registry.get) only when the engine object is missing or stale,
-    or the row is not found (which then raises as before)."""
-    check_instance_id(instance_id)
+@functools.cache
+def _select_sql(alias: str) -> str:
+    """The SELECT of run_state, written once per database alias."""
     instance_meta, stats_meta = QuantizerInstance._meta, QuantizerStats._meta
-    connection = connections[router.db_for_read(QuantizerInstance)]
-    qn = connection.ops.quote_name
+    qn = connections[alias].ops.quote_name
     instances, stats = qn(instance_meta.db_table), qn(stats_meta.db_table)
     columns = ", ".join(
         [f"{instances}.{qn(instance_meta.get_field(name).column)}" for name in ("uid", "version", "cache_epoch")]
         + [f"{stats}.{qn(stats_meta.get_field('last_params').column)}"]
     )
     instance_pk = f"{instances}.{qn(instance_meta.pk.column)}"
-    sql = (f"SELECT {columns} FROM {instances} INNER JOIN {stats} ON {stats}.{qn(stats_meta.pk.column)} = "
-           f"{instance_pk} WHERE {instance_pk} = %s")
+    return (f"SELECT {columns} FROM {instances} INNER JOIN {stats} ON {stats}.{qn(stats_meta.pk.column)} = "
+            f"{instance_pk} WHERE {instance_pk} = %s")
+
+
+@functools.cache
+def _update_sql(alias: str, added: tuple[str, ...], stored: tuple[str, ...]) -> str:
+    """The UPDATE of record_stats for these added and stored columns, written once per combination (a handful)."""
+    meta = QuantizerStats._meta
+    qn = connections[alias].ops.quote_name
+    table = qn(meta.db_table)
+    assignments = [f"{qn(meta.get_field(name).column)} = ({table}.{qn(meta.get_field(name).column)} + %s)"
+                   for name in added]
+    assignments += [f"{qn(meta.get_field(name).column)} = %s" for name in stored]
+    return f"UPDATE {table} SET {', '.join(assignments)} WHERE {table}.{qn(meta.pk.column)} = %s"
+
+
+def run_state(instance_id: str) -> tuple[Quantizer, Any]:
+    """This worker's engine object and the stored parameters of the latest quantize, from one SELECT of the four
+    columns a run needs; the full row (instance_get, registry.get) only when the engine object is missing or stale,
+    or the row is not found (which then raises as before)."""
+    check_instance_id(instance_id)
+    connection = connections[router.db_for_read(QuantizerInstance)]
     with connection.cursor() as cursor:
-        cursor.execute(sql, [instance_id])
+        cursor.execute(_select_sql(connection.alias), [instance_id])
         row = cursor.fetchone()
     if row is not None:
-        uid = instance_meta.get_field("uid").to_python(row[0])
+        uid = _UID.to_python(row[0])
         quantizer = registry.active().current(instance_id, uid, int(row[1]), int(row[2]))
         if quantizer is not None:
-            return quantizer, stats_meta.get_field("last_params").from_db_value(row[3], None, connection)
+            return quantizer, _LAST_PARAMS.from_db_value(row[3], None, connection)
     instance = instance_get(instance_id)
     return registry.active().get(instance), instance.stats.last_params
 
@@ -59,17 +77,14 @@ def record_stats(instance_id: str, result: OpResult, *, quantized: bool) -> None
         stored["last_zero_point"] = delta.last_zero_point
     if quantized and result.params is not None:
         stored["last_params"] = result.params.to_dict()
-    meta = QuantizerStats._meta
     connection = connections[router.db_for_write(QuantizerStats)]
-    qn = connection.ops.quote_name
-    table = qn(meta.db_table)
-    assignments: list[str] = []
-    params: list[Any] = []
-    for name, value in [*added.items(), *stored.items()]:
-        field = meta.get_field(name)
-        column = qn(field.column)
-        assignments.append(f"{column} = ({table}.{column} + %s)" if name in added else f"{column} = %s")
-        params.append(field.get_db_prep_save(value, connection))
-    sql = f"UPDATE {table} SET {', '.join(assignments)} WHERE {table}.{qn(meta.pk.column)} = %s"
+    meta = QuantizerStats._meta
+    params = [meta.get_field(name).get_db_prep_save(value, connection)
+              for name, value in [*added.items(), *stored.items()]]
+    sql = _update_sql(connection.alias, tuple(added), tuple(stored))
     with transaction.mark_for_rollback_on_error(using=connection.alias), connection.cursor() as cursor:
         cursor.execute(sql, [*params, instance_id])
+
+
+_UID = QuantizerInstance._meta.get_field("uid")
+_LAST_PARAMS = QuantizerStats._meta.get_field("last_params")
