@@ -11,6 +11,7 @@ from rest_framework.parsers import BaseParser, JSONParser, MultiPartParser
 
 from engine import LimitError, NpyFormatError, decode_npy, raw_decode
 
+from ..arrays import max_elements
 from ..exceptions import BadRequest
 from ..jsonmatrix import MAX_JSON_ROWS, split_body
 
@@ -56,7 +57,7 @@ class OrjsonParser(JSONParser):
                 raise ParseError(f"JSON nested deeper than QUANTIZER_MAX_JSON_DEPTH ({limit})")
             # Every value but the first of an array follows a comma: more commas than the element limit (plus room
             # for the few other fields) means more values than may be parsed, so refuse before building any.
-            elements = _max_elements()
+            elements = max_elements()
             if raw.count(b",") > elements + _FIELD_ALLOWANCE:
                 raise LimitError(f"the body holds more than QUANTIZER_MAX_ELEMENTS ({elements}) values",
                                  field="QUANTIZER_MAX_ELEMENTS")
@@ -75,10 +76,6 @@ class OrjsonParser(JSONParser):
             raise ParseError(f"malformed JSON: {exc}") from None
 
 
-def _max_elements() -> int:
-    return int(settings.QUANTIZER_MAX_ELEMENTS)
-
-
 class NpyParser(BaseParser):
     """A `.npy` body, checked before anything is allocated and read zero-copy; never unpickled."""
 
@@ -86,7 +83,7 @@ class NpyParser(BaseParser):
 
     def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> Any:
         raw = stream.read() if stream is not None else b""
-        return {"data": decode_npy(raw, max_elements=_max_elements())}
+        return {"data": decode_npy(raw, max_elements=max_elements())}
 
 
 class OctetStreamParser(BaseParser):
@@ -101,7 +98,7 @@ class OctetStreamParser(BaseParser):
             raise NpyFormatError("an application/octet-stream body needs an X-Shape header, e.g. X-Shape: 2000,2000",
                                  field="X-Shape")
         raw = stream.read() if stream is not None else b""
-        return {"data": raw_decode(raw, shape=shape, dtype=dtype, max_elements=_max_elements())}
+        return {"data": raw_decode(raw, shape=shape, dtype=dtype, max_elements=max_elements())}
 
 
 class NpyUploadParser(MultiPartParser):
@@ -113,4 +110,4 @@ class NpyUploadParser(MultiPartParser):
             raise BadRequest("a multipart form field 'file' holding a .npy file is required", field="file")
         if not (upload.name or "").lower().endswith(".npy"):
             raise BadRequest("the file must be a .npy file (name ending in .npy)", field="file")
-        return {"data": decode_npy(upload.read(), max_elements=_max_elements())}
+        return {"data": decode_npy(upload.read(), max_elements=max_elements())}

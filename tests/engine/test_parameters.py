@@ -104,3 +104,11 @@ def test_channel_dim_is_accepted_where_something_is_per_channel() -> None:
     static = Quantizer(QuantizationConfig(quantization_mode=QuantizationMode.STATIC), parameters=PER_CHANNEL_IMPORT)
     assert static.quantize(x, channel_dim=1).params.axis == 1  # type: ignore[union-attr]
     assert Quantizer().compute_params(x, channel_idx=1, channel_dim=1).axis is None
+
+
+def test_the_export_holds_exactly_the_known_keys() -> None:
+    """Import takes what export writes, and the web layer stores the state keys: one list of keys."""
+    from engine.parameters import IDENTITY_KEYS, KNOWN_KEYS, STATE_KEYS
+
+    exported = Quantizer(QuantizationConfig()).export_parameters()
+    assert tuple(exported) == KNOWN_KEYS == IDENTITY_KEYS + STATE_KEYS

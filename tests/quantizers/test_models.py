@@ -1,0 +1,19 @@
+"""The models hold exactly the engine's facts: its statistics fields and its stored parameter keys."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from engine import STATE_KEYS, Stats
+from quantizers.models import QuantizerParameters, QuantizerStats
+
+
+def test_parameter_columns_are_the_engines_state_keys():
+    columns = {f.name for f in QuantizerParameters._meta.concrete_fields} - {"instance", "updated_at"}
+    assert columns == set(STATE_KEYS)
+
+
+def test_statistics_columns_are_the_engines_stats_fields():
+    columns = {f.name for f in QuantizerStats._meta.concrete_fields} - {"instance", "updated_at", "last_params"}
+    assert columns == {f.name for f in dataclasses.fields(Stats)}
+    assert QuantizerStats._meta.get_field("last_zero_point").get_internal_type() == "BigIntegerField"
