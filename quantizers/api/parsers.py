@@ -18,6 +18,9 @@ from ..jsonmatrix import MAX_JSON_ROWS, split_body
 _STRUCTURE_ONLY = bytes(b for b in range(256) if b not in b'[]{}"\\')
 
 
+MSG_NO_FILE = "a multipart form field 'file' holding a .npy file is required"
+
+
 def json_depth(raw: bytes) -> int:
     """Deepest nesting of arrays and objects, from the brackets and quotes alone (strings skipped), so that a
     pathological body is refused before the parser builds anything."""
@@ -107,7 +110,7 @@ class NpyUploadParser(MultiPartParser):
     def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> Any:
         upload = super().parse(stream, media_type, parser_context).files.get("file")
         if upload is None:
-            raise BadRequest("a multipart form field 'file' holding a .npy file is required", field="file")
+            raise BadRequest(MSG_NO_FILE, field="file")
         if not (upload.name or "").lower().endswith(".npy"):
             raise BadRequest("the file must be a .npy file (name ending in .npy)", field="file")
         return {"data": decode_npy(upload.read(), max_elements=max_elements())}

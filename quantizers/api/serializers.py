@@ -120,8 +120,9 @@ class ParameterValueField(serializers.Field):
     values (finite positive float32 scales, zero points in the type's range), as it does for an import."""
 
     def to_internal_value(self, data: Any) -> Any:
-        if isinstance(data, bool) or not isinstance(data, (int, float, list)):
-            raise serializers.ValidationError("must be a number or a list of numbers")
+        values = data if isinstance(data, list) and data else [data]
+        if any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in values):
+            raise serializers.ValidationError("must be a number or a non-empty list of numbers")
         return data
 
 

@@ -21,7 +21,7 @@ from .. import health, selectors, services
 from ..exceptions import BadRequest
 from . import options
 from .documentation import documentation
-from .parsers import NpyParser, NpyUploadParser, OctetStreamParser, OrjsonParser
+from .parsers import MSG_NO_FILE, NpyParser, NpyUploadParser, OctetStreamParser, OrjsonParser
 from .renderers import NpyRenderer, NpzRenderer, OctetStreamRenderer, OrjsonRenderer
 from .serializers import (
     CalibrationSerializer,
@@ -133,8 +133,7 @@ class InstanceViewSet(QueryOptionsMixin, viewsets.ViewSet):
     def _run(self, request: Request, instance_id: str, operation: str) -> Response:
         body = _array_body(request, self.query, DequantizationSerializer if operation == "dequantize"
                            else QuantizationSerializer)
-        explicit = {"scale": _scalar_if_single(body.get("scale"), body["channel_dim"]),
-                    "zero_point": _scalar_if_single(body.get("zero_point"), body["channel_dim"])}
+        explicit = {"scale": body.get("scale"), "zero_point": body.get("zero_point")}
         result = services.instance_run(
             instance_id=instance_id, operation=operation, data=body["data"], validate=body.get("validate", True),
             channel_dim=body["channel_dim"], layer_name=body["layer_name"], finite_only=_answers_json(request),
@@ -161,6 +160,8 @@ class InstanceViewSet(QueryOptionsMixin, viewsets.ViewSet):
     @action(detail=True, methods=["post"], parser_classes=[NpyUploadParser], renderer_classes=ARRAY_RENDERERS,
             query_options=options.UPLOAD)
     def upload_numpy(self, request: Request, instance_id: str) -> Response:
+        if "data" not in request.data:  # no multipart body at all (the parser reports a bad one itself)
+            raise BadRequest(MSG_NO_FILE, field="file")
         array, operation = request.data["data"], self.query["operation"]
         result = services.instance_run(instance_id=instance_id, operation=operation, data=array,
                                        validate=self.query["validate"], channel_dim=self.query["channel_dim"],
@@ -243,20 +244,17 @@ def _array_body(request: Request, query: dict[str, Any], serializer_cls: type[se
     the array and its options."""
     payload = request.data
     if isinstance(payload, dict) and isinstance(payload.get("data"), np.ndarray) and len(payload) == 1:
-        return {**query, "data": payload["data"]}
+        binary = {**query, "data": payload["data"]}
+        for name in ("scale", "zero_point"):  # one value in the query, and no channel_dim: per tensor
+            if isinstance(binary.get(name), list) and len(binary[name]) == 1 and binary["channel_dim"] is None:
+                binary[name] = binary[name][0]
+        return binary
     return _valid(serializer_cls, request)
 
 
 # ---------------------------------------------------------------------------- rendering
 def _shape(arr: np.ndarray) -> list[int]:
     return [int(n) for n in arr.shape]
-
-
-def _scalar_if_single(value: Any, channel_dim: int | None) -> Any:
-    """A query list of one value without a channel_dim is a per-tensor parameter (JSON bodies say which)."""
-    if isinstance(value, list) and len(value) == 1 and channel_dim is None:
-        return value[0]
-    return value
 
 
 def _answers_json(request: Request) -> bool:

@@ -194,3 +194,13 @@ def test_npz_per_tensor_has_no_axis_and_a_float_type_has_data_only(api):
 def ok_binary(response):
     assert response.status_code == 200, (response.status_code, response.content[:300])
     return response.content
+
+
+def test_parameter_values_in_json_must_be_numbers(api):
+    for bad in ([None], [], ["0.1"], True, {"a": 1}):
+        response = api.post("/instances/default/dequantize", {"data": [[1]], "scale": 0.1, "zero_point": bad})
+        assert_error(response, 400, field="zero_point")
+
+
+def test_upload_without_a_body_is_a_400(api):
+    assert_error(api.post("/instances/default/upload_numpy"), 400, code="request.invalid", field="file")

@@ -257,6 +257,14 @@ def test_nginx_answers_413_as_json_above_client_max_body_size(deployment: Deploy
     assert json.loads(body)["code"] == "request.too_large"
 
 
+def test_nginx_answers_414_as_json_for_an_over_long_request_line(api: Api) -> None:
+    scales = ",".join(["0.125"] * 2000)  # about 12 KB of query string, beyond nginx's 8 KB header buffers
+    response = api.post(f"/instances/default/dequantize?scale={scales}", data=b"", headers={
+        "Content-Type": "application/octet-stream", "X-Shape": "1"})
+    assert response.status_code == 414, (response.status_code, response.text[:300], dict(response.headers))
+    assert json_of(response)["code"] == "request.uri_too_long"
+
+
 def test_large_binary_body_streams_through(api: Api) -> None:
     array = np.linspace(-4, 4, 1000 * 1000, dtype=np.float32).reshape(1000, 1000)
     response = api.post("/instances/default/quantize", data=array.tobytes(), headers={
