@@ -53,6 +53,7 @@ SMALL_ELEMENTS = 4096  # arrays up to this many values are quantized as one bloc
 MINMAX_BLOCK_BYTES = 1024 * 1024  # bytes per block of the single-pass min/max (measured best of 64 KiB .. 4 MiB)
 
 _M = F32(1.5 * 2**23)  # float32 "round to integer" constant: y + _M == _M + rint(y) for |y| < 2**22
+_M_FLOAT = float(_M)
 _MB = 0x4B400000  # bits of _M as int32: its low 16 bits are zero
 _MAGIC_LIMIT = 1 << 21  # |qmin - zp|, |qmax - zp| and |zp| must stay well inside 2**22
 
@@ -203,13 +204,14 @@ class _Consts:
             self.scale = F32(params.scale.item())
             self.zp_f = F32(z)
             # Clip bounds of rint(x / scale) before the zero point is added (integers, exact in float32), and
-            # the same offset by M for fake quantization (exact: |bound| < 2**21).
+            # the same offset by M for fake quantization (exact: |bound| < 2**21; summed as Python floats, exact
+            # too, which is cheaper than numpy scalar arithmetic).
             self.lo_f, self.hi_f = F32(qmin - z), F32(qmax - z)
-            self.fq_lo, self.fq_hi = F32(_M + (qmin - z)), F32(_M + (qmax - z))
+            self.fq_lo, self.fq_hi = F32(_M_FLOAT + (qmin - z)), F32(_M_FLOAT + (qmax - z))
             self.zp_code = out_dtype.type(z) if codes else None
             folded = z if z % 2 == 0 else 0  # an even zero point is added with M: one pass fewer
             rest = z - folded  # the part of zp added to the codes at the end (1-byte data: cheap)
-            self.add_f = F32(_M + folded)  # exact: an integer below 2**24
+            self.add_f = F32(_M_FLOAT + folded)  # exact: an integer below 2**24
             self.lo_i, self.hi_i = np.int32(_MB + qmin - rest), np.int32(_MB + qmax - rest)
             self.rest = out_dtype.type(rest) if self.magic and rest else None
         else:
@@ -404,12 +406,8 @@ def _quantize_small(
         src, dst, axes = x.reshape(shape3), out.reshape(shape3), (0, 2)
     buf = np.empty(src.shape, dtype=F32)
     mask = np.empty(src.shape, dtype=np.bool_) if count_clipped else None
-    # np.seterr and back rather than np.errstate, whose context manager costs a few us more
-    saved = np.seterr(invalid="ignore", over="ignore", divide="ignore")
-    try:
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
         return _quantize_block(src, dst, buf, consts, axes, dequantize_after, nan_to_zero_point, mask)
-    finally:
-        np.seterr(**saved)
 
 
 def quantize(
@@ -475,6 +473,8 @@ def minmax(x: npt.NDArray[Any], axis: int | None = None, *, block: int | None = 
     cache, instead of two full passes."""
     if block is None:
         block = max(1024, MINMAX_BLOCK_BYTES // max(1, x.dtype.itemsize))
+    if axis is None and 0 < x.size <= SMALL_ELEMENTS:
+        return np.minimum.reduce(x, axis=None), np.maximum.reduce(x, axis=None)
     if x.size == 0 or not x.flags.c_contiguous:
         axes = None if axis is None else tuple(i for i in range(x.ndim) if i != axis)
         return np.min(x, axis=axes), np.max(x, axis=axes)

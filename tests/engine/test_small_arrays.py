@@ -1,6 +1,7 @@
 """The small-array path of the quantize kernel (kernels.SMALL_ELEMENTS) gives the bits and clipped counts of the
-block path: every array here goes through both (the block path forced by SMALL_ELEMENTS = 0, with 1024-element
-blocks so that arrays up to the threshold span several), per tensor and per channel, for every code type."""
+block path, and engine/small.py's scalar shortcuts the results of the array code they stand in for. Kernel: every
+array here goes through both paths (the block one forced by SMALL_ELEMENTS = 0, with 1024-element blocks so that
+arrays up to the threshold span several), per tensor and per channel, for every code type."""
 
 from __future__ import annotations
 
@@ -14,8 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import array_shapes, arrays
 
-from engine import QParams, QuantizationConfig, QuantizationType, Quantizer, kernels
-from engine.qparams import STORAGE_DTYPES, qrange
+from engine import QParams, QuantizationConfig, QuantizationType, Quantizer, kernels, ranges, small
+from engine.qparams import STORAGE_DTYPES, calibration_range, qrange, scale_zero_point
 
 F32 = np.float32
 INTEGER_TYPES = (QuantizationType.INT8, QuantizationType.UINT8, QuantizationType.INT16)
@@ -108,3 +109,47 @@ def test_quantizer_small_and_large_agree() -> None:
     assert small.data.tobytes() == block.data.tobytes()
     assert small.delta.clipped_values == block.delta.clipped_values
     assert small.params == block.params
+
+
+# ---------------------------------------------------------------------- engine/small.py: scalars vs arrays
+def range_ends() -> list[float]:
+    ends = [0.0, -0.0, 1e-45, -1e-45, 1e-38, 1.2e-38, 1e-30, 0.1, -0.1, 1.0, -1.0, 2.5, 9.0, -7.3, 255.0, 1e6,
+            -1e6, 3.4028235e38, -3.4028235e38, 1.7e38, -1.7e38]
+    rng = np.random.default_rng(3)
+    return ends + [float(v) for v in rng.standard_normal(30).astype(F32) * F32(10) ** rng.integers(-8, 8, 30)]
+
+
+@pytest.mark.parametrize("qtype", INTEGER_TYPES)
+def test_scalar_scale_zero_point_matches_arrays(qtype: Any) -> None:
+    ends = [F32(v) for v in range_ends()]
+    for bits in sorted({2, 7, qtype.width}):
+        qmin, qmax = qrange(qtype, bits)
+        for symmetric in (False, True):
+            cmin, cmax = calibration_range(qmin, qmax, symmetric)
+            for lo, hi in itertools.product(ends, ends):
+                if lo > hi:
+                    continue
+                scale, zp = scale_zero_point(lo, hi, cmin, cmax, symmetric)
+                s_scale, s_zp = small.scale_zero_point(lo, hi, cmin, cmax, symmetric)
+                assert F32(s_scale).tobytes() == scale.astype(F32).tobytes(), (lo, hi, bits, symmetric)
+                assert s_zp == int(zp), (lo, hi, bits, symmetric)
+                params = QParams.of(scale, zp)
+                with np.errstate(over="ignore"):
+                    wider = ((lo, hi), (lo * F32(2), hi), (lo, hi * F32(2)))
+                for a, b in wider:
+                    expected = not (bool(np.all(kernels.code_of(np.asarray(a, F32), params) >= qmin))
+                                    and bool(np.all(kernels.code_of(np.asarray(b, F32), params) <= qmax)))
+                    got = small.may_clip(params, qmin, qmax, a, b)
+                    assert got is None or got == expected, (a, b, lo, hi)
+
+
+@pytest.mark.parametrize("fields", [{}, {"symmetric": True}, {"quantization_mode": "symmetric"},
+                                    {"quantization_type": "uint8"}, {"quantization_type": "int16", "num_bits": 12}])
+def test_scalar_dynamic_params_match_ranges(fields: dict[str, Any]) -> None:
+    config = QuantizationConfig.from_dict(fields)
+    plan = Quantizer(config).layer_plan(None)
+    rng = np.random.default_rng(5)
+    for scale in (1e-30, 1e-3, 1.0, 1e3, 1e30):
+        x = (rng.standard_normal((3, 4)) * scale + rng.choice([-scale, 0, scale])).astype(F32)
+        raw = kernels.minmax(x)
+        assert small.dynamic_params(config, x, plan, None, raw) == ranges.dynamic_params(config, x, plan, None, raw)
