@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from . import kernels, ranges
+from . import kernels, ranges, small
 from .cache import DequantCache, cache_key
 from .calibration import RangeCollector
 from .casts import as_float, cast, checked_codes, uncast
@@ -100,7 +100,7 @@ class Quantizer:
 
     def _check_finite(self, x: FloatArray, *, validate: bool, lo: Any, hi: Any) -> int:
         """Apply error_on_nan / error_on_inf from a min/max already computed; return non-finite count allowed."""
-        if not validate or (np.isfinite(lo).all() and np.isfinite(hi).all()):
+        if not validate or small.all_finite(lo, hi):
             return 0
         n_nan = int(np.count_nonzero(np.isnan(x)))
         n_inf = int(np.count_nonzero(np.isinf(x)))
@@ -191,7 +191,7 @@ class Quantizer:
             # Not validated, yet NaN must still get the zero point's code, never an arbitrary one: the kernel
             # finds NaN itself (nan_to_zero_point=None), one reduction per block in cache, not a pass over memory.
             lo = hi = F32(0)
-        has_nonfinite = not (np.isfinite(lo).all() and np.isfinite(hi).all())
+        has_nonfinite = not small.all_finite(lo, hi)
         nonfinite = self._check_finite(x, validate=validate, lo=lo, hi=hi)
 
         if not qtype.is_integer:
@@ -201,7 +201,7 @@ class Quantizer:
                 delta.clipped_values = nonfinite + overflowed
             return self._finish(OpResult(out, qtype, None, delta, plan), started)
 
-        params = (ranges.dynamic_params(self.config, x, plan, axis, (lo, hi)) if dynamic
+        params = (small.dynamic_params(self.config, x, plan, axis, (lo, hi)) if dynamic
                   else self._stored_params(plan, x.shape, channel_dim))
         self._check_channel_dim(channel_dim, plan, params)
         qmin, qmax = qrange(plan.quantization_type, plan.num_bits)
@@ -237,6 +237,9 @@ class Quantizer:
         of `params`) do not clip, nothing does. When they might, the quantize kernel counts in the same pass."""
         if nonfinite or np.size(lo) not in (1, params.scale.size):
             return True
+        scalar = small.may_clip(params, qmin, qmax, lo, hi)  # per tensor: in scalars, a few us
+        if scalar is not None:
+            return scalar
         ends_lo = kernels.code_of(np.asarray(lo, F32), params)
         ends_hi = kernels.code_of(np.asarray(hi, F32), params)
         return not (bool(np.all(ends_lo >= qmin)) and bool(np.all(ends_hi <= qmax)))

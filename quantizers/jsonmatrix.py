@@ -18,7 +18,6 @@ from typing import Any
 import orjson
 
 _DATA_KEY = re.compile(rb'"data"\s*:\s*\[')
-_MATRIX_END = re.compile(rb"\]\s*\]")
 MAX_JSON_ROWS = 1 << 20  # a JSON matrix may have this many rows; taller arrays belong in a .npy body
 MIN_FAST_ELEMENTS = 4096  # small bodies: the ordinary parse is as fast and simpler
 
@@ -47,36 +46,40 @@ def split_body(raw: bytes) -> tuple[dict[str, Any], JsonMatrix] | None:
     if key is None:
         return None
     start = key.end() - 1  # the outer '['
-    end_match = _MATRIX_END.search(raw, start)
-    if end_match is None:
+    found = _row_spans(raw, start + 1)
+    if found is None:
         return None
-    end = end_match.end()  # one past the outer ']'
+    rows, end = found
     try:
         rest = orjson.loads(raw[:start] + b"null" + raw[end:])
     except orjson.JSONDecodeError:
         return None
     if not isinstance(rest, dict) or "data" not in rest or rest["data"] is not None:
         return None
-    rows = _row_spans(raw, start + 1, end_match.start() + 1)
-    if rows is None:
-        return None
     return rest, JsonMatrix(raw, rows)
 
 
-def _row_spans(raw: bytes, pos: int, stop: int) -> list[tuple[int, int]] | None:
-    """Spans [start, end) of each `[...]` row between pos and stop, which must be separated by commas only."""
+_SPACE = b" \t\n\r"
+
+
+def _row_spans(raw: bytes, pos: int) -> tuple[list[tuple[int, int]], int] | None:
+    r"""(spans [start, end) of each `[...]` row from pos on, one past the matrix's closing `]`): rows separated by
+    commas only and closed by a `]`, the first `]` (after optional whitespace) that follows a row's `]`, as the
+    regex `]\s*]` found it before (walking the rows avoids a regex scan of the whole body: ~15 ms at 1000x1000)."""
     spans: list[tuple[int, int]] = []
     find = raw.find
     while True:
-        open_at = find(b"[", pos, stop)
-        if open_at < 0:
-            return spans if spans and not raw[pos:stop].strip() else None
-        if raw[pos:open_at].strip() != (b"," if spans else b""):
+        open_at = find(b"[", pos)
+        if open_at < 0 or raw[pos:open_at].strip(_SPACE) != (b"," if spans else b""):
             return None
-        close_at = find(b"]", open_at, stop)
+        close_at = find(b"]", open_at)
         if close_at < 0 or find(b"[", open_at + 1, close_at) >= 0:
             return None
         spans.append((open_at, close_at + 1))
         if len(spans) > MAX_JSON_ROWS:
             return None
         pos = close_at + 1
+        while raw[pos : pos + 1] in (b" ", b"\t", b"\n", b"\r"):
+            pos += 1
+        if raw[pos : pos + 1] == b"]":
+            return spans, pos + 1
