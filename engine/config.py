@@ -49,6 +49,15 @@ class QuantizationMode(enum.Enum):
         return self in (QuantizationMode.STATIC, QuantizationMode.CALIBRATED)
 
 
+class QParamsRule(enum.Enum):
+    """Whose arithmetic turns a range into a scale and zero point (docs/numerics.md). Member names are lower case:
+    they are the configuration's values."""
+
+    onnx = "onnx"  # ONNX DynamicQuantizeLinear, float32, generalised to every type and to symmetric ranges
+    ort_tooling = "ort_tooling"  # onnxruntime.quantization.quant_utils.compute_scale_zp (float64)
+    torch = "torch"  # PyTorch's MinMaxObserver / PerChannelMinMaxObserver (float32, 2**-23 scale floor)
+
+
 class CalibrationMethod(enum.Enum):
     MINMAX = "minmax"
     PERCENTILE = "percentile"
@@ -139,6 +148,9 @@ class QuantizationConfig:
     calibration_method: CalibrationMethod = _setting(
         CalibrationMethod.MINMAX, "How calibrate chooses the clip range: MINMAX, PERCENTILE, MSE, ENTROPY or "
         "MOVING_AVERAGE.")
+    qparams_rule: QParamsRule = _setting(
+        QParamsRule.onnx, "How a range becomes a scale and zero point: onnx (ONNX DynamicQuantizeLinear in float32), "
+        "ort_tooling (onnxruntime's compute_scale_zp, float64) or torch (PyTorch's MinMax observers).")
 
     def __post_init__(self) -> None:
         # Validation runs for direct construction too, so no invalid config can exist.

@@ -69,8 +69,9 @@ def data_range(config: QuantizationConfig, x: FloatArray, axis: int | None, lo: 
 def params_for_range(config: QuantizationConfig, lo: Any, hi: Any, plan: LayerPlan, axis: int | None) -> QParams:
     qmin, qmax = qrange(plan.quantization_type, plan.num_bits)
     symmetric = plan.symmetric or config.quantization_mode is QuantizationMode.SYMMETRIC
-    cmin, cmax = calibration_range(qmin, qmax, symmetric)
-    scale, zp = scale_zero_point(lo, hi, cmin, cmax, symmetric)
+    rule = config.qparams_rule
+    cmin, cmax = calibration_range(qmin, qmax, symmetric, rule)
+    scale, zp = scale_zero_point(lo, hi, cmin, cmax, symmetric, rule)
     return QParams(scale, zp, axis)
 
 
