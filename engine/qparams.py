@@ -23,12 +23,14 @@ STORAGE_DTYPES: dict[QuantizationType, Any] = {
     QuantizationType.UINT8: np.uint8,
     QuantizationType.INT16: np.int16,
     QuantizationType.MIXED: np.int8,
+    QuantizationType.INT4: np.int8,  # one code per int8: unpacked (packing is the wire format's business)
+    QuantizationType.UINT4: np.uint8,
 }
 
 
 def qrange(qtype: QuantizationType, num_bits: int) -> tuple[int, int]:
     """Saturation range of the codes: signed -2^(b-1) .. 2^(b-1)-1, unsigned 0 .. 2^b-1."""
-    if qtype is QuantizationType.UINT8:
+    if qtype.is_unsigned:
         return 0, (1 << num_bits) - 1
     return -(1 << (num_bits - 1)), (1 << (num_bits - 1)) - 1
 
@@ -123,38 +125,61 @@ def f32_float(value: Any) -> float:
 
 @dataclasses.dataclass(frozen=True)
 class QParams:
-    """Parameters of one quantization: per tensor (`axis` None, 0-d arrays) or per channel along `axis`."""
+    """Parameters of one quantization: per tensor (`axis` None, 0-d arrays), per channel along `axis` (1-D
+    arrays), or per block (`block_size` set: arrays shaped like ONNX's scale initializer, the data's shape with
+    ceil(dim / block_size) along `axis`)."""
 
     scale: FloatArray
     zero_point: IntArray
     axis: int | None = None
+    block_size: int | None = None
 
     @property
     def per_channel(self) -> bool:
-        return self.axis is not None
+        return self.axis is not None and self.block_size is None
+
+    @property
+    def blocked(self) -> bool:
+        return self.block_size is not None
 
     def __eq__(self, other: object) -> bool:
-        """Same axis, scales and zero points (the generated __eq__ would compare arrays element-wise and fail on
-        per-channel parameters)."""
+        """Same axis, block size, scales and zero points (the generated __eq__ would compare arrays element-wise
+        and fail on per-channel parameters)."""
         if not isinstance(other, QParams):
             return NotImplemented
-        return (self.axis == other.axis and np.array_equal(self.scale, other.scale)
-                and np.array_equal(self.zero_point, other.zero_point))
+        return (self.axis == other.axis and self.block_size == other.block_size
+                and np.array_equal(self.scale, other.scale) and np.array_equal(self.zero_point, other.zero_point))
 
     def first(self) -> tuple[float, int]:
-        """A single (scale, zero point): the tensor's, or channel 0's for per-channel parameters."""
+        """A single (scale, zero point): the tensor's, or the first channel's / block's."""
         return f32_float(self.scale.reshape(-1)[0]), int(self.zero_point.reshape(-1)[0])
 
     def to_dict(self) -> dict[str, Any]:
+        if self.block_size is not None:
+            return {"scale": _nested(self.scale, f32_float), "zero_point": _nested(self.zero_point, int),
+                    "axis": self.axis, "block_size": self.block_size}
         if self.axis is None:
             return {"scale": f32_float(self.scale), "zero_point": int(self.zero_point), "axis": None}
         return {"scale": [f32_float(s) for s in self.scale], "zero_point": [int(z) for z in self.zero_point],
                 "axis": self.axis}
 
     @classmethod
-    def of(cls, scale: npt.ArrayLike, zero_point: npt.ArrayLike, axis: int | None = None) -> QParams:
-        return cls(np.asarray(scale, dtype=F32), np.asarray(zero_point, dtype=np.int64), axis)
+    def from_dict(cls, data: Any) -> QParams:
+        """What to_dict wrote."""
+        return cls.of(data["scale"], data["zero_point"], data.get("axis"), data.get("block_size"))
+
+    @classmethod
+    def of(cls, scale: npt.ArrayLike, zero_point: npt.ArrayLike, axis: int | None = None,
+           block_size: int | None = None) -> QParams:
+        return cls(np.asarray(scale, dtype=F32), np.asarray(zero_point, dtype=np.int64), axis, block_size)
 
     @classmethod
     def identity(cls) -> QParams:
         return cls.of(1.0, 0)
+
+
+def _nested(arr: npt.NDArray[Any], convert: Any) -> Any:
+    """An array as nested lists of Python numbers."""
+    if arr.ndim == 0:
+        return convert(arr)
+    return [_nested(a, convert) for a in arr]

@@ -133,8 +133,7 @@ def instance_run(
     queries are hand-written SQL (`hotpath`: the ORM's compilation of them cost half a small request)."""
     quantizer, stored_last = hotpath.run_state(instance_id)
     if operation == "dequantize":
-        last = None if not stored_last else QParams.of(stored_last["scale"], stored_last["zero_point"],
-                                                        stored_last.get("axis"))
+        last = None if not stored_last else QParams.from_dict(stored_last)
         result = quantizer.dequantize(data, channel_dim=channel_dim, layer_name=layer_name, scale=scale,
                                       zero_point=zero_point, last_params=last)
     elif operation == "quantize":

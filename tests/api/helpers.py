@@ -55,14 +55,14 @@ SPEC_SYMMETRIC = {"quantization_type": "INT8", "num_bits": 8, "symmetric": True}
 # The spec's "Default Quantizer Configuration" table.
 SPEC_DEFAULTS = {"quantization_type": "INT8", "quantization_mode": "DYNAMIC", "num_bits": 8, "symmetric": False,
                  "enable_cache": True}
-# Every attribute of the spec's QuantizerConfigModel, plus calibration_method and qparams_rule (docs/api.md,
-# Configuration).
+# Every attribute of the spec's QuantizerConfigModel, plus calibration_method, qparams_rule and group_size
+# (docs/api.md, Configuration).
 CONFIG_FIELDS = {
     "quantization_type", "quantization_mode", "num_bits", "symmetric", "enable_cache", "cache_size",
     "enable_mixed_precision", "per_channel", "buffer_size", "use_percentile", "min_percentile", "max_percentile",
     "error_on_nan", "error_on_inf", "optimize_memory", "enable_requantization", "requantization_threshold",
     "outlier_threshold", "skip_layers", "quantize_bias", "quantize_weights_only", "mixed_precision_layers",
-    "custom_quantization_config", "calibration_method", "qparams_rule",
+    "custom_quantization_config", "calibration_method", "qparams_rule", "group_size",
 }
 STATS_FIELDS = {"clipped_values", "total_values", "quantize_calls", "dequantize_calls", "cache_hits", "cache_misses",
                 "last_scale", "last_zero_point", "processing_time_ms"}

@@ -46,6 +46,7 @@ RICH_CONFIG = {
                                                     "symmetric": False, "per_channel": False}},
     "calibration_method": "ENTROPY",
     "qparams_rule": "torch",
+    "group_size": 0,
 }
 
 
@@ -62,7 +63,7 @@ def test_get_config_of_the_default_instance(api, slash):
     types = {"num_bits": int, "cache_size": int, "buffer_size": int, "min_percentile": float,
              "max_percentile": float, "requantization_threshold": float, "skip_layers": list,
              "mixed_precision_layers": list, "custom_quantization_config": dict, "quantization_type": str,
-             "quantization_mode": str, "calibration_method": str, "qparams_rule": str}
+             "quantization_mode": str, "calibration_method": str, "qparams_rule": str, "group_size": int}
     for name, kind in types.items():
         assert type(config[name]) is kind, name
     for name in CONFIG_FIELDS - set(types) - {"outlier_threshold"}:
@@ -173,7 +174,7 @@ BAD_CONFIGS = [
     ({"num_bits": None}, "num_bits"),
     ({"num_bits": [8]}, "num_bits"),
     ({"num_bits": 10**30}, "num_bits"),
-    ({"quantization_type": "INT4"}, "quantization_type"),
+    ({"quantization_type": "INT3"}, "quantization_type"),
     ({"quantization_type": ""}, "quantization_type"),
     ({"quantization_type": 8}, "quantization_type"),
     ({"quantization_type": None}, "quantization_type"),

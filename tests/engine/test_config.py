@@ -41,6 +41,7 @@ ISSUE_DEFAULTS: dict[str, Any] = {
     "mixed_precision_layers": [],
     "custom_quantization_config": {},
     "calibration_method": "MINMAX",
+    "group_size": 0,
     "qparams_rule": "onnx",
 }
 
@@ -279,7 +280,7 @@ def test_enum_fields_reject_unknown_names(field: str, value: Any) -> None:
 
 
 def test_enum_error_lists_the_names() -> None:
-    error = raises_for("quantization_type", {"quantization_type": "INT4"})
+    error = raises_for("quantization_type", {"quantization_type": "INT3"})
     assert "INT8" in error.message
     assert "INT4" in error.message
 
@@ -330,7 +331,7 @@ def test_layer_lists_reject_bad_values(field: str, value: Any) -> None:
     None,
     {"conv1": "INT8"},
     {"conv1": {"bits": 4}},
-    {"conv1": {"quantization_type": "INT4"}},
+    {"conv1": {"quantization_type": "INT3"}},
     {"conv1": {"quantization_type": "MIXED"}},
     {"conv1": {"num_bits": 9}},
     {"conv1": {"quantization_type": "INT16", "num_bits": 17}},

@@ -163,3 +163,138 @@ def test_deviations_are_only_non_normal_scales() -> None:
 def test_record_counts() -> None:
     """Every qparams record is either reproduced exactly or a documented deviation."""
     assert len(EXACT) + len(DEVIATING) == VECTORS["meta"]["counts"]["qparams_records"]
+
+
+# ---------------------------------------------------------------------- int4 / uint4
+INT4_RECORDS = [(c, r) for c in VECTORS["int4"]["cases"] for r in c["records"]]
+LENIENT = {"error_on_nan": False, "error_on_inf": False}
+
+
+def _int4_import(record: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(config, parameters) of a STATIC instance holding the record's parameters."""
+    config: dict[str, Any] = {"quantization_type": record["dtype"].upper(), "quantization_mode": "STATIC", **LENIENT}
+    scale, zp = record["scale"], record["zero_point"]
+    if record["granularity"] == "per_tensor":
+        return config, {"global_scale": scale, "global_zero_point": zp}
+    if record["granularity"] == "per_axis":
+        config["per_channel"] = True
+        return config, {"per_channel_scales": scale, "per_channel_zero_points": zp, "channel_dim": record["axis"]}
+    config["group_size"] = record["block_size"]
+    return config, {"block_scales": scale, "block_zero_points": zp, "block_size": record["block_size"],
+                    "block_axis": record["axis"]}
+
+
+@pytest.mark.parametrize(("case", "record"), INT4_RECORDS, ids=[r["id"] for _, r in INT4_RECORDS])
+def test_int4_codes_and_dq_equal_onnx_runtime(case: dict[str, Any], record: dict[str, Any]) -> None:
+    """With the record's parameters: the codes and the dequantized values equal ORT's QuantizeLinear /
+    DequantizeLinear (per tensor, per axis, blocked with a partial last block)."""
+    config, parameters = _int4_import(record)
+    quantizer = Quantizer(QuantizationConfig.from_dict(config), parameters=parameters)
+    x = case_x(case)
+    axis = record["axis"]
+    result = quantizer.quantize(x, channel_dim=axis)
+    np.testing.assert_array_equal(result.data.astype(np.int64).reshape(-1), ints(record["codes"]))
+    assert same_bits(quantizer.dequantize(result.data, channel_dim=axis).data, f32s(record["dq"]))
+    assert same_bits(quantizer.quantize_dequantize(x, channel_dim=axis).data, f32s(record["dq"]))
+
+
+TOOL_RECORDS = [(c, r) for c, r in INT4_RECORDS if r["qparams_source"].startswith("ort_compute")]
+
+
+@pytest.mark.parametrize(("case", "record"), TOOL_RECORDS, ids=[r["id"] for _, r in TOOL_RECORDS])
+def test_int4_parameters_equal_ort_tooling(case: dict[str, Any], record: dict[str, Any]) -> None:
+    """A dynamic ort_tooling instance (INT4 symmetric, UINT4 affine) computes the tooling's parameters: per tensor,
+    per slice and per block (compute_scale_zp_blocked)."""
+    config: dict[str, Any] = {"quantization_type": record["dtype"].upper(), "qparams_rule": "ort_tooling",
+                              "symmetric": record["dtype"] == "int4"}
+    if record["granularity"] == "per_axis":
+        config["per_channel"] = True
+    if record["granularity"] == "blocked":
+        config["group_size"] = record["block_size"]
+    quantizer = Quantizer(QuantizationConfig.from_dict(config))
+    params = quantizer.compute_params(case_x(case), channel_dim=record["axis"])
+    assert same_bits(params.scale, f32s(np.asarray(record["scale"]).reshape(-1).tolist()))
+    np.testing.assert_array_equal(params.zero_point.reshape(-1), ints(np.asarray(record["zero_point"]).reshape(-1)
+                                                                      .tolist()))
+    result = quantizer.quantize(case_x(case), channel_dim=record["axis"])
+    np.testing.assert_array_equal(result.data.astype(np.int64).reshape(-1), ints(record["codes"]))
+
+
+# ---------------------------------------------------------------------- bfloat16
+BF16_CASES = VECTORS["bfloat16"]["cases"]
+
+
+@pytest.mark.parametrize("case", BF16_CASES, ids=[c["id"] for c in BF16_CASES])
+def test_bfloat16_equals_ml_dtypes_and_ort_cast(case: dict[str, Any]) -> None:
+    """The BFLOAT16 quantize answer, read as bits >> 16, is ml_dtypes' and ORT Cast's bfloat16 (NaN: 0x7FC0 | sign);
+    dequantize gives it back unchanged (bf16 -> float32 is exact)."""
+    quantizer = Quantizer(QuantizationConfig.from_dict({"quantization_type": "BFLOAT16", **LENIENT}))
+    result = quantizer.quantize(case_x(case))
+    bits = (np.asarray(result.data, np.float32).view(np.uint32) >> 16).astype(np.int64).reshape(-1)
+    np.testing.assert_array_equal(bits, ints(case["ml_dtypes_bits"]))
+    np.testing.assert_array_equal(bits, ints(case["ort_bits"]))
+    assert same_bits(result.data, f32s(case["dq"]))
+
+
+# ---------------------------------------------------------------------- float8
+def fp8_decode(codes: npt.NDArray[np.int64], dtype: str) -> npt.NDArray[np.float32]:
+    """float8 bit patterns -> float32, from the formats' definitions (E4M3FN: bias 7, no infinities, S.1111.111
+    NaN; E5M2: bias 15, IEEE-like)."""
+    mbits, bias = (3, 7) if dtype == "float8_e4m3fn" else (2, 15)
+    c = np.asarray(codes, np.int64)
+    sign = np.where(c & 0x80, -1.0, 1.0)
+    exp = (c >> mbits) & ((1 << (7 - mbits)) - 1)
+    man = c & ((1 << mbits) - 1)
+    value = np.where(exp == 0, man / 2.0**mbits * 2.0 ** (1 - bias),
+                     (1 + man / 2.0**mbits) * 2.0 ** (exp.astype(np.float64) - bias))
+    if dtype == "float8_e4m3fn":
+        value = np.where((exp == 15) & (man == 7), np.nan, value)
+    else:
+        value = np.where(exp == 31, np.where(man == 0, np.inf, np.nan), value)
+    return (sign * value).astype(np.float32)
+
+
+FP8_TYPE = {"float8_e4m3fn": "FP8_E4M3", "float8_e5m2": "FP8_E5M2"}
+FP8_RECORDS = [(c, r) for c in VECTORS["float8"]["cases"] for r in c["records"] if r["saturate"] == 1]
+
+
+def same_or_nan(a: npt.ArrayLike, b: npt.ArrayLike) -> bool:
+    """Equal bits, except that any NaN equals any NaN (the float8 NaN's bit pattern may differ)."""
+    a32, b32 = np.asarray(a, np.float32).reshape(-1), np.asarray(b, np.float32).reshape(-1)
+    nan = np.isnan(a32)
+    return bool(np.array_equal(nan, np.isnan(b32)) and np.array_equal(a32[~nan].view(np.uint32),
+                                                                        b32[~nan].view(np.uint32)))
+
+
+@pytest.mark.parametrize(("case", "record"), FP8_RECORDS, ids=[r["id"] for _, r in FP8_RECORDS])
+def test_float8_equals_ort_quantize_linear(case: dict[str, Any], record: dict[str, Any]) -> None:
+    """saturate=1 records: with the record's scale, the quantize answer (the float8 values, decoded) equals ORT's
+    codes decoded, quantize_dequantize equals its DequantizeLinear; NaN inputs give NaN."""
+    config: dict[str, Any] = {"quantization_type": FP8_TYPE[record["dtype"]], "quantization_mode": "STATIC",
+                              **LENIENT}
+    scale = record["scale"]
+    if record["granularity"] == "per_tensor":
+        parameters: dict[str, Any] = {"global_scale": _scalar(scale), "global_zero_point": 0}
+    else:
+        config["per_channel"] = True
+        scales = f32s(scale).tolist()
+        parameters = {"per_channel_scales": scales, "per_channel_zero_points": [0] * len(scales),
+                      "channel_dim": record["axis"]}
+    quantizer = Quantizer(QuantizationConfig.from_dict(config), parameters=parameters)
+    x = case_x(case)
+    result = quantizer.quantize(x, channel_dim=record["axis"])
+    assert same_or_nan(result.data, fp8_decode(ints(record["codes"]), record["dtype"]))
+    assert same_or_nan(quantizer.quantize_dequantize(x, channel_dim=record["axis"]).data, f32s(record["dq"]))
+
+
+AMAX_RECORDS = [(c, r) for c, r in FP8_RECORDS if c["scale_mode"] == "amax" and r["granularity"] == "per_tensor"]
+
+
+@pytest.mark.parametrize(("case", "record"), AMAX_RECORDS, ids=[r["id"] for _, r in AMAX_RECORDS])
+def test_float8_dynamic_scale_is_amax_over_max(case: dict[str, Any], record: dict[str, Any]) -> None:
+    """A dynamic FP8 instance's scale is float32(amax over finite values) / float32(448 or 57344): the record's."""
+    quantizer = Quantizer(QuantizationConfig.from_dict({"quantization_type": FP8_TYPE[record["dtype"]], **LENIENT}))
+    result = quantizer.quantize(case_x(case))
+    assert result.params is not None
+    assert same_bits(result.params.scale, f32s(record["scale"]))
+    assert same_or_nan(result.data, fp8_decode(ints(record["codes"]), record["dtype"]))

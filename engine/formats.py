@@ -1,0 +1,252 @@
+"""Kernels of the number formats beyond 8/16-bit integers: blocked (grouped) integer quantization, float32 ->
+bfloat16 and float32 -> float8 (E4M3FN, E5M2) rounding, all exact and in numpy.
+
+Blocked quantization (ONNX opset-21 QuantizeLinear with `block_size`): along `axis`, element i uses the scale and
+zero point of block i // B; the parameters have the data's shape with `ceil(dim / B)` along `axis` (the last
+block may be partial). q = clip(rint(x / s) + zp, qmin, qmax), the division in float32, as per channel.
+
+bfloat16 (round to nearest even on the bit pattern): bits16 = (u + 0x7FFF + ((u >> 16) & 1)) >> 16 for non-NaN
+u; any NaN becomes the quiet NaN 0x7FC0 | sign. The result is returned decoded (bits16 << 16, as float32).
+
+float8: v = float32(x / scale), clipped to +-max (saturating; +-inf -> +-max; NaN stays NaN), then rounded to the
+nearest float8 value, ties to even, with one float32 addition and one subtraction: with E = max(exponent(|v|),
+emin) the float8 quantum at |v| is 2^(E - m) (m mantissa bits; subnormals share emin's quantum), and for
+C = 1.5 * 2^(E - m + 23), |v| + C lies in [2^(E-m+23), 2^(E-m+24)) where the float32 spacing is exactly that
+quantum, so the hardware's round-to-nearest-even of the sum *is* the float8 rounding (C / quantum = 3 * 2^22 is
+even: parity, hence ties, are kept); subtracting C is exact. C's bit pattern comes from |v|'s exponent field by
+integer operations. The result is returned decoded (a float32 holding the float8 value).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+F32 = np.float32
+FloatArray = npt.NDArray[np.float32]
+BLOCK = 64 * 1024  # elements per cache block of the cast kernels
+
+FP8_MAX = {"e4m3fn": 448.0, "e5m2": 57344.0}
+_FP8_MANTISSA = {"e4m3fn": 3, "e5m2": 2}
+_FP8_EMIN = {"e4m3fn": -6, "e5m2": -14}
+
+
+# ---------------------------------------------------------------------- blocked layout
+def block_count(dim: int, block_size: int) -> int:
+    return -(-dim // block_size)
+
+
+def block_shape(shape: tuple[int, ...], axis: int, block_size: int) -> tuple[int, ...]:
+    """The shape of the scale initializer: the data's, with ceil(dim / B) along `axis`."""
+    out = list(shape)
+    out[axis] = block_count(shape[axis], block_size)
+    return tuple(out)
+
+
+def _layout(shape: tuple[int, ...], axis: int) -> tuple[int, int, int]:
+    outer = int(np.prod(shape[:axis], dtype=np.int64))
+    inner = int(np.prod(shape[axis + 1:], dtype=np.int64))
+    return outer, shape[axis], inner
+
+
+def _pieces(shape: tuple[int, ...], axis: int, block_size: int) -> Iterator[tuple[Any, Any, Any, int]]:
+    """(data index, parameter index, reshape of the data piece into (o, nb, B, inner), blocks) for cache-sized
+    pieces of the (outer, dim, inner) view: full blocks in runs, then the partial last block."""
+    outer, dim, inner = _layout(shape, axis)
+    full = dim // block_size
+    per_block = block_size * inner
+    run = max(1, BLOCK // max(per_block, 1))
+    for o in range(outer):
+        for b0 in range(0, full, run):
+            b1 = min(full, b0 + run)
+            yield ((o, slice(b0 * block_size, b1 * block_size)), (o, slice(b0, b1)),
+                   (b1 - b0, block_size, inner), b1 - b0)
+        if full * block_size < dim:
+            rest = dim - full * block_size
+            yield (o, slice(full * block_size, dim)), (o, slice(full, full + 1)), (1, rest, inner), 1
+
+
+def block_minmax(x: FloatArray, axis: int, block_size: int) -> tuple[FloatArray, FloatArray]:
+    """Minimum and maximum of each block (NaN and +-inf left out; a block without finite values gives 0, 0)."""
+    outer, dim, inner = _layout(x.shape, axis)
+    nb = block_count(dim, block_size)
+    x3 = x.reshape(outer, dim, inner)
+    lo = np.empty((outer, nb, inner), F32)
+    hi = np.empty((outer, nb, inner), F32)
+    for xi, pi, shape4, _ in _pieces(x.shape, axis, block_size):
+        v = x3[xi].reshape(shape4)
+        lo[pi] = np.minimum.reduce(v, axis=1)
+        hi[pi] = np.maximum.reduce(v, axis=1)
+    if not (np.isfinite(lo).all() and np.isfinite(hi).all()):
+        finite = np.where(np.isfinite(x3), x3, np.nan)
+        for xi, pi, shape4, _ in _pieces(x.shape, axis, block_size):
+            v = finite[xi].reshape(shape4)
+            lo[pi] = np.fmin.reduce(v, axis=1)
+            hi[pi] = np.fmax.reduce(v, axis=1)
+        lo, hi = np.nan_to_num(lo, nan=0.0), np.nan_to_num(hi, nan=0.0)
+    target = block_shape(x.shape, axis, block_size)
+    return lo.reshape(target), hi.reshape(target)
+
+
+def quantize_blocked(x: FloatArray, scale: FloatArray, zero_point: npt.NDArray[np.int64], axis: int,
+                     block_size: int, qmin: int, qmax: int, out_dtype: Any, dequantize_after: bool,
+                     count_clipped: bool) -> tuple[npt.NDArray[Any], int]:
+    """Blocked QuantizeLinear (codes in `out_dtype`) or, with `dequantize_after`, QuantizeLinear then
+    DequantizeLinear (float32). NaN gets its block's zero point's code (0.0 fake-quantized). Returns the result
+    and the number of clipped elements (NaN included) when `count_clipped`, else 0."""
+    outer, dim, inner = _layout(x.shape, axis)
+    nb = block_count(dim, block_size)
+    x3 = np.ascontiguousarray(x).reshape(outer, dim, inner)
+    s3 = scale.astype(F32).reshape(outer, nb, inner)
+    z3 = zero_point.astype(F32).reshape(outer, nb, inner)
+    has_zp = bool(np.any(z3))
+    out = np.empty(x.shape, F32 if dequantize_after else out_dtype)
+    o3 = out.reshape(outer, dim, inner)
+    lo_f, hi_f = F32(qmin), F32(qmax)
+    clipped = 0
+    for xi, pi, shape4, _ in _pieces(x.shape, axis, block_size):
+        v = x3[xi].reshape(shape4)
+        s = s3[pi][:, None, :]
+        z = z3[pi][:, None, :]
+        b = np.divide(v, s, dtype=F32)
+        np.rint(b, out=b)
+        if has_zp:
+            np.add(b, z, out=b)
+        elif dequantize_after:
+            np.add(b, F32(0), out=b)  # -0.0 + 0 = +0.0: a zero comes out as +0.0, as from the unfused (q - zp)
+        nan = np.isnan(np.minimum.reduce(b, axis=None))
+        if count_clipped:
+            clipped += b.size - int(np.count_nonzero((b >= lo_f) & (b <= hi_f)))
+        np.clip(b, lo_f, hi_f, out=b)
+        if nan:
+            np.copyto(b, np.broadcast_to(z, b.shape), where=np.isnan(b))
+        if dequantize_after:
+            if has_zp:
+                np.subtract(b, z, out=b)
+            np.multiply(b, s, out=b)
+            o3[xi] = b.reshape(o3[xi].shape)
+        else:
+            o3[xi] = b.reshape(o3[xi].shape)
+    return out, clipped
+
+
+def dequantize_blocked(codes: npt.NDArray[Any], scale: FloatArray, zero_point: npt.NDArray[np.int64], axis: int,
+                       block_size: int) -> FloatArray:
+    """float32((q - zp) * s) with each block's parameters."""
+    outer, dim, inner = _layout(codes.shape, axis)
+    nb = block_count(dim, block_size)
+    c3 = codes.reshape(outer, dim, inner)
+    s3 = scale.astype(F32).reshape(outer, nb, inner)
+    z3 = zero_point.astype(F32).reshape(outer, nb, inner)
+    out = np.empty(codes.shape, F32)
+    o3 = out.reshape(outer, dim, inner)
+    for xi, pi, shape4, _ in _pieces(codes.shape, axis, block_size):
+        b = c3[xi].reshape(shape4).astype(F32)
+        np.subtract(b, z3[pi][:, None, :], out=b)
+        np.multiply(b, s3[pi][:, None, :], out=b)
+        o3[xi] = b.reshape(o3[xi].shape)
+    return out
+
+
+# ---------------------------------------------------------------------- bfloat16
+def to_bfloat16(x: FloatArray) -> tuple[FloatArray, int]:
+    """float32 -> bfloat16 (round to nearest even), decoded back to float32; NaN -> quiet NaN with its sign.
+    Also returns how many finite values overflowed to +-inf."""
+    src = np.ascontiguousarray(x, dtype=F32).reshape(-1)
+    out = np.empty(src.size, F32)
+    bits = out.view(np.uint32)
+    overflow = 0
+    for start in range(0, src.size, BLOCK):
+        u = src[start:start + BLOCK].view(np.uint32)
+        t = bits[start:start + BLOCK]
+        np.right_shift(u, np.uint32(16), out=t)
+        np.bitwise_and(t, np.uint32(1), out=t)
+        np.add(t, np.uint32(0x7FFF), out=t)
+        np.add(t, u, out=t)
+        np.bitwise_and(t, np.uint32(0xFFFF0000), out=t)
+        f = src[start:start + BLOCK]
+        lo, hi = np.minimum.reduce(f), np.maximum.reduce(f)
+        if np.isnan(lo) or np.isnan(hi):
+            nan = np.isnan(f)
+            t[nan] = (u[nan] & np.uint32(0x80000000)) | np.uint32(0x7FC00000)
+        if not (abs(lo) < 3.3e38 and abs(hi) < 3.3e38):
+            o = out[start:start + BLOCK]
+            overflow += int(np.count_nonzero(np.isinf(o) & np.isfinite(f)))
+    return out.reshape(x.shape), overflow
+
+
+def is_bfloat16(x: FloatArray) -> npt.NDArray[np.bool_]:
+    """Which float32 values are bfloat16 values (their low 16 bits are zero)."""
+    return np.asarray((np.ascontiguousarray(x, F32).view(np.uint32) & np.uint32(0xFFFF)) == 0)
+
+
+# ---------------------------------------------------------------------- float8
+def fp8_round(v: FloatArray, fmt: str, out: FloatArray | None = None) -> FloatArray:
+    """Saturate float32 `v` to +-max and round to the nearest float8 `fmt` value, ties to even (module
+    docstring); NaN stays NaN. In place when `out` is `v`."""
+    top = F32(FP8_MAX[fmt])
+    emin_bits = np.uint32((127 + _FP8_EMIN[fmt]) << 23)
+    offset = np.uint32(((23 - _FP8_MANTISSA[fmt]) << 23) | 0x00400000)  # C = 1.5 * 2^(E - m + 23)
+    res = np.clip(v, -top, top, out=out)
+    a = np.abs(res)
+    c = a.view(np.uint32) & np.uint32(0x7F800000)
+    np.maximum(c, emin_bits, out=c)
+    np.add(c, offset, out=c)
+    cf = c.view(F32)
+    np.add(a, cf, out=a)
+    np.subtract(a, cf, out=a)
+    np.copysign(a, res, out=res)
+    return res
+
+
+def quantize_fp8(x: FloatArray, scale3: FloatArray, shape3: tuple[int, int, int], fmt: str,
+                 dequantize_after: bool) -> FloatArray:
+    """float8 QuantizeLinear (saturate=1) of `x` viewed as (outer, channels, inner) with a (1, C, 1) or (1, 1, 1)
+    float32 scale: the float8 values decoded to float32 or, with `dequantize_after`, times the scale."""
+    x3 = np.ascontiguousarray(x, F32).reshape(shape3)
+    out = np.empty(x3.shape, F32)
+    per_tensor = scale3.size == 1
+    s_scalar = F32(scale3.reshape(-1)[0])
+    with np.errstate(over="ignore", invalid="ignore"):  # x / scale may overflow: it saturates
+        for sl, s in _cast_blocks(shape3, scale3, per_tensor, s_scalar):
+            b = np.divide(x3[sl], s, dtype=F32)
+            fp8_round(b, fmt, out=b)
+            if dequantize_after:
+                np.multiply(b, s, out=b)
+            out[sl] = b
+    return out.reshape(x.shape)
+
+
+def _cast_blocks(shape3: tuple[int, int, int], scale3: FloatArray, per_tensor: bool, s_scalar: Any
+                 ) -> Iterator[tuple[Any, Any]]:
+    outer, channels, inner = shape3
+    if per_tensor:
+        if inner >= BLOCK or channels * inner >= BLOCK:
+            for o in range(outer):
+                for c in range(channels):
+                    for i0 in range(0, inner, BLOCK):
+                        yield (slice(o, o + 1), slice(c, c + 1), slice(i0, i0 + BLOCK)), s_scalar
+            return
+        step = max(1, BLOCK // max(channels * inner, 1))
+        for o0 in range(0, outer, step):
+            yield (slice(o0, o0 + step), slice(None), slice(None)), s_scalar
+        return
+    for o in range(outer):
+        step = max(1, BLOCK // max(inner, 1))
+        for c0 in range(0, channels, step):
+            sc = slice(c0, c0 + step)
+            if inner > BLOCK:
+                for i0 in range(0, inner, BLOCK):
+                    yield (slice(o, o + 1), sc, slice(i0, i0 + BLOCK)), scale3[:, sc]
+            else:
+                yield (slice(o, o + 1), sc, slice(None)), scale3[:, sc]
+
+
+def is_fp8(v: FloatArray, fmt: str) -> npt.NDArray[np.bool_]:
+    """Which float32 values are finite float8 `fmt` values."""
+    with np.errstate(invalid="ignore"):
+        r = fp8_round(np.asarray(v, F32).copy(), fmt)
+        return np.asarray(np.isfinite(v) & (r == v))
