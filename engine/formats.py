@@ -52,21 +52,33 @@ def _layout(shape: tuple[int, ...], axis: int) -> tuple[int, int, int]:
     return outer, shape[axis], inner
 
 
-def _pieces(shape: tuple[int, ...], axis: int, block_size: int) -> Iterator[tuple[Any, Any, Any, int]]:
-    """(data index, parameter index, reshape of the data piece into (o, nb, B, inner), blocks) for cache-sized
-    pieces of the (outer, dim, inner) view: full blocks in runs, then the partial last block."""
+def _pieces(shape: tuple[int, ...], axis: int, block_size: int) -> Iterator[tuple[Any, Any, Any]]:
+    """(data index, parameter index, shape (rows, blocks, B, inner)) of cache-sized pieces of the (outer, dim,
+    inner) view: several whole rows at a time when a row is small, else runs of blocks within a row; the partial
+    last block of each row is a piece of its own."""
     outer, dim, inner = _layout(shape, axis)
     full = dim // block_size
-    per_block = block_size * inner
-    run = max(1, BLOCK // max(per_block, 1))
+    rest = dim - full * block_size
+    row = dim * inner
+    if row <= BLOCK:
+        step = max(1, BLOCK // max(row, 1))
+        for o0 in range(0, outer, step):
+            rows = slice(o0, min(outer, o0 + step))
+            n = rows.stop - o0
+            if full:
+                yield (rows, slice(0, full * block_size)), (rows, slice(0, full)), (n, full, block_size, inner)
+            if rest:
+                yield (rows, slice(full * block_size, dim)), (rows, slice(full, full + 1)), (n, 1, rest, inner)
+        return
+    run = max(1, BLOCK // max(block_size * inner, 1))
     for o in range(outer):
+        rows = slice(o, o + 1)
         for b0 in range(0, full, run):
             b1 = min(full, b0 + run)
-            yield ((o, slice(b0 * block_size, b1 * block_size)), (o, slice(b0, b1)),
-                   (b1 - b0, block_size, inner), b1 - b0)
-        if full * block_size < dim:
-            rest = dim - full * block_size
-            yield (o, slice(full * block_size, dim)), (o, slice(full, full + 1)), (1, rest, inner), 1
+            yield (rows, slice(b0 * block_size, b1 * block_size)), (rows, slice(b0, b1)), (1, b1 - b0, block_size,
+                                                                                            inner)
+        if rest:
+            yield (rows, slice(full * block_size, dim)), (rows, slice(full, full + 1)), (1, 1, rest, inner)
 
 
 def block_minmax(x: FloatArray, axis: int, block_size: int) -> tuple[FloatArray, FloatArray]:
@@ -76,16 +88,16 @@ def block_minmax(x: FloatArray, axis: int, block_size: int) -> tuple[FloatArray,
     x3 = x.reshape(outer, dim, inner)
     lo = np.empty((outer, nb, inner), F32)
     hi = np.empty((outer, nb, inner), F32)
-    for xi, pi, shape4, _ in _pieces(x.shape, axis, block_size):
+    for xi, pi, shape4 in _pieces(x.shape, axis, block_size):
         v = x3[xi].reshape(shape4)
-        lo[pi] = np.minimum.reduce(v, axis=1)
-        hi[pi] = np.maximum.reduce(v, axis=1)
+        lo[pi] = np.minimum.reduce(v, axis=2)
+        hi[pi] = np.maximum.reduce(v, axis=2)
     if not (np.isfinite(lo).all() and np.isfinite(hi).all()):
         finite = np.where(np.isfinite(x3), x3, np.nan)
-        for xi, pi, shape4, _ in _pieces(x.shape, axis, block_size):
+        for xi, pi, shape4 in _pieces(x.shape, axis, block_size):
             v = finite[xi].reshape(shape4)
-            lo[pi] = np.fmin.reduce(v, axis=1)
-            hi[pi] = np.fmax.reduce(v, axis=1)
+            lo[pi] = np.fmin.reduce(v, axis=2)
+            hi[pi] = np.fmax.reduce(v, axis=2)
         lo, hi = np.nan_to_num(lo, nan=0.0), np.nan_to_num(hi, nan=0.0)
     target = block_shape(x.shape, axis, block_size)
     return lo.reshape(target), hi.reshape(target)
@@ -93,7 +105,7 @@ def block_minmax(x: FloatArray, axis: int, block_size: int) -> tuple[FloatArray,
 
 def quantize_blocked(x: FloatArray, scale: FloatArray, zero_point: npt.NDArray[np.int64], axis: int,
                      block_size: int, qmin: int, qmax: int, out_dtype: Any, dequantize_after: bool,
-                     count_clipped: bool) -> tuple[npt.NDArray[Any], int]:
+                     count_clipped: bool, nan_possible: bool = True) -> tuple[npt.NDArray[Any], int]:
     """Blocked QuantizeLinear (codes in `out_dtype`) or, with `dequantize_after`, QuantizeLinear then
     DequantizeLinear (float32). NaN gets its block's zero point's code (0.0 fake-quantized). Returns the result
     and the number of clipped elements (NaN included) when `count_clipped`, else 0."""
@@ -107,29 +119,30 @@ def quantize_blocked(x: FloatArray, scale: FloatArray, zero_point: npt.NDArray[n
     o3 = out.reshape(outer, dim, inner)
     lo_f, hi_f = F32(qmin), F32(qmax)
     clipped = 0
-    for xi, pi, shape4, _ in _pieces(x.shape, axis, block_size):
+    buf = np.empty(BLOCK + block_size * inner, F32)
+    for xi, pi, shape4 in _pieces(x.shape, axis, block_size):
         v = x3[xi].reshape(shape4)
-        s = s3[pi][:, None, :]
-        z = z3[pi][:, None, :]
-        b = np.divide(v, s, dtype=F32)
+        s = s3[pi][:, :, None, :]
+        z = z3[pi][:, :, None, :]
+        b = buf[:v.size].reshape(shape4)
+        np.divide(v, s, out=b)
         np.rint(b, out=b)
         if has_zp:
             np.add(b, z, out=b)
         elif dequantize_after:
             np.add(b, F32(0), out=b)  # -0.0 + 0 = +0.0: a zero comes out as +0.0, as from the unfused (q - zp)
-        nan = np.isnan(np.minimum.reduce(b, axis=None))
         if count_clipped:
-            clipped += b.size - int(np.count_nonzero((b >= lo_f) & (b <= hi_f)))
+            lo_b, hi_b = np.minimum.reduce(b, axis=None), np.maximum.reduce(b, axis=None)
+            if not (lo_b >= lo_f and hi_b <= hi_f):  # (NaN fails both)
+                clipped += b.size - int(np.count_nonzero((b >= lo_f) & (b <= hi_f)))
         np.clip(b, lo_f, hi_f, out=b)
-        if nan:
+        if nan_possible and np.isnan(np.minimum.reduce(b, axis=None)):
             np.copyto(b, np.broadcast_to(z, b.shape), where=np.isnan(b))
         if dequantize_after:
             if has_zp:
                 np.subtract(b, z, out=b)
             np.multiply(b, s, out=b)
-            o3[xi] = b.reshape(o3[xi].shape)
-        else:
-            o3[xi] = b.reshape(o3[xi].shape)
+        o3[xi] = b.reshape(o3[xi].shape)
     return out, clipped
 
 
@@ -143,18 +156,21 @@ def dequantize_blocked(codes: npt.NDArray[Any], scale: FloatArray, zero_point: n
     z3 = zero_point.astype(F32).reshape(outer, nb, inner)
     out = np.empty(codes.shape, F32)
     o3 = out.reshape(outer, dim, inner)
-    for xi, pi, shape4, _ in _pieces(codes.shape, axis, block_size):
+    for xi, pi, shape4 in _pieces(codes.shape, axis, block_size):
         b = c3[xi].reshape(shape4).astype(F32)
-        np.subtract(b, z3[pi][:, None, :], out=b)
-        np.multiply(b, s3[pi][:, None, :], out=b)
+        np.subtract(b, z3[pi][:, :, None, :], out=b)
+        np.multiply(b, s3[pi][:, :, None, :], out=b)
         o3[xi] = b.reshape(o3[xi].shape)
     return out
 
 
 # ---------------------------------------------------------------------- bfloat16
-def to_bfloat16(x: FloatArray) -> tuple[FloatArray, int]:
+def to_bfloat16(x: FloatArray, lo: Any = None, hi: Any = None) -> tuple[FloatArray, int]:
     """float32 -> bfloat16 (round to nearest even), decoded back to float32; NaN -> quiet NaN with its sign.
-    Also returns how many finite values overflowed to +-inf."""
+    Also returns how many finite values overflowed to +-inf. `lo` / `hi`: the data's extremes if known (then
+    blocks are not searched for NaN or huge values unless the extremes show some)."""
+    known = lo is not None and hi is not None and bool(np.isfinite(lo)) and bool(np.isfinite(hi)) \
+        and max(abs(float(lo)), abs(float(hi))) < 3.3e38
     src = np.ascontiguousarray(x, dtype=F32).reshape(-1)
     out = np.empty(src.size, F32)
     bits = out.view(np.uint32)
@@ -167,12 +183,14 @@ def to_bfloat16(x: FloatArray) -> tuple[FloatArray, int]:
         np.add(t, np.uint32(0x7FFF), out=t)
         np.add(t, u, out=t)
         np.bitwise_and(t, np.uint32(0xFFFF0000), out=t)
+        if known:
+            continue
         f = src[start:start + BLOCK]
-        lo, hi = np.minimum.reduce(f), np.maximum.reduce(f)
-        if np.isnan(lo) or np.isnan(hi):
+        b_lo, b_hi = np.minimum.reduce(f), np.maximum.reduce(f)
+        if np.isnan(b_lo) or np.isnan(b_hi):
             nan = np.isnan(f)
             t[nan] = (u[nan] & np.uint32(0x80000000)) | np.uint32(0x7FC00000)
-        if not (abs(lo) < 3.3e38 and abs(hi) < 3.3e38):
+        if not (abs(b_lo) < 3.3e38 and abs(b_hi) < 3.3e38):
             o = out[start:start + BLOCK]
             overflow += int(np.count_nonzero(np.isinf(o) & np.isfinite(f)))
     return out.reshape(x.shape), overflow
@@ -184,13 +202,19 @@ def is_bfloat16(x: FloatArray) -> npt.NDArray[np.bool_]:
 
 
 # ---------------------------------------------------------------------- float8
-def fp8_round(v: FloatArray, fmt: str, out: FloatArray | None = None) -> FloatArray:
+def fp8_round(v: FloatArray, fmt: str, out: FloatArray | None = None, saturate: bool = True) -> FloatArray:
     """Saturate float32 `v` to +-max and round to the nearest float8 `fmt` value, ties to even (module
-    docstring); NaN stays NaN. In place when `out` is `v`."""
+    docstring); NaN stays NaN. In place when `out` is `v`. `saturate` False skips the clip, for callers that know
+    every |v| is below max * 1.03 (which rounds to at most max) and finite."""
     top = F32(FP8_MAX[fmt])
     emin_bits = np.uint32((127 + _FP8_EMIN[fmt]) << 23)
     offset = np.uint32(((23 - _FP8_MANTISSA[fmt]) << 23) | 0x00400000)  # C = 1.5 * 2^(E - m + 23)
-    res = np.clip(v, -top, top, out=out)
+    if saturate:
+        res = np.clip(v, -top, top, out=out)
+    elif out is not None:
+        res = out
+    else:
+        res = v.copy()
     a = np.abs(res)
     c = a.view(np.uint32) & np.uint32(0x7F800000)
     np.maximum(c, emin_bits, out=c)
@@ -203,7 +227,7 @@ def fp8_round(v: FloatArray, fmt: str, out: FloatArray | None = None) -> FloatAr
 
 
 def quantize_fp8(x: FloatArray, scale3: FloatArray, shape3: tuple[int, int, int], fmt: str,
-                 dequantize_after: bool) -> FloatArray:
+                 dequantize_after: bool, saturate: bool = True) -> FloatArray:
     """float8 QuantizeLinear (saturate=1) of `x` viewed as (outer, channels, inner) with a (1, C, 1) or (1, 1, 1)
     float32 scale: the float8 values decoded to float32 or, with `dequantize_after`, times the scale."""
     x3 = np.ascontiguousarray(x, F32).reshape(shape3)
@@ -213,7 +237,7 @@ def quantize_fp8(x: FloatArray, scale3: FloatArray, shape3: tuple[int, int, int]
     with np.errstate(over="ignore", invalid="ignore"):  # x / scale may overflow: it saturates
         for sl, s in _cast_blocks(shape3, scale3, per_tensor, s_scalar):
             b = np.divide(x3[sl], s, dtype=F32)
-            fp8_round(b, fmt, out=b)
+            fp8_round(b, fmt, out=b, saturate=saturate)
             if dequantize_after:
                 np.multiply(b, s, out=b)
             out[sl] = b

@@ -209,7 +209,7 @@ class Quantizer:
         if not scaled:
             self._check_channel_dim(channel_dim, plan, None)
             if qtype is QuantizationType.BFLOAT16:
-                out, overflowed = formats.to_bfloat16(x)
+                out, overflowed = formats.to_bfloat16(x, *((lo, hi) if validate else (None, None)))
             else:
                 out, overflowed = cast(x, qtype, dequantize_after)
             if validate:
@@ -222,9 +222,11 @@ class Quantizer:
                       else self._stored_params(plan, x.shape, channel_dim))
             if params.block_size is None:
                 raise InputError("this grouped instance's stored parameters are not per block", field="data")
-            out, clipped = self._quantize_grouped(x, params, plan, dequantize_after, validate)
+            # Parameters from the data's own blocks clip nothing but non-finite values (already counted).
+            out, clipped = self._quantize_grouped(x, params, plan, dequantize_after, validate and not dynamic,
+                                                  has_nonfinite or not validate)
             if validate:
-                delta.clipped_values = clipped
+                delta.clipped_values = nonfinite if dynamic else clipped
             self._last_params = params
             return self._finish(OpResult(out, qtype, params, delta, plan), started)
 
@@ -234,8 +236,15 @@ class Quantizer:
             raise InputError("block parameters need a grouped instance (group_size > 0)", field="data")
         if qtype.is_float8:
             self._check_channel_dim(channel_dim, plan, params)
+            name = _fp8_name(qtype)
+            # The clip to +-max is needed only if some |x| / scale might round beyond max (or is not finite).
+            amax = np.maximum(np.abs(np.asarray(lo, F32)), np.abs(np.asarray(hi, F32)))
+            with np.errstate(over="ignore", invalid="ignore"):
+                safe = (validate and not has_nonfinite and np.size(amax) in (1, params.scale.size)
+                        and bool(np.all(amax / (params.scale if np.size(amax) == 1 else
+                                                params.scale.reshape(np.shape(amax))) < formats.FP8_MAX[name] * 1.03)))
             out = formats.quantize_fp8(x, params.scale.astype(F32).reshape(1, -1, 1),
-                                       kernels.as_3d(x.shape, params.axis), _fp8_name(qtype), dequantize_after)
+                                       kernels.as_3d(x.shape, params.axis), name, dequantize_after, saturate=not safe)
             if validate:
                 delta.clipped_values = nonfinite
             self._last_params = params
@@ -259,7 +268,7 @@ class Quantizer:
         return self._finish(OpResult(out, qtype, params, delta, plan), started)
 
     def _quantize_grouped(self, x: FloatArray, params: QParams, plan: LayerPlan, dequantize_after: bool,
-                          validate: bool) -> tuple[npt.NDArray[Any], int]:
+                          validate: bool, nan_possible: bool) -> tuple[npt.NDArray[Any], int]:
         if params.axis is None or params.block_size is None:
             raise InputError("block parameters are needed", field="data")
         qtype = plan.quantization_type
@@ -276,7 +285,8 @@ class Quantizer:
         qmin, qmax = qrange(qtype, plan.num_bits)
         with np.errstate(over="ignore", invalid="ignore"):
             return formats.quantize_blocked(x, params.scale, params.zero_point, params.axis, params.block_size,
-                                            qmin, qmax, STORAGE_DTYPES[qtype], dequantize_after, validate)
+                                            qmin, qmax, STORAGE_DTYPES[qtype], dequantize_after, validate,
+                                            nan_possible)
 
     def _frozen_axis(self, plan: LayerPlan, shape: tuple[int, ...], channel_dim: int | None) -> int | None:
         """The channel axis of the frozen parameters this call will use, if they are per channel: the validation
