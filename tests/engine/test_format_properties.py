@@ -74,7 +74,8 @@ def test_fp8_is_the_nearest_grid_value_and_monotone(x: npt.NDArray[np.float32], 
     q.import_parameters({"global_scale": scale, "global_zero_point": 0})
     out = q.quantize(x).data.astype(np.float64)
     grid = _fp8_grid(fmt)
-    v = np.clip((x / np.float32(scale)).astype(np.float32).astype(np.float64), grid[0], grid[-1])
+    with np.errstate(over="ignore", invalid="ignore"):
+        v = np.clip((x / np.float32(scale)).astype(np.float32).astype(np.float64), grid[0], grid[-1])
     nan = np.isnan(x)
     assert np.array_equal(np.isnan(out), nan)
     assert np.all(np.isin(out[~nan], grid))
@@ -109,3 +110,32 @@ def test_fp8_rejects_non_float8_codes_on_dequantize(fmt: str) -> None:
     assert q.dequantize(np.asarray([1.5, -2.0], np.float32)).data.tolist() == [0.75, -1.0]
     with pytest.raises(Exception, match="not finite"):
         q.dequantize(np.asarray([1.3], np.float32))
+
+
+def test_block_parameters_export_import_round_trip() -> None:
+    """A grouped instance's parameters export as nested block lists and import back to the same codes."""
+    x = np.arange(-10, 10, dtype=np.float32).reshape(2, 10) / np.float32(3)
+    source = quantizer(quantization_type="UINT4", group_size=4, quantization_mode="DYNAMIC")
+    codes = source.quantize(x).data
+    assert source.last_params is not None
+    exported = {"block_scales": source.last_params.to_dict()["scale"],
+                "block_zero_points": source.last_params.to_dict()["zero_point"], "block_size": 4, "block_axis": 1}
+    assert np.asarray(exported["block_scales"]).shape == (2, 3)  # ceil(10 / 4) blocks along axis 1
+    target = quantizer(quantization_type="UINT4", group_size=4, quantization_mode="STATIC")
+    target.import_parameters(exported)
+    state = target.export_parameters()
+    assert (state["block_size"], state["block_axis"]) == (4, 1)
+    assert state["block_scales"] == exported["block_scales"]
+    np.testing.assert_array_equal(target.quantize(x).data, codes)
+    again = quantizer(quantization_type="UINT4", group_size=4, quantization_mode="STATIC")
+    again.import_parameters({k: v for k, v in state.items() if k.startswith("block_")})
+    np.testing.assert_array_equal(again.quantize(x).data, codes)
+    with pytest.raises(Exception, match="shape"):
+        target.quantize(np.zeros((2, 13), np.float32))  # 4 blocks along axis 1, the parameters hold 3
+
+
+def test_fp8_parameters_take_zero_points_of_zero_only() -> None:
+    q = quantizer(quantization_type="FP8_E5M2", quantization_mode="STATIC")
+    q.import_parameters({"per_channel_scales": [0.5, 2.0], "per_channel_zero_points": [0, 0], "channel_dim": 0})
+    with pytest.raises(Exception, match="outside"):
+        q.import_parameters({"global_scale": 1.0, "global_zero_point": 3})
