@@ -190,6 +190,14 @@ class Quantizer:
         plan = self.layer_plan(layer_name)
         qtype = plan.effective_type
         delta = StatsDelta(total_values=int(x.size), quantize_calls=1, dequantize_calls=int(dequantize_after))
+        if qtype is QuantizationType.BFLOAT16:
+            # The cast takes the extremes block by block in cache: the NaN / Inf checks need no pass of their own.
+            self._check_channel_dim(channel_dim, plan, None)
+            out, overflowed, lo, hi = formats.to_bfloat16(x)
+            nonfinite = self._check_finite(x, validate=validate, lo=lo, hi=hi)
+            if validate:
+                delta.clipped_values = nonfinite + overflowed
+            return self._finish(OpResult(out, qtype, None, delta, plan), started)
         dynamic = not self.config.quantization_mode.needs_parameters
         scaled = qtype.is_integer or qtype.is_float8
         group = self.config.group_size if scaled else 0
@@ -208,10 +216,7 @@ class Quantizer:
 
         if not scaled:
             self._check_channel_dim(channel_dim, plan, None)
-            if qtype is QuantizationType.BFLOAT16:
-                out, overflowed = formats.to_bfloat16(x, *((lo, hi) if validate else (None, None)))
-            else:
-                out, overflowed = cast(x, qtype, dequantize_after)
+            out, overflowed = cast(x, qtype, dequantize_after)
             if validate:
                 delta.clipped_values = nonfinite + overflowed
             return self._finish(OpResult(out, qtype, None, delta, plan), started)
