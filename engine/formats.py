@@ -82,17 +82,33 @@ def _pieces(shape: tuple[int, ...], axis: int, block_size: int) -> Iterator[tupl
             yield (rows, slice(full * block_size, dim)), (rows, slice(full, full + 1)), (1, 1, rest, inner)
 
 
-def block_minmax(x: FloatArray, axis: int, block_size: int) -> tuple[FloatArray, FloatArray]:
-    """Minimum and maximum of each block (NaN and +-inf left out; a block without finite values gives 0, 0)."""
+def block_minmax(x: FloatArray, axis: int, block_size: int, raw: bool = False) -> tuple[FloatArray, FloatArray]:
+    """Minimum and maximum of each block (NaN and +-inf left out; a block without finite values gives 0, 0);
+    `raw`: as they are (NaN where a block holds NaN)."""
     outer, dim, inner = _layout(x.shape, axis)
     nb = block_count(dim, block_size)
-    x3 = x.reshape(outer, dim, inner)
+    x3 = np.ascontiguousarray(x).reshape(outer, dim, inner)
     lo = np.empty((outer, nb, inner), F32)
     hi = np.empty((outer, nb, inner), F32)
-    for xi, pi, shape4 in _pieces(x.shape, axis, block_size):
-        v = x3[xi].reshape(shape4)
-        lo[pi] = np.minimum.reduce(v, axis=2)
-        hi[pi] = np.maximum.reduce(v, axis=2)
+    if inner == 1 and dim <= BLOCK:
+        # Blocks along the last axis: one reduceat per run of whole rows (faster than a reduction over a short
+        # last axis), the partial last block included.
+        step = max(1, BLOCK // dim)
+        starts = np.arange(nb, dtype=np.intp) * block_size
+        for o0 in range(0, outer, step):
+            o1 = min(outer, o0 + step)
+            flat = x3[o0:o1].reshape(-1)
+            idx = (np.arange(o1 - o0, dtype=np.intp)[:, None] * dim + starts[None, :]).reshape(-1)
+            lo[o0:o1, :, 0] = np.minimum.reduceat(flat, idx).reshape(o1 - o0, nb)
+            hi[o0:o1, :, 0] = np.maximum.reduceat(flat, idx).reshape(o1 - o0, nb)
+    else:
+        for xi, pi, shape4 in _pieces(x.shape, axis, block_size):
+            v = x3[xi].reshape(shape4)
+            lo[pi] = np.minimum.reduce(v, axis=2)
+            hi[pi] = np.maximum.reduce(v, axis=2)
+    if raw:
+        target = block_shape(x.shape, axis, block_size)
+        return lo.reshape(target), hi.reshape(target)
     if not (np.isfinite(lo).all() and np.isfinite(hi).all()):
         finite = np.where(np.isfinite(x3), x3, np.nan)
         for xi, pi, shape4 in _pieces(x.shape, axis, block_size):

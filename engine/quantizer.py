@@ -203,7 +203,13 @@ class Quantizer:
         group = self.config.group_size if scaled else 0
         axis = ranges.dynamic_axis(self.config, plan, x.ndim, channel_dim) if dynamic and not group else None
 
-        if dynamic and scaled:
+        block_raw = None
+        if dynamic and group:
+            # The blocks' extremes are the range pass; the tensor's follow from them (NaN / Inf included).
+            gaxis = normalize_axis(-1 if channel_dim is None else channel_dim, x.ndim)
+            block_raw = formats.block_minmax(x, gaxis, group, raw=True)
+            lo, hi = F32(np.min(block_raw[0])), F32(np.max(block_raw[1]))
+        elif dynamic and scaled:
             lo, hi = kernels.minmax(x, axis)  # the range pass, which also reveals NaN / Inf for free
         elif validate:
             lo, hi = kernels.minmax(x, self._frozen_axis(plan, x.shape, channel_dim))  # one pass for both
@@ -223,7 +229,7 @@ class Quantizer:
 
         if group:
             gaxis = normalize_axis(-1 if channel_dim is None else channel_dim, x.ndim)
-            params = (ranges.block_params(self.config, x, plan, gaxis) if dynamic
+            params = (ranges.block_params(self.config, x, plan, gaxis, block_raw) if dynamic
                       else self._stored_params(plan, x.shape, channel_dim))
             if params.block_size is None:
                 raise InputError("this grouped instance's stored parameters are not per block", field="data")

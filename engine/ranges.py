@@ -96,10 +96,13 @@ def fp8_scale(lo: Any, hi: Any, qtype: QuantizationType) -> tuple[FloatArray, np
     return scale, np.zeros(scale.shape, np.int64)
 
 
-def block_params(config: QuantizationConfig, x: FloatArray, plan: LayerPlan, axis: int) -> QParams:
+def block_params(config: QuantizationConfig, x: FloatArray, plan: LayerPlan, axis: int,
+                 raw: tuple[Any, Any] | None = None) -> QParams:
     """One scale (and zero point) per block of `config.group_size` elements along `axis`, from each block's
-    min / max over its finite values."""
-    lo, hi = formats.block_minmax(x, axis, config.group_size)
+    min / max over its finite values (`raw`: the blocks' extremes, if already taken)."""
+    lo, hi = raw if raw is not None else formats.block_minmax(x, axis, config.group_size, raw=True)
+    if not (np.isfinite(lo).all() and np.isfinite(hi).all()):
+        lo, hi = formats.block_minmax(x, axis, config.group_size)
     return params_for_range(config, lo, hi, plan, axis, config.group_size)
 
 

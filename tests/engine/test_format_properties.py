@@ -139,3 +139,21 @@ def test_fp8_parameters_take_zero_points_of_zero_only() -> None:
     q.import_parameters({"per_channel_scales": [0.5, 2.0], "per_channel_zero_points": [0, 0], "channel_dim": 0})
     with pytest.raises(Exception, match="outside"):
         q.import_parameters({"global_scale": 1.0, "global_zero_point": 3})
+
+
+def test_grouped_nan_and_inf_follow_error_on_nan_and_inf() -> None:
+    """Grouped dynamic quantize: NaN / Inf are refused by default; allowed, NaN gets its block's zero point's code
+    and the block's range is over its finite values."""
+    x = np.asarray([[1.0, np.nan, -2.0, 4.0, np.inf, 0.5]], np.float32)
+    with pytest.raises(Exception, match="NaN"):
+        quantizer(quantization_type="INT4", group_size=3).quantize(x)
+    q = quantizer(quantization_type="INT4", group_size=3, symmetric=True, error_on_nan=False, error_on_inf=False)
+    result = q.quantize(x)
+    assert result.params is not None
+    # block 0: amax 2 -> scale 2/7; block 1: finite amax 4 -> scale 4/7 (onnx rule: float32(amax) / float32(7))
+    np.testing.assert_array_equal(result.params.scale, np.asarray([[np.float32(2) / np.float32(7),
+                                                                    np.float32(4) / np.float32(7)]], np.float32))
+    s0, s1 = np.float32(2) / np.float32(7), np.float32(4) / np.float32(7)
+    expected = [[int(np.rint(np.float32(1.0) / s0)), 0, -7, 7, 7, int(np.rint(np.float32(0.5) / s1))]]
+    assert result.data.tolist() == expected  # NaN -> zp 0, +inf saturates to 7
+    assert result.delta.clipped_values == 2
