@@ -27,6 +27,10 @@ import numpy.typing as npt
 
 F32 = np.float32
 FloatArray = npt.NDArray[np.float32]
+# The `clip` ufunc behind np.clip (its Python wrapper costs microseconds per call), as in kernels.py.
+_clip: Any = getattr(getattr(getattr(np, "_core", None), "umath", None), "clip", None)
+if not isinstance(_clip, np.ufunc):
+    _clip = np.clip
 BLOCK = 64 * 1024  # elements per cache block of the blocked and float8 kernels
 BF16_BLOCK = 256 * 1024  # the bfloat16 cast's (measured best of 16 Ki .. 256 Ki: fewer calls, still in L2)
 
@@ -82,9 +86,11 @@ def _pieces(shape: tuple[int, ...], axis: int, block_size: int) -> Iterator[tupl
             yield (rows, slice(full * block_size, dim)), (rows, slice(full, full + 1)), (1, 1, rest, inner)
 
 
-def block_minmax(x: FloatArray, axis: int, block_size: int, raw: bool = False) -> tuple[FloatArray, FloatArray]:
+def block_minmax(x: FloatArray, axis: int, block_size: int, raw: bool = False,
+                 absolute: bool = False) -> tuple[FloatArray, FloatArray]:
     """Minimum and maximum of each block (NaN and +-inf left out; a block without finite values gives 0, 0);
-    `raw`: as they are (NaN where a block holds NaN)."""
+    `raw`: as they are (NaN where a block holds NaN). `absolute` (for symmetric parameters, which need no more):
+    -amax and amax of each block instead, amax = max |x| (one reduction instead of two)."""
     outer, dim, inner = _layout(x.shape, axis)
     nb = block_count(dim, block_size)
     x3 = np.ascontiguousarray(x).reshape(outer, dim, inner)
@@ -95,10 +101,16 @@ def block_minmax(x: FloatArray, axis: int, block_size: int, raw: bool = False) -
         # last axis), the partial last block included.
         step = max(1, BLOCK // dim)
         starts = np.arange(nb, dtype=np.intp) * block_size
+        buf = np.empty(step * dim, F32) if absolute else None
         for o0 in range(0, outer, step):
             o1 = min(outer, o0 + step)
             flat = x3[o0:o1].reshape(-1)
             idx = (np.arange(o1 - o0, dtype=np.intp)[:, None] * dim + starts[None, :]).reshape(-1)
+            if buf is not None:
+                mag = np.abs(flat, out=buf[:flat.size])
+                hi[o0:o1, :, 0] = np.maximum.reduceat(mag, idx).reshape(o1 - o0, nb)
+                np.negative(hi[o0:o1], out=lo[o0:o1])
+                continue
             lo[o0:o1, :, 0] = np.minimum.reduceat(flat, idx).reshape(o1 - o0, nb)
             hi[o0:o1, :, 0] = np.maximum.reduceat(flat, idx).reshape(o1 - o0, nb)
     else:
@@ -136,30 +148,54 @@ def quantize_blocked(x: FloatArray, scale: FloatArray, zero_point: npt.NDArray[n
     o3 = out.reshape(outer, dim, inner)
     lo_f, hi_f = F32(qmin), F32(qmax)
     clipped = 0
-    buf = np.empty(BLOCK + block_size * inner, F32)
-    for xi, pi, shape4 in _pieces(x.shape, axis, block_size):
-        v = x3[xi].reshape(shape4)
-        s = s3[pi][:, :, None, :]
-        z = z3[pi][:, :, None, :]
-        b = buf[:v.size].reshape(shape4)
-        np.divide(v, s, out=b)
+
+    def core(v: Any, sc: Any, zc: Any, b: Any, dst: Any) -> int:
+        """One piece: b = clip(rint(v / s) + zp) (or its dequantization) into dst; the clipped count."""
+        n = 0
+        np.divide(v, sc, out=b)
         np.rint(b, out=b)
         if has_zp:
-            np.add(b, z, out=b)
+            np.add(b, zc, out=b)
         elif dequantize_after:
             np.add(b, F32(0), out=b)  # -0.0 + 0 = +0.0: a zero comes out as +0.0, as from the unfused (q - zp)
         if count_clipped:
             lo_b, hi_b = np.minimum.reduce(b, axis=None), np.maximum.reduce(b, axis=None)
             if not (lo_b >= lo_f and hi_b <= hi_f):  # (NaN fails both)
-                clipped += b.size - int(np.count_nonzero((b >= lo_f) & (b <= hi_f)))
-        np.clip(b, lo_f, hi_f, out=b)
+                n = b.size - int(np.count_nonzero((b >= lo_f) & (b <= hi_f)))
+        _clip(b, lo_f, hi_f, out=b)
         if nan_possible and np.isnan(np.minimum.reduce(b, axis=None)):
-            np.copyto(b, np.broadcast_to(z, b.shape), where=np.isnan(b))
+            np.copyto(b, np.broadcast_to(zc, b.shape), where=np.isnan(b))
         if dequantize_after:
             if has_zp:
-                np.subtract(b, z, out=b)
-            np.multiply(b, s, out=b)
-        o3[xi] = b.reshape(o3[xi].shape)
+                np.subtract(b, zc, out=b)
+            np.multiply(b, sc, out=b)
+        dst[...] = b
+        return n
+
+    if inner == 1 and dim <= BLOCK:
+        # Blocks along the last axis: runs of whole rows, each block's scale repeated over its elements (the
+        # partial last block included), then flat contiguous ufuncs.
+        step = max(1, BLOCK // dim)
+        counts = np.full(nb, block_size, dtype=np.intp)
+        counts[-1] = dim - (nb - 1) * block_size
+        counts = np.tile(counts, step)
+        s_flat, z_flat = s3.reshape(-1), z3.reshape(-1)
+        buf = np.empty(step * dim, F32)
+        o_flat = out.reshape(-1)
+        x_flat = x3.reshape(-1)
+        for o0 in range(0, outer, step):
+            o1 = min(outer, o0 + step)
+            k = (o1 - o0) * nb
+            sc = np.repeat(s_flat[o0 * nb:o1 * nb], counts[:k])
+            zc = np.repeat(z_flat[o0 * nb:o1 * nb], counts[:k]) if has_zp or nan_possible else F32(0)
+            size = (o1 - o0) * dim
+            clipped += core(x_flat[o0 * dim:o1 * dim], sc, zc, buf[:size], o_flat[o0 * dim:o1 * dim])
+        return out, clipped
+    buf = np.empty(BLOCK + block_size * inner, F32)
+    for xi, pi, shape4 in _pieces(x.shape, axis, block_size):
+        v = x3[xi].reshape(shape4)
+        b = buf[:v.size].reshape(shape4)
+        clipped += core(v, s3[pi][:, :, None, :], z3[pi][:, :, None, :], b, o3[xi].reshape(shape4))
     return out, clipped
 
 

@@ -207,7 +207,8 @@ class Quantizer:
         if dynamic and group:
             # The blocks' extremes are the range pass; the tensor's follow from them (NaN / Inf included).
             gaxis = normalize_axis(-1 if channel_dim is None else channel_dim, x.ndim)
-            block_raw = formats.block_minmax(x, gaxis, group, raw=True)
+            symmetric = plan.symmetric or self.config.quantization_mode is QuantizationMode.SYMMETRIC
+            block_raw = formats.block_minmax(x, gaxis, group, raw=True, absolute=symmetric or qtype.is_float8)
             lo, hi = F32(np.min(block_raw[0])), F32(np.max(block_raw[1]))
         elif dynamic and scaled:
             lo, hi = kernels.minmax(x, axis)  # the range pass, which also reveals NaN / Inf for free
