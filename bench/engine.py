@@ -20,6 +20,9 @@ Rows:
   per-channel           axis 0, frozen per-channel parameters / dynamic per-channel parameters
   dequantize            INT8 codes back to float32, per tensor and per channel
   quantize_dequantize   per tensor, fused fake-quantization
+  INT4 grouped (128)    symmetric INT4, one scale per 128 elements along the last axis, parameters from the data
+  FP8 E4M3 dynamic      per-tensor amax scale, saturating float8 rounding
+  BFLOAT16 cast         float32 -> bfloat16 (round to nearest even), answered as float32
 validate=True is the API default (NaN/Inf checks and the clipped-value count); validate=False skips them, so
 the difference is the cost of validation.
 """
@@ -80,6 +83,10 @@ def build_cases(x: np.ndarray, buffer_size: int) -> list[tuple[str, Callable[[],
     assert dyn.config.quantization_mode is QuantizationMode.DYNAMIC
     assert fixed.config.quantization_mode is QuantizationMode.CALIBRATED
 
+    int4_grouped = Quantizer(cfg(quantization_type="INT4", symmetric=True, group_size=128))
+    fp8 = Quantizer(cfg(quantization_type="FP8_E4M3"))
+    bf16 = Quantizer(cfg(quantization_type="BFLOAT16"))
+
     codes = fixed.quantize(x).data
     codes_pc = fixed_pc.quantize(x, channel_dim=0).data
     assert codes.dtype == np.int8
@@ -98,6 +105,9 @@ def build_cases(x: np.ndarray, buffer_size: int) -> list[tuple[str, Callable[[],
         ("dequantize per channel", lambda: fixed_pc.dequantize(codes_pc, channel_dim=0)),
         ("quantize_dequantize fixed", lambda: fixed.quantize_dequantize(x)),
         ("quantize_dequantize dynamic", lambda: dyn.quantize_dequantize(x)),
+        ("INT4 grouped (128) dynamic", lambda: int4_grouped.quantize(x)),
+        ("FP8 E4M3 dynamic", lambda: fp8.quantize(x)),
+        ("BFLOAT16 cast", lambda: bf16.quantize(x)),
     ]
 
 

@@ -4,7 +4,14 @@ outside `engine/` imports its submodules.
     from engine import Quantizer, QuantizationConfig, QuantizationType, QuantizationMode
 """
 
-from .config import CalibrationMethod, LayerOverride, QuantizationConfig, QuantizationMode, QuantizationType
+from .config import (
+    CalibrationMethod,
+    LayerOverride,
+    QParamsRule,
+    QuantizationConfig,
+    QuantizationMode,
+    QuantizationType,
+)
 from .errors import (
     ConfigError,
     EngineError,
@@ -35,6 +42,7 @@ __all__ = [
     "OpResult",
     "ParameterError",
     "QParams",
+    "QParamsRule",
     "QuantizationConfig",
     "QuantizationMode",
     "QuantizationType",

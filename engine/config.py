@@ -24,15 +24,31 @@ class QuantizationType(enum.Enum):
     FLOAT16 = "float16"
     NONE = "none"
     MIXED = "mixed"
+    INT4 = "int4"
+    UINT4 = "uint4"
+    BFLOAT16 = "bfloat16"
+    FP8_E4M3 = "fp8_e4m3"
+    FP8_E5M2 = "fp8_e5m2"
 
     @property
     def is_integer(self) -> bool:
-        return self in (QuantizationType.INT8, QuantizationType.UINT8, QuantizationType.INT16)
+        return self in (QuantizationType.INT8, QuantizationType.UINT8, QuantizationType.INT16,
+                        QuantizationType.INT4, QuantizationType.UINT4)
+
+    @property
+    def is_float8(self) -> bool:
+        """FP8_E4M3 (E4M3FN) and FP8_E5M2: a per-tensor / per-channel / per-block scale, no zero point."""
+        return self in (QuantizationType.FP8_E4M3, QuantizationType.FP8_E5M2)
+
+    @property
+    def is_unsigned(self) -> bool:
+        return self in (QuantizationType.UINT8, QuantizationType.UINT4)
 
     @property
     def width(self) -> int:
         """Bits of the container: the most `num_bits` may be, and the default when it is not given."""
-        return {"int8": 8, "uint8": 8, "int16": 16, "float16": 16, "none": 32, "mixed": 8}[self.value]
+        return {"int8": 8, "uint8": 8, "int16": 16, "float16": 16, "none": 32, "mixed": 8, "int4": 4, "uint4": 4,
+                "bfloat16": 16, "fp8_e4m3": 8, "fp8_e5m2": 8}[self.value]
 
 
 class QuantizationMode(enum.Enum):
@@ -47,6 +63,15 @@ class QuantizationMode(enum.Enum):
     def needs_parameters(self) -> bool:
         """Static and calibrated modes quantize with frozen parameters, never with ones taken from the data."""
         return self in (QuantizationMode.STATIC, QuantizationMode.CALIBRATED)
+
+
+class QParamsRule(enum.Enum):
+    """Whose arithmetic turns a range into a scale and zero point (docs/numerics.md). Member names are lower case:
+    they are the configuration's values."""
+
+    onnx = "onnx"  # ONNX DynamicQuantizeLinear, float32, generalised to every type and to symmetric ranges
+    ort_tooling = "ort_tooling"  # onnxruntime.quantization.quant_utils.compute_scale_zp (float64)
+    torch = "torch"  # PyTorch's MinMaxObserver / PerChannelMinMaxObserver (float32, 2**-23 scale floor)
 
 
 class CalibrationMethod(enum.Enum):
@@ -102,8 +127,9 @@ def _setting(default: Any, help_text: str, *, minimum: float | None = None, maxi
 @dataclasses.dataclass(frozen=True)
 class QuantizationConfig:
     quantization_type: QuantizationType = _setting(
-        QuantizationType.INT8, "INT8, UINT8, INT16 (integer codes), FLOAT16 (a cast), NONE (identity) or MIXED "
-        "(per-layer types); also accepted in lower case.")
+        QuantizationType.INT8, "INT8, UINT8, INT16, INT4, UINT4 (integer codes), FLOAT16, BFLOAT16 (casts), "
+        "FP8_E4M3, FP8_E5M2 (scaled float8), NONE (identity) or MIXED (per-layer types); also accepted in lower "
+        "case.")
     quantization_mode: QuantizationMode = _setting(
         QuantizationMode.DYNAMIC, "Where the parameters come from: each call's data (DYNAMIC, DYNAMIC_PER_BATCH, "
         "DYNAMIC_PER_CHANNEL, SYMMETRIC) or frozen calibrated/imported ones (STATIC, CALIBRATED).")
@@ -139,6 +165,12 @@ class QuantizationConfig:
     calibration_method: CalibrationMethod = _setting(
         CalibrationMethod.MINMAX, "How calibrate chooses the clip range: MINMAX, PERCENTILE, MSE, ENTROPY or "
         "MOVING_AVERAGE.")
+    group_size: int = _setting(0, "Quantize blocks of this many elements along channel_dim (default the last axis), "
+                                  "one scale (and zero point) per block, as ONNX's blocked QuantizeLinear; 0: off. "
+                                  "Integer and FP8 types, with per_channel false.", minimum=0)
+    qparams_rule: QParamsRule = _setting(
+        QParamsRule.onnx, "How a range becomes a scale and zero point: onnx (ONNX DynamicQuantizeLinear in float32), "
+        "ort_tooling (onnxruntime's compute_scale_zp, float64) or torch (PyTorch's MinMax observers).")
 
     def __post_init__(self) -> None:
         # Validation runs for direct construction too, so no invalid config can exist.
@@ -299,6 +331,13 @@ def _validate(cfg: QuantizationConfig) -> None:
     check_bits(cfg.quantization_type, cfg.num_bits)
     for f in dataclasses.fields(cfg):
         _check_bounds(f.name, getattr(cfg, f.name), f.metadata.get("minimum"), f.metadata.get("maximum"))
+    if cfg.group_size:
+        if cfg.per_channel:
+            raise ConfigError("group_size and per_channel exclude each other: a grouped instance has per_channel "
+                              "false", field="group_size")
+        if not (cfg.quantization_type.is_integer or cfg.quantization_type.is_float8):
+            raise ConfigError(f"group_size applies to integer and FP8 types, not {cfg.quantization_type.name}",
+                              field="group_size")
     if cfg.min_percentile >= cfg.max_percentile:
         raise ConfigError("min_percentile must be less than max_percentile", field="min_percentile")
     if cfg.requantization_threshold <= 0:

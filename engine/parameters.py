@@ -6,6 +6,9 @@ Export format (every key optional on import; absent keys keep their current valu
     is_calibrated                bool
     global_scale, global_zero_point                     per-tensor parameters
     per_channel_scales, per_channel_zero_points, channel_dim   per-channel parameters
+    block_scales, block_zero_points, block_size, block_axis    per-block parameters (grouped instances): nested
+                                                 lists shaped like ONNX's scale initializer (the data's shape
+                                                 with ceil(dim / block_size) along block_axis)
     layer_params                 {layer: {"scale": s | [s...], "zero_point": z | [z...], "channel_dim": int|null}}
     calibration                  {method, batches, elements, range_min, range_max} or null
 These are the original service's keys plus channel_dim, layer_params and calibration, so its exports import.
@@ -30,7 +33,8 @@ F32_MAX = float(np.finfo(np.float32).max)
 # What describes the instance (checked against it on import) and what is stored state (persisted as is).
 IDENTITY_KEYS = ("quantization_type", "quantization_mode", "num_bits", "symmetric", "qmin", "qmax")
 STATE_KEYS = ("is_calibrated", "global_scale", "global_zero_point", "per_channel_scales", "per_channel_zero_points",
-              "channel_dim", "layer_params", "calibration")
+              "channel_dim", "layer_params", "calibration", "block_scales", "block_zero_points", "block_size",
+              "block_axis")
 KNOWN_KEYS = IDENTITY_KEYS + STATE_KEYS
 
 
@@ -41,6 +45,7 @@ class ParameterState:
     channel_params: QParams | None = None
     layer_params: dict[str, QParams] = dataclasses.field(default_factory=dict)
     calibration: dict[str, Any] | None = None
+    block_params: QParams | None = None
 
 
 def export_state(state: ParameterState, config: QuantizationConfig) -> dict[str, Any]:
@@ -48,6 +53,8 @@ def export_state(state: ParameterState, config: QuantizationConfig) -> dict[str,
     qmin, qmax = qrange(plan.quantization_type, plan.num_bits) if plan.quantization_type.is_integer else (None, None)
     g = state.global_params
     c = state.channel_params
+    b = state.block_params
+    blocks = None if b is None else b.to_dict()
     return {
         "quantization_type": config.quantization_type.name,
         "quantization_mode": config.quantization_mode.name,
@@ -66,6 +73,10 @@ def export_state(state: ParameterState, config: QuantizationConfig) -> dict[str,
             for name, p in state.layer_params.items()
         },
         "calibration": state.calibration,
+        "block_scales": None if blocks is None else blocks["scale"],
+        "block_zero_points": None if blocks is None else blocks["zero_point"],
+        "block_size": None if blocks is None else blocks["block_size"],
+        "block_axis": None if blocks is None else blocks["axis"],
     }
 
 
@@ -127,17 +138,19 @@ def parse_state(data: Mapping[str, Any], state: ParameterState, config: Quantiza
     Also how stored parameters are restored, since their config already holds the mode they were stored with."""
     _check_keys(data)
     plan = resolve_layer(config, None)
-    if not plan.quantization_type.is_integer and any(
-        data.get(k) is not None for k in ("global_scale", "per_channel_scales")
-    ):
+    scaled = plan.quantization_type.is_integer or plan.quantization_type.is_float8
+    if not scaled and any(data.get(k) is not None for k in ("global_scale", "per_channel_scales", "block_scales")):
         raise ParameterError(f"a {config.quantization_type.name} instance has no scale or zero point",
                              field="global_scale")
+    # float8 has no zero point: only 0 is accepted
     qmin, qmax = qrange(plan.quantization_type, plan.num_bits) if plan.quantization_type.is_integer else (0, 0)
     new = dataclasses.replace(state, layer_params=dict(state.layer_params))
     if "global_scale" in data or "global_zero_point" in data:
         new.global_params = _import_global(data, state.global_params, qmin, qmax)
     if any(k in data for k in ("per_channel_scales", "per_channel_zero_points", "channel_dim")):
         new.channel_params = _import_channel(data, state.channel_params, qmin, qmax)
+    if any(k in data for k in ("block_scales", "block_zero_points", "block_size", "block_axis")):
+        new.block_params = _import_blocks(data, qmin, qmax)
     if data.get("layer_params") is not None:
         new.layer_params.update(_import_layers(data["layer_params"], config))
     if "calibration" in data:
@@ -145,14 +158,15 @@ def parse_state(data: Mapping[str, Any], state: ParameterState, config: Quantiza
         if cal is not None and not isinstance(cal, Mapping):
             raise ParameterError("calibration must be an object or null", field="calibration")
         new.calibration = None if cal is None else dict(cal)
-    has_params = new.global_params is not None or new.channel_params is not None or bool(new.layer_params)
+    has_params = (new.global_params is not None or new.channel_params is not None or bool(new.layer_params)
+                  or new.block_params is not None)
     if data.get("is_calibrated") is not None:
         if not isinstance(data["is_calibrated"], bool):
             raise ParameterError("is_calibrated must be a boolean", field="is_calibrated")
         if data["is_calibrated"] and not has_params:
             raise ParameterError("is_calibrated is true but no parameters are given", field="is_calibrated")
         new.is_calibrated = data["is_calibrated"]
-    elif any(k in data for k in ("global_scale", "per_channel_scales", "layer_params")):
+    elif any(k in data for k in ("global_scale", "per_channel_scales", "layer_params", "block_scales")):
         new.is_calibrated = has_params
     return new
 
@@ -213,6 +227,41 @@ def _import_channel(data: Mapping[str, Any], current: QParams | None, qmin: int,
                    qmin, qmax)
 
 
+def _import_blocks(data: Mapping[str, Any], qmin: int, qmax: int) -> QParams | None:
+    """block_scales / block_zero_points (nested lists of one shape), block_size (> 0) and block_axis; all four
+    null clears them."""
+    keys = ("block_scales", "block_zero_points", "block_size", "block_axis")
+    values = [data.get(k) for k in keys]
+    if all(v is None for v in values):
+        return None
+    missing = [k for k, v in zip(keys, values, strict=True) if v is None]
+    if missing:
+        raise ParameterError(f"block parameters need {', '.join(keys)}; {missing[0]} is missing", field=missing[0])
+    scales, zps, size, axis = values
+    if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
+        raise ParameterError(f"block_size must be a positive integer; got {size!r}", field="block_size")
+    axis = _channel_dim(axis, "block_axis")
+    try:
+        s_arr = np.asarray(scales, dtype=np.float64)
+        z_arr = np.asarray(zps, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ParameterError("block_scales and block_zero_points must be nested lists of numbers",
+                             field="block_scales") from None
+    if s_arr.ndim == 0 or s_arr.size == 0 or s_arr.shape != z_arr.shape:
+        raise ParameterError(f"block_scales {list(s_arr.shape)} and block_zero_points {list(z_arr.shape)} must be "
+                             "non-empty nested lists of one shape", field="block_scales")
+    if not -s_arr.ndim <= axis < s_arr.ndim:
+        raise ParameterError(f"block_axis {axis} is out of range for {s_arr.ndim}-dimensional block parameters",
+                             field="block_axis")
+    if not (np.all(np.isfinite(s_arr)) and np.all(s_arr > 0) and np.all(s_arr <= F32_MAX)
+            and np.all(s_arr.astype(np.float32) > 0)):
+        raise ParameterError("block_scales must be finite positive float32 numbers", field="block_scales")
+    if not np.array_equal(z_arr, np.rint(z_arr)) or np.any(z_arr < qmin) or np.any(z_arr > qmax):
+        raise ParameterError(f"block_zero_points must be integers in the type's range [{qmin}, {qmax}]",
+                             field="block_zero_points")
+    return QParams.of(s_arr, z_arr.astype(np.int64), axis % s_arr.ndim, size)
+
+
 def _import_layers(layers: Any, config: QuantizationConfig) -> dict[str, QParams]:
     if not isinstance(layers, Mapping):
         raise ParameterError("layer_params must be an object of layer name -> parameters", field="layer_params")
@@ -267,8 +316,10 @@ def applicable_params(state: ParameterState, plan: LayerPlan) -> tuple[QParams, 
     """The stored parameters that apply to a layer, and where they come from: the layer's own, then the
     per-channel ones for a per-channel layer, then the global ones, then any per-channel ones. The one rule that
     quantize, dequantize and layer_params all follow."""
-    if not plan.effective_type.is_integer:
+    if not (plan.effective_type.is_integer or plan.effective_type.is_float8):
         return None
+    if state.block_params is not None:
+        return state.block_params, "block"
     if plan.layer_name is not None and plan.layer_name in state.layer_params:
         return state.layer_params[plan.layer_name], "layer"
     if plan.per_channel and state.channel_params is not None:

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from . import kernels, ranges, small
+from . import formats, kernels, ranges, small
 from .cache import DequantCache, cache_key
 from .calibration import RangeCollector
 from .casts import as_float, cast, checked_codes, uncast
@@ -135,9 +135,19 @@ class Quantizer:
 
     @staticmethod
     def _fit(params: QParams, shape: tuple[int, ...], channel_dim: int | None) -> QParams:
-        """Place per-channel parameters on the data's channel axis and check the channel count."""
+        """Place per-channel parameters on the data's channel axis and check the channel count (per block: the
+        parameters' shape against the data's)."""
         if params.axis is None:
             return params
+        if params.block_size is not None:
+            axis = normalize_axis(params.axis if channel_dim is None else channel_dim, len(shape))
+            expected = formats.block_shape(shape, axis, params.block_size) if len(shape) == params.scale.ndim else None
+            if expected != params.scale.shape:
+                raise InputError(
+                    f"the block parameters have shape {list(params.scale.shape)} but data of shape {list(shape)} "
+                    f"in blocks of {params.block_size} along axis {axis} needs {list(expected or ())}",
+                    field="channel_dim")
+            return dataclasses.replace(params, axis=axis)
         axis = normalize_axis(params.axis if channel_dim is None else channel_dim, len(shape))
         if shape[axis] != params.scale.size:
             raise InputError(
@@ -180,10 +190,27 @@ class Quantizer:
         plan = self.layer_plan(layer_name)
         qtype = plan.effective_type
         delta = StatsDelta(total_values=int(x.size), quantize_calls=1, dequantize_calls=int(dequantize_after))
+        if qtype is QuantizationType.BFLOAT16:
+            # The cast takes the extremes block by block in cache: the NaN / Inf checks need no pass of their own.
+            self._check_channel_dim(channel_dim, plan, None)
+            out, overflowed, lo, hi = formats.to_bfloat16(x)
+            nonfinite = self._check_finite(x, validate=validate, lo=lo, hi=hi)
+            if validate:
+                delta.clipped_values = nonfinite + overflowed
+            return self._finish(OpResult(out, qtype, None, delta, plan), started)
         dynamic = not self.config.quantization_mode.needs_parameters
-        axis = ranges.dynamic_axis(self.config, plan, x.ndim, channel_dim) if dynamic else None
+        scaled = qtype.is_integer or qtype.is_float8
+        group = self.config.group_size if scaled else 0
+        axis = ranges.dynamic_axis(self.config, plan, x.ndim, channel_dim) if dynamic and not group else None
 
-        if dynamic and qtype.is_integer:
+        block_raw = None
+        if dynamic and group:
+            # The blocks' extremes are the range pass; the tensor's follow from them (NaN / Inf included).
+            gaxis = normalize_axis(-1 if channel_dim is None else channel_dim, x.ndim)
+            symmetric = plan.symmetric or self.config.quantization_mode is QuantizationMode.SYMMETRIC
+            block_raw = formats.block_minmax(x, gaxis, group, raw=True, absolute=symmetric or qtype.is_float8)
+            lo, hi = F32(np.min(block_raw[0])), F32(np.max(block_raw[1]))
+        elif dynamic and scaled:
             lo, hi = kernels.minmax(x, axis)  # the range pass, which also reveals NaN / Inf for free
         elif validate:
             lo, hi = kernels.minmax(x, self._frozen_axis(plan, x.shape, channel_dim))  # one pass for both
@@ -194,15 +221,46 @@ class Quantizer:
         has_nonfinite = not small.all_finite(lo, hi)
         nonfinite = self._check_finite(x, validate=validate, lo=lo, hi=hi)
 
-        if not qtype.is_integer:
+        if not scaled:
             self._check_channel_dim(channel_dim, plan, None)
             out, overflowed = cast(x, qtype, dequantize_after)
             if validate:
                 delta.clipped_values = nonfinite + overflowed
             return self._finish(OpResult(out, qtype, None, delta, plan), started)
 
+        if group:
+            gaxis = normalize_axis(-1 if channel_dim is None else channel_dim, x.ndim)
+            params = (ranges.block_params(self.config, x, plan, gaxis, block_raw) if dynamic
+                      else self._stored_params(plan, x.shape, channel_dim))
+            if params.block_size is None:
+                raise InputError("this grouped instance's stored parameters are not per block", field="data")
+            # Parameters from the data's own blocks clip nothing but non-finite values (already counted).
+            out, clipped = self._quantize_grouped(x, params, plan, dequantize_after, validate and not dynamic,
+                                                  has_nonfinite or not validate)
+            if validate:
+                delta.clipped_values = nonfinite if dynamic else clipped
+            self._last_params = params
+            return self._finish(OpResult(out, qtype, params, delta, plan), started)
+
         params = (small.dynamic_params(self.config, x, plan, axis, (lo, hi)) if dynamic
                   else self._stored_params(plan, x.shape, channel_dim))
+        if params.block_size is not None:
+            raise InputError("block parameters need a grouped instance (group_size > 0)", field="data")
+        if qtype.is_float8:
+            self._check_channel_dim(channel_dim, plan, params)
+            name = _fp8_name(qtype)
+            # The clip to +-max is needed only if some |x| / scale might round beyond max (or is not finite).
+            amax = np.maximum(np.abs(np.asarray(lo, F32)), np.abs(np.asarray(hi, F32)))
+            with np.errstate(over="ignore", invalid="ignore"):
+                safe = (validate and not has_nonfinite and np.size(amax) in (1, params.scale.size)
+                        and bool(np.all(amax / (params.scale if np.size(amax) == 1 else
+                                                params.scale.reshape(np.shape(amax))) < formats.FP8_MAX[name] * 1.03)))
+            out = formats.quantize_fp8(x, params.scale.astype(F32).reshape(1, -1, 1),
+                                       kernels.as_3d(x.shape, params.axis), name, dequantize_after, saturate=not safe)
+            if validate:
+                delta.clipped_values = nonfinite
+            self._last_params = params
+            return self._finish(OpResult(out, qtype, params, delta, plan), started)
         self._check_channel_dim(channel_dim, plan, params)
         qmin, qmax = qrange(plan.quantization_type, plan.num_bits)
         # optimize_memory: fake quantization overwrites the caller's own float32 buffer (no second array).
@@ -221,10 +279,32 @@ class Quantizer:
         self._last_params = params
         return self._finish(OpResult(out, qtype, params, delta, plan), started)
 
+    def _quantize_grouped(self, x: FloatArray, params: QParams, plan: LayerPlan, dequantize_after: bool,
+                          validate: bool, nan_possible: bool) -> tuple[npt.NDArray[Any], int]:
+        if params.axis is None or params.block_size is None:
+            raise InputError("block parameters are needed", field="data")
+        qtype = plan.quantization_type
+        if qtype.is_float8:
+            # One scale per block, repeated along the axis (the last block may be partial).
+            full = np.repeat(params.scale, params.block_size, axis=params.axis)
+            full = np.take(full, np.arange(x.shape[params.axis]), axis=params.axis)
+            with np.errstate(over="ignore", invalid="ignore"):
+                v = np.divide(x, full, dtype=F32)
+                formats.fp8_round(v, _fp8_name(qtype), out=v)
+                if dequantize_after:
+                    np.multiply(v, full, out=v)
+            return v, int(np.count_nonzero(~np.isfinite(x))) if validate else 0
+        qmin, qmax = qrange(qtype, plan.num_bits)
+        with np.errstate(over="ignore", invalid="ignore"):
+            return formats.quantize_blocked(x, params.scale, params.zero_point, params.axis, params.block_size,
+                                            qmin, qmax, STORAGE_DTYPES[qtype], dequantize_after, validate,
+                                            nan_possible)
+
     def _frozen_axis(self, plan: LayerPlan, shape: tuple[int, ...], channel_dim: int | None) -> int | None:
         """The channel axis of the frozen parameters this call will use, if they are per channel: the validation
         pass then takes one min/max per channel, so that `_may_clip` can rule clipping out channel by channel."""
-        if not (self.config.quantization_mode.needs_parameters and plan.effective_type.is_integer):
+        if not (self.config.quantization_mode.needs_parameters and plan.effective_type.is_integer
+                and not self.config.group_size):
             return None
         try:
             return self._stored_params(plan, shape, channel_dim).axis
@@ -267,15 +347,29 @@ class Quantizer:
             raise InputError("data must be a non-empty array", field="data")
         if channel_dim is not None:
             normalize_axis(channel_dim, arr.ndim)
-        if not qtype.is_integer:
+        if not (qtype.is_integer or qtype.is_float8):
             if scale is not None or zero_point is not None:
                 raise InputError(f"a {qtype.name} layer has no scale or zero point to dequantize with",
                                  field="scale" if scale is not None else "zero_point")
             self._check_channel_dim(channel_dim, plan, None)
+            if qtype is QuantizationType.BFLOAT16:
+                values = as_float(arr)
+                if not bool(np.all(formats.is_bfloat16(values))):
+                    raise InputError("dequantize data of a BFLOAT16 layer must be bfloat16 values", field="data",
+                                     code="input.code_out_of_range")
+                return self._finish(OpResult(values.copy(), qtype, None, delta, plan), started)
             return self._finish(OpResult(uncast(as_float(arr), qtype), qtype, None, delta, plan), started)
 
-        qmin, qmax = qrange(plan.quantization_type, plan.num_bits)
-        codes = checked_codes(arr, qmin, qmax)
+        if qtype.is_float8:
+            qmin = qmax = 0  # no zero point: only 0 is accepted
+            codes = as_float(arr)
+            bad = int(np.count_nonzero(~formats.is_fp8(codes, _fp8_name(qtype))))
+            if bad:
+                raise InputError(f"{bad} value(s) are not finite {qtype.name} values", field="data",
+                                 code="input.code_out_of_range")
+        else:
+            qmin, qmax = qrange(plan.quantization_type, plan.num_bits)
+            codes = checked_codes(arr, qmin, qmax)
         latest = self._last_params if last_params is _OWN else last_params
         if scale is not None or zero_point is not None:
             params = self._fit(explicit_params(scale, zero_point, channel_dim, qmin, qmax), codes.shape, channel_dim)
@@ -291,7 +385,17 @@ class Quantizer:
                 "parameters of the most recent quantize), give scale and zero_point, or calibrate or import "
                 "parameters"
             )
+        if params.block_size is not None and params.axis is not None:
+            with np.errstate(over="ignore"):
+                out = formats.dequantize_blocked(codes, params.scale, params.zero_point, params.axis,
+                                                 params.block_size)
+            return self._finish(OpResult(out, qtype, params, delta, plan), started)
         self._check_channel_dim(channel_dim, plan, params)
+        if qtype.is_float8:
+            shape3 = kernels.as_3d(codes.shape, params.axis)
+            with np.errstate(over="ignore"):
+                out = (codes.reshape(shape3) * params.scale.astype(F32).reshape(1, -1, 1)).astype(F32)
+            return self._finish(OpResult(out.reshape(codes.shape), qtype, params, delta, plan), started)
         out = self._dequantize_cached(codes, params, plan, delta)
         return self._finish(OpResult(out, qtype, params, delta, plan), started)
 
@@ -333,8 +437,11 @@ class Quantizer:
         plan = self.layer_plan(layer_name)
         lo, hi = kernels.minmax(x)
         self._check_finite(x, validate=True, lo=lo, hi=hi)
-        if not plan.effective_type.is_integer:
+        if not (plan.effective_type.is_integer or plan.effective_type.is_float8):
             return QParams.identity()
+        if self.config.group_size and channel_idx is None:
+            return ranges.block_params(self.config, x, plan, normalize_axis(
+                -1 if channel_dim is None else channel_dim, x.ndim))
         if channel_idx is not None:
             axis = normalize_axis(channel_dim, x.ndim)
             if (isinstance(channel_idx, bool) or not isinstance(channel_idx, (int, np.integer))
@@ -356,9 +463,12 @@ class Quantizer:
         only running statistics are kept.
         """
         plan = self.layer_plan(None)
-        if not plan.quantization_type.is_integer:
+        if not (plan.quantization_type.is_integer or plan.quantization_type.is_float8):
             raise InputError(f"{plan.quantization_type.name} has no scale or zero point to calibrate",
                              field="quantization_type")
+        if self.config.group_size:
+            raise InputError("calibration of a grouped instance (group_size > 0) is not supported: quantize "
+                             "dynamically or import block parameters", field="group_size")
         if channel_dim is not None and not plan.per_channel:
             raise InputError(MSG_CHANNEL_DIM.format(what="instance"), field="channel_dim", code="input.channel_dim")
         qmin, qmax = qrange(plan.quantization_type, plan.num_bits)
@@ -444,3 +554,7 @@ class Quantizer:
     @property
     def cache_entries(self) -> int:
         return len(self._cache)
+
+
+def _fp8_name(qtype: QuantizationType) -> str:
+    return "e4m3fn" if qtype is QuantizationType.FP8_E4M3 else "e5m2"

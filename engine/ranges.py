@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from . import kernels
-from .config import QuantizationConfig, QuantizationMode
+from . import formats, kernels
+from .config import QParamsRule, QuantizationConfig, QuantizationMode, QuantizationType
 from .errors import InputError
 from .layers import LayerPlan
 from .qparams import QParams, calibration_range, qrange, scale_zero_point
@@ -66,12 +66,44 @@ def data_range(config: QuantizationConfig, x: FloatArray, axis: int | None, lo: 
     return lo, hi
 
 
-def params_for_range(config: QuantizationConfig, lo: Any, hi: Any, plan: LayerPlan, axis: int | None) -> QParams:
-    qmin, qmax = qrange(plan.quantization_type, plan.num_bits)
+def params_for_range(config: QuantizationConfig, lo: Any, hi: Any, plan: LayerPlan, axis: int | None,
+                     block_size: int | None = None) -> QParams:
+    qtype = plan.quantization_type
+    if qtype.is_float8:
+        return QParams(*fp8_scale(lo, hi, qtype), axis, block_size)
+    qmin, qmax = qrange(qtype, plan.num_bits)
     symmetric = plan.symmetric or config.quantization_mode is QuantizationMode.SYMMETRIC
-    cmin, cmax = calibration_range(qmin, qmax, symmetric)
-    scale, zp = scale_zero_point(lo, hi, cmin, cmax, symmetric)
-    return QParams(scale, zp, axis)
+    rule = config.qparams_rule
+    # ORT's tooling gives INT4 its full range -8..7 when symmetric (INT8 / INT16: -qmax..qmax).
+    narrow = not (rule is QParamsRule.ort_tooling and qtype is QuantizationType.INT4)
+    if rule is QParamsRule.ort_tooling and block_size is not None:
+        # compute_scale_zp_blocked works in float32 over the full range: float32(hi - lo) / float32(qmax - qmin)
+        # (symmetric: 2 amax / (qmax - qmin)), zp = round(qmin - lo / scale): the onnx rule's arithmetic.
+        rule, narrow = QParamsRule.onnx, False
+    cmin, cmax = calibration_range(qmin, qmax, symmetric, rule, narrow)
+    scale, zp = scale_zero_point(lo, hi, cmin, cmax, symmetric, rule)
+    return QParams(scale, zp, axis, block_size)
+
+
+def fp8_scale(lo: Any, hi: Any, qtype: QuantizationType) -> tuple[FloatArray, npt.NDArray[np.int64]]:
+    """float32(amax) / float32(448) (E4M3FN) or / float32(57344) (E5M2) over the (finite) range; scale 1 where
+    amax is 0 (or the quotient is not a normal float32); zero point 0."""
+    amax = np.maximum(np.abs(np.asarray(lo, F32)), np.abs(np.asarray(hi, F32)))
+    top = F32(formats.FP8_MAX["e4m3fn" if qtype is QuantizationType.FP8_E4M3 else "e5m2"])
+    with np.errstate(under="ignore"):
+        scale = np.asarray(amax / top, F32)
+    scale = np.where(np.isfinite(scale) & (scale >= np.finfo(F32).tiny), scale, F32(1)).astype(F32)
+    return scale, np.zeros(scale.shape, np.int64)
+
+
+def block_params(config: QuantizationConfig, x: FloatArray, plan: LayerPlan, axis: int,
+                 raw: tuple[Any, Any] | None = None) -> QParams:
+    """One scale (and zero point) per block of `config.group_size` elements along `axis`, from each block's
+    min / max over its finite values (`raw`: the blocks' extremes, if already taken)."""
+    lo, hi = raw if raw is not None else formats.block_minmax(x, axis, config.group_size, raw=True)
+    if not (np.isfinite(lo).all() and np.isfinite(hi).all()):
+        lo, hi = formats.block_minmax(x, axis, config.group_size)
+    return params_for_range(config, lo, hi, plan, axis, config.group_size)
 
 
 def refine(config: QuantizationConfig, x: FloatArray, lo: Any, hi: Any, params: QParams, plan: LayerPlan) -> QParams:
@@ -108,6 +140,6 @@ def dynamic_params(config: QuantizationConfig, x: FloatArray, plan: LayerPlan, a
     """The parameters of `x` (per tensor, or per slice along `axis`); `raw` are its extremes if already taken."""
     lo, hi = data_range(config, x, axis, *(raw if raw is not None else kernels.minmax(x, axis)))
     params = params_for_range(config, lo, hi, plan, axis)
-    if config.enable_requantization:
+    if config.enable_requantization and plan.quantization_type.is_integer:
         params = refine(config, x, lo, hi, params, plan)
     return params

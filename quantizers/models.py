@@ -57,6 +57,11 @@ class QuantizerParameters(models.Model):
     channel_dim = models.IntegerField(null=True, blank=True)
     layer_params = models.JSONField(default=dict, blank=True)
     calibration = models.JSONField(null=True, blank=True)
+    block_scales = models.JSONField(null=True, blank=True, help_text="Per-block scales (grouped instances), shaped "
+                                    "like ONNX's scale initializer.")
+    block_zero_points = models.JSONField(null=True, blank=True)
+    block_size = models.PositiveIntegerField(null=True, blank=True)
+    block_axis = models.IntegerField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

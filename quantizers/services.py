@@ -87,16 +87,17 @@ def _save_state(instance: QuantizerInstance, quantizer: Quantizer, *, parameters
 
 
 def _parameters_depend_on(cfg: QuantizationConfig) -> tuple[Any, ...]:
-    return cfg.quantization_type, cfg.num_bits, cfg.symmetric
+    return cfg.quantization_type, cfg.num_bits, cfg.symmetric, cfg.qparams_rule
 
 
 def instance_update_config(*, instance_id: str, config: Mapping[str, Any], partial: bool = False
                            ) -> QuantizationConfig:
     """PUT replaces the whole config (absent fields take the defaults); PATCH changes the given fields.
 
-    Stored parameters survive unless the change alters what they depend on (type, bits, symmetry): then they
-    are cleared, since codes computed for another range would be wrong. So are the latest quantize's parameters,
-    which a dynamic-mode dequantize would otherwise still apply (zero point -86 on UINT8 or 4-bit codes).
+    Stored parameters survive unless the change alters what they depend on (type, bits, symmetry, qparams_rule):
+    then they are cleared, since codes computed for another range would be wrong. So are the latest quantize's
+    parameters, which a dynamic-mode dequantize would otherwise still apply (zero point -86 on UINT8 or 4-bit
+    codes).
     """
     with transaction.atomic():
         instance = _locked(instance_id)
@@ -132,8 +133,7 @@ def instance_run(
     queries are hand-written SQL (`hotpath`: the ORM's compilation of them cost half a small request)."""
     quantizer, stored_last = hotpath.run_state(instance_id)
     if operation == "dequantize":
-        last = None if not stored_last else QParams.of(stored_last["scale"], stored_last["zero_point"],
-                                                        stored_last.get("axis"))
+        last = None if not stored_last else QParams.from_dict(stored_last)
         result = quantizer.dequantize(data, channel_dim=channel_dim, layer_name=layer_name, scale=scale,
                                       zero_point=zero_point, last_params=last)
     elif operation == "quantize":

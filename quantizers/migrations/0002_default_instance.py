@@ -30,6 +30,9 @@ DEFAULT_CONFIG = {
     "mixed_precision_layers": [],
     "custom_quantization_config": {},
     "calibration_method": "MINMAX",
+    # Added with 0004: a fresh database's `default` gets the engine's default rule; databases that ran this
+    # migration before keep their `default` as it was and 0004 gives it `ort_tooling`.
+    "qparams_rule": "onnx",
 }
 
 

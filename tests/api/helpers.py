@@ -55,13 +55,14 @@ SPEC_SYMMETRIC = {"quantization_type": "INT8", "num_bits": 8, "symmetric": True}
 # The spec's "Default Quantizer Configuration" table.
 SPEC_DEFAULTS = {"quantization_type": "INT8", "quantization_mode": "DYNAMIC", "num_bits": 8, "symmetric": False,
                  "enable_cache": True}
-# Every attribute of the spec's QuantizerConfigModel, plus calibration_method (docs/api.md, Configuration).
+# Every attribute of the spec's QuantizerConfigModel, plus calibration_method, qparams_rule and group_size
+# (docs/api.md, Configuration).
 CONFIG_FIELDS = {
     "quantization_type", "quantization_mode", "num_bits", "symmetric", "enable_cache", "cache_size",
     "enable_mixed_precision", "per_channel", "buffer_size", "use_percentile", "min_percentile", "max_percentile",
     "error_on_nan", "error_on_inf", "optimize_memory", "enable_requantization", "requantization_threshold",
     "outlier_threshold", "skip_layers", "quantize_bias", "quantize_weights_only", "mixed_precision_layers",
-    "custom_quantization_config", "calibration_method",
+    "custom_quantization_config", "calibration_method", "qparams_rule", "group_size",
 }
 STATS_FIELDS = {"clipped_values", "total_values", "quantize_calls", "dequantize_calls", "cache_hits", "cache_misses",
                 "last_scale", "last_zero_point", "processing_time_ms"}
@@ -156,10 +157,10 @@ def qrange(dtype: str, num_bits: int | None = None) -> tuple[int, int]:
 
 
 def onnx_qparams(rmin: Any, rmax: Any, qmin: int, qmax: int, symmetric: bool) -> tuple[Any, Any]:
-    """ONNX Runtime's compute_scale_zp, float32 as it does it (docs/numerics.md):
+    """ONNX Runtime's compute_scale_zp (qparams_rule ort_tooling, docs/numerics.md):
     range widened to include 0; symmetric signed: scale = amax/qmax over [-qmax, qmax], zp 0; symmetric unsigned:
-    zp = (qmin+qmax+1)/2; asymmetric: scale = (rmax-rmin)/(qmax-qmin) in float64 rounded once to float32,
-    zp = rint(float32(qmin) - float32(rmin)/scale) in float32; a degenerate range gives scale 1, zp 0."""
+    zp = (qmin+qmax+1)/2; asymmetric: scale64 = (rmax-rmin)/(qmax-qmin) in float64, stored rounded once to
+    float32, zp = rint(qmin - rmin/scale64) in float64; scale64 below float32 tiny gives scale 1, zp 0."""
     lo = np.minimum(np.asarray(rmin, F32), F32(0))
     hi = np.maximum(np.asarray(rmax, F32), F32(0))
     if symmetric:
@@ -167,13 +168,14 @@ def onnx_qparams(rmin: Any, rmax: Any, qmin: int, qmax: int, symmetric: bool) ->
         lo, hi = -amax, amax
         if qmin < 0:
             qmin = -qmax
-    scale = ((hi.astype(np.float64) - lo.astype(np.float64)) / (qmax - qmin)).astype(F32)
-    degenerate = scale < np.finfo(F32).tiny
-    scale = np.where(degenerate, F32(1), scale).astype(F32)
+    scale64 = (hi.astype(np.float64) - lo.astype(np.float64)) / (qmax - qmin)
+    degenerate = scale64 < np.finfo(F32).tiny
+    scale64 = np.where(degenerate, 1.0, scale64)
+    scale = scale64.astype(F32)
     if symmetric:
         zp = np.full(scale.shape, 0 if qmin < 0 else (qmin + qmax + 1) // 2, dtype=np.int64)
     else:
-        zp = np.clip(np.rint(F32(qmin) - lo / scale), qmin, qmax).astype(np.int64)
+        zp = np.clip(np.rint(qmin - lo.astype(np.float64) / scale64), qmin, qmax).astype(np.int64)
     zp = np.where(degenerate, 0, zp)
     return scale, zp
 

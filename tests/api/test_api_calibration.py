@@ -86,7 +86,7 @@ def test_minmax_calibration_follows_torch_min_max_observer(api):
     """Five batches of the observers' reference: the range is torch MinMaxObserver's, the parameters those the
     ONNX formulas give for it (UINT8 asymmetric)."""
     step = torch_observer("MinMaxObserver(quint8, per_tensor_affine)")
-    create(api, "u8", {"quantization_type": "UINT8"})
+    create(api, "u8", {"quantization_type": "UINT8", "qparams_rule": "ort_tooling"})
     body = ok(api.post("/instances/u8/calibrate", {"data": BATCHES}))
     scale, zp = onnx_qparams(F32(step["min_val"]), F32(step["max_val"]), 0, 255, False)
     assert_bits_equal(body["scale"], scale)
@@ -113,7 +113,7 @@ def test_symmetric_calibration_uses_amax_over_qmax(api):
 @pytest.mark.parametrize("channel_dim", [0, None])
 def test_per_channel_calibration_follows_torch_per_channel_observer(api, channel_dim):
     step = torch_observer("PerChannelMinMaxObserver(ch_axis=0, quint8, per_channel_affine)")
-    create(api, "pc", {"quantization_type": "UINT8", "per_channel": True})
+    create(api, "pc", {"quantization_type": "UINT8", "per_channel": True, "qparams_rule": "ort_tooling"})
     body = {"data": BATCHES} if channel_dim is None else {"data": BATCHES, "channel_dim": channel_dim}
     answer = ok(api.post("/instances/pc/calibrate", body))
     lo, hi = np.asarray(step["min_val"], F32), np.asarray(step["max_val"], F32)
@@ -278,7 +278,7 @@ ORT_SAMPLE = representative(DYNAMIC_ORT)
 @pytest.mark.parametrize(("case", "record"), ORT_SAMPLE, ids=[r["id"] for _, r in ORT_SAMPLE])
 def test_compute_params_matches_onnx_runtime(api, case, record):
     create(api, "ort", {"quantization_type": record["dtype"], "symmetric": record["scheme"] == "symmetric",
-                        "per_channel": record["axis"] is not None})
+                        "per_channel": record["axis"] is not None, "qparams_rule": "ort_tooling"})
     x = np.asarray(case["x"], F32).reshape(case["shape"]).tolist()
     answer = ok(api.post("/instances/ort/compute_params", {"data": x, "channel_dim": record["axis"]}))
     assert_bits_equal(answer["scale"], record["scale"])

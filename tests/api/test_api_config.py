@@ -45,6 +45,8 @@ RICH_CONFIG = {
     "custom_quantization_config": {"conv1.weight": {"quantization_type": "INT16", "num_bits": 12,
                                                     "symmetric": False, "per_channel": False}},
     "calibration_method": "ENTROPY",
+    "qparams_rule": "torch",
+    "group_size": 0,
 }
 
 
@@ -61,7 +63,7 @@ def test_get_config_of_the_default_instance(api, slash):
     types = {"num_bits": int, "cache_size": int, "buffer_size": int, "min_percentile": float,
              "max_percentile": float, "requantization_threshold": float, "skip_layers": list,
              "mixed_precision_layers": list, "custom_quantization_config": dict, "quantization_type": str,
-             "quantization_mode": str, "calibration_method": str}
+             "quantization_mode": str, "calibration_method": str, "qparams_rule": str, "group_size": int}
     for name, kind in types.items():
         assert type(config[name]) is kind, name
     for name in CONFIG_FIELDS - set(types) - {"outlier_threshold"}:
@@ -172,7 +174,7 @@ BAD_CONFIGS = [
     ({"num_bits": None}, "num_bits"),
     ({"num_bits": [8]}, "num_bits"),
     ({"num_bits": 10**30}, "num_bits"),
-    ({"quantization_type": "INT4"}, "quantization_type"),
+    ({"quantization_type": "INT3"}, "quantization_type"),
     ({"quantization_type": ""}, "quantization_type"),
     ({"quantization_type": 8}, "quantization_type"),
     ({"quantization_type": None}, "quantization_type"),
@@ -295,7 +297,8 @@ def test_changing_type_bits_or_symmetry_clears_stored_parameters(api):
     assert_error(api.post("/instances/params/quantize", {"data": [[1.0]]}), 409, code="state.not_calibrated")
 
 
-@pytest.mark.parametrize("change", [{"num_bits": 4}, {"quantization_type": "UINT8"}, {"symmetric": True}])
+@pytest.mark.parametrize("change", [{"num_bits": 4}, {"quantization_type": "UINT8"}, {"symmetric": True},
+                                    {"qparams_rule": "torch"}])
 def test_a_range_change_also_forgets_the_latest_quantize_parameters(api, change):
     """The latest quantize of [-1, 5] used zp -86 on the INT8 range; after a change of type, bits or symmetry those
     parameters would give wrong values for the new codes, so a dynamic dequantize has nothing to use (409) until

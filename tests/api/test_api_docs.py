@@ -94,7 +94,8 @@ def test_openapi_schema_documents_the_spec(api):
 
 def test_openapi_schema_enums_are_upper_case(api):
     components = schema(api)["components"]["schemas"]
-    assert components["QuantizationTypeEnum"]["enum"] == ["INT8", "UINT8", "INT16", "FLOAT16", "NONE", "MIXED"]
+    assert components["QuantizationTypeEnum"]["enum"] == ["INT8", "UINT8", "INT16", "FLOAT16", "NONE", "MIXED",
+                                                           "INT4", "UINT4", "BFLOAT16", "FP8_E4M3", "FP8_E5M2"]
     assert set(components["QuantizationModeEnum"]["enum"]) == {
         "DYNAMIC", "DYNAMIC_PER_BATCH", "DYNAMIC_PER_CHANNEL", "STATIC", "CALIBRATED", "SYMMETRIC"}
 

@@ -155,7 +155,7 @@ def test_every_valid_id_shape_is_accepted(api, good_id):
 
 @pytest.mark.parametrize(("body", "field"), [
     ({"num_bits": 99}, "num_bits"),
-    ({"quantization_type": "INT4"}, "quantization_type"),
+    ({"quantization_type": "INT3"}, "quantization_type"),
     ({"quantization_mode": "turbo"}, "quantization_mode"),
     ({"symmetric": "yes"}, "symmetric"),
     ({"surprise": 1}, "surprise"),

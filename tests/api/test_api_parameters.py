@@ -24,7 +24,7 @@ FRESH_DEFAULT = {
     "quantization_type": "INT8", "quantization_mode": "DYNAMIC", "num_bits": 8, "symmetric": False,
     "qmin": -128, "qmax": 127, "is_calibrated": False, "global_scale": None, "global_zero_point": None,
     "per_channel_scales": None, "per_channel_zero_points": None, "channel_dim": None, "layer_params": {},
-    "calibration": None,
+    "calibration": None, "block_scales": None, "block_zero_points": None, "block_size": None, "block_axis": None,
 }
 
 

@@ -279,7 +279,7 @@ def test_dynamic_instance_computes_onnx_runtime_parameters(api, case, record):
     fresh worker dequantizes them with the parameters that quantize stored."""
     per_channel = record["axis"] is not None
     create(api, "dyn", {"quantization_type": record["dtype"], "symmetric": record["scheme"] == "symmetric",
-                        "per_channel": per_channel})
+                        "per_channel": per_channel, "qparams_rule": "ort_tooling"})
     x = case_data(case)
     q_expected = np.asarray(record["q"]).reshape(case["shape"]).tolist()
     body = ok(api.post("/instances/dyn/quantize", {"data": x.tolist(), "channel_dim": record["axis"]}))

@@ -10,6 +10,7 @@ from engine import (
     CalibrationMethod,
     ConfigError,
     LayerOverride,
+    QParamsRule,
     QuantizationConfig,
     QuantizationMode,
     QuantizationType,
@@ -40,6 +41,8 @@ ISSUE_DEFAULTS: dict[str, Any] = {
     "mixed_precision_layers": [],
     "custom_quantization_config": {},
     "calibration_method": "MINMAX",
+    "group_size": 0,
+    "qparams_rule": "onnx",
 }
 
 
@@ -96,6 +99,7 @@ FULL: dict[str, Any] = {
         "conv2.weight": {"num_bits": 4},
     },
     "calibration_method": "PERCENTILE",
+    "qparams_rule": "torch",
 }
 
 
@@ -108,6 +112,15 @@ def test_to_dict_round_trips(data: dict[str, Any]) -> None:
     assert QuantizationConfig.from_dict(written) == config
     assert QuantizationConfig.from_dict(written).to_dict() == written
     assert set(written) == set(ISSUE_DEFAULTS)
+
+
+def test_qparams_rule_is_lower_case() -> None:
+    """The rule's values (and answers) are lower case; the default is onnx."""
+    assert QuantizationConfig().qparams_rule is QParamsRule.onnx
+    for name in ("onnx", "ort_tooling", "torch"):
+        assert QuantizationConfig.from_dict({"qparams_rule": name}).to_dict()["qparams_rule"] == name
+    raises_for("qparams_rule", {"qparams_rule": "tensorflow"})
+    raises_for("qparams_rule", {"qparams_rule": 1})
 
 
 def test_to_dict_writes_upper_case_names() -> None:
@@ -267,7 +280,7 @@ def test_enum_fields_reject_unknown_names(field: str, value: Any) -> None:
 
 
 def test_enum_error_lists_the_names() -> None:
-    error = raises_for("quantization_type", {"quantization_type": "INT4"})
+    error = raises_for("quantization_type", {"quantization_type": "INT3"})
     assert "INT8" in error.message
     assert "INT4" in error.message
 
@@ -318,7 +331,7 @@ def test_layer_lists_reject_bad_values(field: str, value: Any) -> None:
     None,
     {"conv1": "INT8"},
     {"conv1": {"bits": 4}},
-    {"conv1": {"quantization_type": "INT4"}},
+    {"conv1": {"quantization_type": "INT3"}},
     {"conv1": {"quantization_type": "MIXED"}},
     {"conv1": {"num_bits": 9}},
     {"conv1": {"quantization_type": "INT16", "num_bits": 17}},

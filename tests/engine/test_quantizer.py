@@ -814,7 +814,7 @@ def test_export_format(make_quantizer: MakeQuantizer) -> None:
     assert set(exported) == {
         "quantization_type", "quantization_mode", "num_bits", "symmetric", "qmin", "qmax", "is_calibrated",
         "global_scale", "global_zero_point", "per_channel_scales", "per_channel_zero_points", "channel_dim",
-        "layer_params", "calibration"}
+        "layer_params", "calibration", "block_scales", "block_zero_points", "block_size", "block_axis"}
     assert (exported["quantization_type"], exported["quantization_mode"], exported["qmin"], exported["qmax"]) == (
         "UINT8", "CALIBRATED", 0, 255)
     assert len(exported["per_channel_scales"]) == 4

@@ -158,7 +158,8 @@ def test_dynamic_quantizer_computes_ort_parameters(case: dict[str, Any], record:
     record's scale and zero point and quantizes to its codes."""
     x = data(case)
     per_channel = record["axis"] is not None
-    quantizer = Quantizer(type_config(record, symmetric=record["scheme"] == "symmetric", per_channel=per_channel))
+    quantizer = Quantizer(type_config(record, symmetric=record["scheme"] == "symmetric", per_channel=per_channel,
+                                      qparams_rule="ort_tooling"))
     expected_scale = np.asarray(record["scale"], dtype=np.float32)
     expected_zp = np.asarray(record["zero_point"], dtype=np.int64)
 
