@@ -87,8 +87,9 @@ def _float32_rule(lo: FloatArray, hi: FloatArray, qmin: int, qmax: int, symmetri
         zp_f = F32(qmin) - np.rint(lo / scale)  # qmin - round(min_neg / scale)
     else:
         zp_f = np.rint(F32(qmin) - lo / scale)  # round(qmin - min / scale): ORT's initial_zp, then rounded
-    zp = np.clip(np.nan_to_num(zp_f, nan=0.0, posinf=qmax, neginf=qmin), qmin, qmax).astype(np.int64)
-    return np.asarray(scale, F32), zp
+    if not np.isfinite(zp_f).all():  # only where the scale falls back (the caller replaces those)
+        zp_f = np.nan_to_num(zp_f, nan=0.0, posinf=qmax, neginf=qmin)
+    return np.asarray(scale, F32), np.clip(zp_f, qmin, qmax).astype(np.int64)
 
 
 def scale_zero_point(
@@ -104,15 +105,15 @@ def scale_zero_point(
     smallest normal float32). Never an infinite, zero or subnormal scale.
     """
     lo, hi = _widened(rmin, rmax, symmetric)
-    exact, exact_zp = _ort_tooling(lo, hi, qmin, qmax, symmetric)
     if rule is QParamsRule.ort_tooling:
-        return exact, exact_zp
+        return _ort_tooling(lo, hi, qmin, qmax, symmetric)
     with np.errstate(over="ignore", under="ignore", divide="ignore", invalid="ignore"):
         scale, zp = _float32_rule(lo, hi, qmin, qmax, symmetric, rule)
     fallback = ~(np.isfinite(scale) & (scale >= _TINY)) | (hi == lo)
     if rule is QParamsRule.torch:
         fallback &= ~np.isfinite(scale) | ~(scale >= _TINY)  # torch's eps floor answers [0, 0] itself
     if fallback.any():
+        exact, exact_zp = _ort_tooling(lo, hi, qmin, qmax, symmetric)
         scale = np.where(fallback, exact, scale).astype(F32)
         zp = np.where(fallback, exact_zp, zp).astype(np.int64)
     return scale.astype(F32), zp.astype(np.int64)
