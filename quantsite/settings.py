@@ -158,7 +158,8 @@ REST_FRAMEWORK = {
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Quantizer API",
-    "DESCRIPTION": "Quantize, dequantize, fake-quantize and calibrate numeric arrays (INT8, UINT8, INT16, FLOAT16) "
+    "DESCRIPTION": "Quantize, dequantize, fake-quantize and calibrate numeric arrays (INT8, UINT8, INT16, INT4, UINT4, "
+    "FP8, BFLOAT16, FLOAT16) "
     "with named quantizer instances whose state persists.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
