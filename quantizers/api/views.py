@@ -276,12 +276,12 @@ def _array_answer(out: dict[str, Any], result: OpResult) -> Response:
     response["X-Quantization-Type"] = result.quantization_type.name
     if result.params is None:
         return response
-    params = result.params.to_dict()
-    if params["axis"] is not None:
-        response["X-Channel-Dim"] = str(params["axis"])
-        if len(params["scale"]) > MAX_HEADER_CHANNELS:
-            response["X-Parameters-Omitted"] = MSG_PARAMETERS_OMITTED.format(channels=len(params["scale"]))
+    if result.params.axis is not None:
+        response["X-Channel-Dim"] = str(result.params.axis)
+        if result.params.scale.size > MAX_HEADER_CHANNELS:  # (before writing thousands of scales as text)
+            response["X-Parameters-Omitted"] = MSG_PARAMETERS_OMITTED.format(channels=result.params.scale.size)
             return response
+    params = result.params.to_dict()
     response["X-Scale"] = ",".join(str(v) for v in np.atleast_1d(params["scale"]).tolist())
     response["X-Zero-Point"] = ",".join(str(v) for v in np.atleast_1d(params["zero_point"]).tolist())
     return response
