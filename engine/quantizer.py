@@ -246,38 +246,47 @@ class Quantizer:
                   else self._stored_params(plan, x.shape, channel_dim))
         if params.block_size is not None:
             raise InputError("block parameters need a grouped instance (group_size > 0)", field="data")
-        if qtype.is_float8:
-            self._check_channel_dim(channel_dim, plan, params)
-            name = _fp8_name(qtype)
-            # The clip to +-max is needed only if some |x| / scale might round beyond max (or is not finite).
-            amax = np.maximum(np.abs(np.asarray(lo, F32)), np.abs(np.asarray(hi, F32)))
-            with np.errstate(over="ignore", invalid="ignore"):
-                safe = (validate and not has_nonfinite and np.size(amax) in (1, params.scale.size)
-                        and bool(np.all(amax / (params.scale if np.size(amax) == 1 else
-                                                params.scale.reshape(np.shape(amax))) < formats.FP8_MAX[name] * 1.03)))
-            out = formats.quantize_fp8(x, params.scale.astype(F32).reshape(1, -1, 1),
-                                       kernels.as_3d(x.shape, params.axis), name, dequantize_after, saturate=not safe)
-            if validate:
-                delta.clipped_values = nonfinite
-            self._last_params = params
-            return self._finish(OpResult(out, qtype, params, delta, plan), started)
         self._check_channel_dim(channel_dim, plan, params)
-        qmin, qmax = qrange(plan.quantization_type, plan.num_bits)
-        # optimize_memory: fake quantization overwrites the caller's own float32 buffer (no second array).
-        in_place = (self.config.optimize_memory and dequantize_after and x is data and x.flags.writeable
-                    and x.flags.c_contiguous)
-        with np.errstate(over="ignore"):  # a huge scale dequantizes to +-inf: an answer (see dequantize)
-            out, clipped = kernels.quantize_counted(
-                x, params, qmin, qmax, STORAGE_DTYPES[plan.quantization_type],
-                nan_to_zero_point=has_nonfinite if dynamic or validate else None, workspace=self._workspace(),
-                dequantize_after=dequantize_after,
-                count_clipped=validate and self._may_clip(params, qmin, qmax, lo, hi, nonfinite),
-                out=x if in_place else None,
-            )
+        if qtype.is_float8:
+            out = self._quantize_fp8(x, params, qtype, lo, hi, validate and not has_nonfinite, dequantize_after)
+            clipped = nonfinite
+        else:
+            # optimize_memory: fake quantization overwrites the caller's own float32 buffer (no second array).
+            in_place = (self.config.optimize_memory and dequantize_after and x is data and x.flags.writeable
+                        and x.flags.c_contiguous)
+            out, clipped = self._quantize_integer(
+                x, params, plan, dequantize_after, nan_to_zero_point=has_nonfinite if dynamic or validate else None,
+                count_clipped=validate and self._may_clip(params, *qrange(plan.quantization_type, plan.num_bits),
+                                                          lo, hi, nonfinite),
+                in_place=in_place)
         if validate:
             delta.clipped_values = clipped
         self._last_params = params
         return self._finish(OpResult(out, qtype, params, delta, plan), started)
+
+    def _quantize_integer(self, x: FloatArray, params: QParams, plan: LayerPlan, dequantize_after: bool, *,
+                          nan_to_zero_point: bool | None, count_clipped: bool, in_place: bool
+                          ) -> tuple[npt.NDArray[Any], int]:
+        qmin, qmax = qrange(plan.quantization_type, plan.num_bits)
+        with np.errstate(over="ignore"):  # a huge scale dequantizes to +-inf: an answer (see dequantize)
+            return kernels.quantize_counted(
+                x, params, qmin, qmax, STORAGE_DTYPES[plan.quantization_type], nan_to_zero_point=nan_to_zero_point,
+                workspace=self._workspace(), dequantize_after=dequantize_after, count_clipped=count_clipped,
+                out=x if in_place else None,
+            )
+
+    @staticmethod
+    def _quantize_fp8(x: FloatArray, params: QParams, qtype: QuantizationType, lo: Any, hi: Any, finite: bool,
+                      dequantize_after: bool) -> FloatArray:
+        name = _fp8_name(qtype)
+        # The clip to +-max is needed only if some |x| / scale might round beyond max (or is not finite).
+        amax = np.maximum(np.abs(np.asarray(lo, F32)), np.abs(np.asarray(hi, F32)))
+        with np.errstate(over="ignore", invalid="ignore"):
+            safe = (finite and np.size(amax) in (1, params.scale.size)
+                    and bool(np.all(amax / (params.scale if np.size(amax) == 1 else
+                                            params.scale.reshape(np.shape(amax))) < formats.FP8_MAX[name] * 1.03)))
+        return formats.quantize_fp8(x, params.scale.astype(F32).reshape(1, -1, 1),
+                                    kernels.as_3d(x.shape, params.axis), name, dequantize_after, saturate=not safe)
 
     def _quantize_grouped(self, x: FloatArray, params: QParams, plan: LayerPlan, dequantize_after: bool,
                           validate: bool, nan_possible: bool) -> tuple[npt.NDArray[Any], int]:
