@@ -18,7 +18,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from tests.api.helpers import assert_error, create, load_npy, npy_bytes, ok
+from tests.api.helpers import assert_error, create, load_npy, npy_bytes, ok, upload
 
 VECTORS = json.loads((Path(__file__).parents[1] / "data" / "formats_vectors.json").read_text())
 LENIENT = {"error_on_nan": False, "error_on_inf": False}
@@ -378,3 +378,16 @@ def test_quantize_dequantize_and_dequantize_answers_keep_float32(api):
     q = post(api, "/instances/i4/quantize", npy_bytes(x), accept=BIN)
     assert q["X-Dtype"] == "int4"
     assert binary(q) == onnx_pack(np.rint(x / (np.float32(1.0) / np.float32(7))).astype(np.int8))
+
+
+def test_upload_numpy_quantize_answers_the_wire_form(api):
+    case, record = find("int4", "adv_odd_count_7", dtype="int4", granularity="per_axis")
+    import_int4(api, "i4", record)
+    response = upload("i4", npy_bytes(case_x(case)), query="channel_dim=0", HTTP_ACCEPT=BIN)
+    assert binary(response) == bytes.fromhex(record["packed"]["onnx_numpy_helper_from_array"])
+    assert response["X-Dtype"] == "int4"
+    assert response["X-Shape"] == "7"
+    fake = upload("i4", npy_bytes(case_x(case)), query="channel_dim=0&operation=quantize_dequantize",
+                  HTTP_ACCEPT=NPY)
+    assert same_bits(load_npy(binary(fake)), f32s(record["dq"]))
+    assert fake["X-Dtype"] == "float32"
