@@ -26,11 +26,14 @@ from .npy import decode_npy, encode_npy, encode_npz, raw_decode
 from .parameters import STATE_KEYS
 from .qparams import QParams, qrange, scale_zero_point
 from .quantizer import OpResult, Quantizer
+from .wire import PACKED_DTYPES, WIRE_DTYPES, pack_int4, wire_codes
 
 __all__ = [
     "COUNTERS",
+    "PACKED_DTYPES",
     "STATE_KEYS",
     "STATS_FIELDS",
+    "WIRE_DTYPES",
     "CalibrationMethod",
     "ConfigError",
     "EngineError",
@@ -52,8 +55,10 @@ __all__ = [
     "decode_npy",
     "encode_npy",
     "encode_npz",
+    "pack_int4",
     "qrange",
     "raw_decode",
     "scale_zero_point",
     "sqnr_db",
+    "wire_codes",
 ]

@@ -326,3 +326,78 @@ def is_fp8(v: FloatArray, fmt: str) -> npt.NDArray[np.bool_]:
     with np.errstate(invalid="ignore"):
         r = fp8_round(np.asarray(v, F32).copy(), fmt)
         return np.asarray(np.isfinite(v) & (r == v))
+
+
+# ---------------------------------------------------------------------- bit patterns (the wire formats)
+FP8_DTYPES = {"float8_e4m3fn": "e4m3fn", "float8_e5m2": "e5m2"}  # the wire (ml_dtypes) names
+_FP8_EXP_BITS = {"e4m3fn": 4, "e5m2": 5}
+_FP8_FINITE = {"e4m3fn": 0x7F, "e5m2": 0x7C}  # codes below this (sign bit clear) are the finite values
+_FP8_NAN = {"e4m3fn": 0x7F, "e5m2": 0x7E}  # the quiet NaN written (ml_dtypes' and ONNX's choice)
+_FP8_TABLES: dict[str, FloatArray] = {}
+
+
+def fp8_table(fmt: str) -> FloatArray:
+    """The float32 value of each of the 256 float8 `fmt` bit patterns (E4M3FN: S.1111.111 is NaN, no infinity;
+    E5M2: IEEE-like, exponent 31 is infinity or NaN)."""
+    table = _FP8_TABLES.get(fmt)
+    if table is None:
+        m, e_bits = _FP8_MANTISSA[fmt], _FP8_EXP_BITS[fmt]
+        bias = (1 << (e_bits - 1)) - 1
+        code = np.arange(256, dtype=np.int64)
+        e, f = (code >> m) & ((1 << e_bits) - 1), code & ((1 << m) - 1)
+        mag = np.where(e == 0, f * 2.0 ** (1 - bias - m), (1 + f / 2.0**m) * 2.0 ** (e - bias))
+        if fmt == "e5m2":
+            mag = np.where(e == 31, np.where(f == 0, np.inf, np.nan), mag)
+        else:
+            mag = np.where((e == 15) & (f == 7), np.nan, mag)
+        table = np.where(code >= 128, -mag, mag).astype(F32)
+        _FP8_TABLES[fmt] = table
+    return table
+
+
+def fp8_decode(bits: npt.NDArray[np.uint8], fmt: str) -> FloatArray:
+    """float8 bit patterns (uint8) to their float32 values."""
+    return fp8_table(fmt)[np.asarray(bits, np.uint8)]
+
+
+def fp8_encode(values: FloatArray, fmt: str) -> npt.NDArray[np.uint8]:
+    """float32 values that are float8 `fmt` values (or NaN, or +-inf for E5M2) to their bit patterns; the sign of
+    zero and of NaN is kept."""
+    v = np.asarray(values, F32)
+    positive = fp8_table(fmt)[:_FP8_FINITE[fmt]]  # strictly increasing from +0
+    mag = np.abs(v)
+    with np.errstate(invalid="ignore"):
+        idx = np.searchsorted(positive, np.where(np.isnan(mag), F32(0), mag)).astype(np.uint8)
+    idx[np.isnan(v)] = _FP8_NAN[fmt]
+    return np.asarray(idx | np.where(np.signbit(v), np.uint8(0x80), np.uint8(0)).astype(np.uint8))
+
+
+def bf16_decode(bits: npt.NDArray[np.uint16]) -> FloatArray:
+    """bfloat16 bit patterns (uint16) to float32 (the bits are float32's upper half: exact)."""
+    return (np.asarray(bits, np.uint16).astype(np.uint32) << np.uint32(16)).view(F32)
+
+
+def bf16_encode(values: FloatArray) -> npt.NDArray[np.uint16]:
+    """float32 values that are bfloat16 values to their bit patterns (float32's upper half)."""
+    return (np.ascontiguousarray(values, F32).view(np.uint32) >> np.uint32(16)).astype(np.uint16)
+
+
+def pack_int4(codes: npt.NDArray[Any]) -> bytes:
+    """4-bit codes (-8..7 or 0..15), C order, two per byte as ONNX packs them: element 2i in the low nibble,
+    2i+1 in the high nibble; an odd count is padded with a zero nibble."""
+    flat = np.ascontiguousarray(codes).reshape(-1).astype(np.uint8) & np.uint8(0x0F)
+    if flat.size % 2:
+        flat = np.concatenate([flat, np.zeros(1, np.uint8)])
+    return bytes(flat[0::2] | (flat[1::2] << np.uint8(4)))
+
+
+def unpack_int4(packed: npt.NDArray[np.uint8], count: int, signed: bool) -> npt.NDArray[Any]:
+    """The first `count` 4-bit codes of ONNX-packed bytes: int8 -8..7 when `signed`, else uint8 0..15."""
+    raw = np.asarray(packed, np.uint8)
+    out = np.empty(raw.size * 2, np.uint8)
+    out[0::2] = raw & np.uint8(0x0F)
+    out[1::2] = raw >> np.uint8(4)
+    codes = out[:count]
+    if signed:
+        return ((codes.astype(np.int8) ^ np.int8(8)) - np.int8(8)).astype(np.int8)
+    return codes.copy()

@@ -30,9 +30,10 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
+from . import formats
 from .errors import LimitError, NpyFormatError
 
-__all__ = ["ALLOWED_RAW_DTYPES", "MAX_HEADER_BYTES", "decode_npy", "encode_npy", "raw_decode"]
+__all__ = ["ALLOWED_RAW_DTYPES", "DECODED_RAW_DTYPES", "MAX_HEADER_BYTES", "decode_npy", "encode_npy", "raw_decode"]
 
 MAGIC: Final = b"\x93NUMPY"
 MAX_HEADER_BYTES: Final = 10_000  # numpy's own default `max_header_size`; a numeric header needs ~128 bytes
@@ -69,6 +70,15 @@ ALLOWED_RAW_DTYPES: Final[dict[str, np.dtype[Any]]] = {
         ("uint32", "<u4"),
         ("uint64", "<u8"),
     )
+}
+# Types numpy has no dtype for, sent as their bit patterns and decoded (a copy): bfloat16 (2 bytes a value) and
+# float8 (1 byte) to their float32 values; int4 / uint4 (ONNX-packed, two codes a byte) to int8 / uint8 codes.
+DECODED_RAW_DTYPES: Final[dict[str, np.dtype[Any]]] = {
+    "bfloat16": np.dtype("<u2"),
+    "float8_e4m3fn": np.dtype("|u1"),
+    "float8_e5m2": np.dtype("|u1"),
+    "int4": np.dtype("|u1"),
+    "uint4": np.dtype("|u1"),
 }
 _MAX_SHAPE_TEXT: Final = 200  # characters; keeps int() parsing of a hostile shape string trivially cheap
 _SHAPE_TEXT_RE: Final = re.compile(r"\s*(?:\[(.*)\]|\((.*)\)|(.*))\s*", re.DOTALL)
@@ -158,15 +168,32 @@ def raw_decode(data: bytes | memoryview, *, shape: str, dtype: str, max_elements
     """Zero-copy view of a raw little-endian C-order body whose `shape` and `dtype` come from the request.
 
     `shape` is text such as "2000,2000", "[2000, 2000]" or "(5,)" (1-4 positive dims); `dtype` is one of
-    ALLOWED_RAW_DTYPES. The body must hold exactly prod(shape) * itemsize bytes.
+    ALLOWED_RAW_DTYPES or DECODED_RAW_DTYPES. The body must hold exactly prod(shape) * itemsize bytes (int4 /
+    uint4: ceil(prod(shape) / 2), the padding nibble of an odd count ignored). The DECODED_RAW_DTYPES are decoded
+    (a new array, allocated after every check): bfloat16 and float8_* to float32 values, int4 / uint4 to int8 /
+    uint8 codes.
     """
     _check_max_elements(max_elements)
     buf = _as_bytes_view(data)
-    np_dtype = _raw_dtype(dtype)
+    name = _raw_name(dtype)
+    np_dtype = ALLOWED_RAW_DTYPES.get(name) or DECODED_RAW_DTYPES[name]
     dims = _parse_shape_text(shape)
     count = _check_count(dims, max_elements)
+    if name in ("int4", "uint4"):
+        expected = -(-count // 2)
+        if expected != len(buf):
+            raise NpyFormatError(
+                f"payload size mismatch: {count} elements of {name} need {expected} bytes (two per byte), "
+                f"but {len(buf)} bytes are present")
+        packed = np.frombuffer(buf, dtype=np.uint8, count=expected)
+        return formats.unpack_int4(packed, count, signed=name == "int4").reshape(dims)
     _check_byte_count(count, np_dtype, len(buf))
-    return np.frombuffer(buf, dtype=np_dtype, count=count).reshape(dims)
+    flat = np.frombuffer(buf, dtype=np_dtype, count=count)
+    if name == "bfloat16":
+        return formats.bf16_decode(flat).reshape(dims)
+    if name in formats.FP8_DTYPES:
+        return formats.fp8_decode(flat, formats.FP8_DTYPES[name]).reshape(dims)
+    return flat.reshape(dims)
 
 
 # --- helpers -------------------------------------------------------------------------------------------------
@@ -315,14 +342,14 @@ def _check_byte_count(count: int, dtype: np.dtype[Any], present: int) -> None:
         )
 
 
-def _raw_dtype(name: str) -> np.dtype[Any]:
-    allowed = ", ".join(ALLOWED_RAW_DTYPES)
+def _raw_name(name: str) -> str:
+    allowed = ", ".join([*ALLOWED_RAW_DTYPES, *DECODED_RAW_DTYPES])
     if not isinstance(name, str):
         raise NpyFormatError(f"dtype must be a string, one of: {allowed}")
-    try:
-        return ALLOWED_RAW_DTYPES[name.strip().lower()]
-    except KeyError:
-        raise NpyFormatError(f"unsupported dtype {name[:40]!r}; allowed: {allowed} (little-endian)") from None
+    key = name.strip().lower()
+    if key not in ALLOWED_RAW_DTYPES and key not in DECODED_RAW_DTYPES:
+        raise NpyFormatError(f"unsupported dtype {name[:40]!r}; allowed: {allowed} (little-endian)")
+    return key
 
 
 def _parse_shape_text(text: str) -> tuple[int, ...]:

@@ -354,6 +354,12 @@ class Quantizer:
         arr = np.asarray(data)
         if arr.ndim == 0 or arr.size == 0:
             raise InputError("data must be a non-empty array", field="data")
+        # The bit patterns of the wire formats: a uint8 array given to a float8 layer, a uint16 array given to a
+        # BFLOAT16 layer (what a binary quantize answer carries); values in any other dtype.
+        if qtype.is_float8 and arr.dtype == np.uint8:
+            arr = formats.fp8_decode(arr, _fp8_name(qtype))
+        elif qtype is QuantizationType.BFLOAT16 and arr.dtype == np.uint16:
+            arr = formats.bf16_decode(arr)
         if channel_dim is not None:
             normalize_axis(channel_dim, arr.ndim)
         if not (qtype.is_integer or qtype.is_float8):

@@ -53,7 +53,8 @@ BINARY_HEADERS = [
     OpenApiParameter("X-Shape", str, OpenApiParameter.HEADER, description="application/octet-stream bodies: the "
                      "shape, e.g. 2000,2000 (1-4 dimensions)."),
     OpenApiParameter("X-Dtype", str, OpenApiParameter.HEADER, description="application/octet-stream bodies: "
-                     "float32 (default), float64, float16, int8, uint8, int16, ..."),
+                     "float32 (default), float64, float16, int8, uint8, int16, ...; bfloat16, float8_e4m3fn, "
+                     "float8_e5m2 (bit patterns, decoded to float32), int4, uint4 (packed two per byte)."),
 ]
 SPEC_EXAMPLE = OpenApiExample("spec example", value={"data": [[1.2, 3.4, 5.6], [7.8, 9.0, 2.1]], "validate": True},
                               request_only=True)

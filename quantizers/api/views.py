@@ -15,7 +15,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from engine import OpResult, QParams
+from engine import OpResult, QParams, QuantizationType, wire_codes
 
 from .. import health, selectors, services
 from ..exceptions import BadRequest
@@ -51,6 +51,7 @@ ARRAY_IO: dict[str, Any] = {"parser_classes": ARRAY_PARSERS, "renderer_classes":
 # default buffer, which answers 502 beyond it); above, X-Parameters-Omitted points to the .npz answer.
 MAX_HEADER_CHANNELS = 64
 MSG_PARAMETERS_OMITTED = "{channels} channels; send Accept: application/x-npz to get the parameters with the data"
+MSG_BLOCKS_OMITTED = "{blocks} blocks; send Accept: application/x-npz to get the parameters with the data"
 
 
 # Parses the query string against the view's `query_options` before anything else; the result is `self.query`.
@@ -143,7 +144,7 @@ class InstanceViewSet(QueryOptionsMixin, viewsets.ViewSet):
         if operation == "quantize":
             out["quantization_type"] = result.quantization_type.name
         out["original_shape"] = _shape(body["data"])
-        return _array_answer(out, result)
+        return _array_answer(out, result, codes=operation == "quantize")
 
     @action(detail=True, methods=["post"], **ARRAY_IO)
     def quantize(self, request: Request, instance_id: str) -> Response:
@@ -170,7 +171,7 @@ class InstanceViewSet(QueryOptionsMixin, viewsets.ViewSet):
         return _array_answer({
             "message": MSG_UPLOAD, "operation": operation, "shape": _shape(out), "dtype": str(out.dtype),
             "original_shape": _shape(array), "quantization_type": result.quantization_type.name, "data": out,
-        }, result)
+        }, result, codes=operation == "quantize")
 
     @action(detail=True, methods=["post"])
     def calibrate(self, request: Request, instance_id: str) -> Response:
@@ -263,25 +264,45 @@ def _answers_json(request: Request) -> bool:
 
 
 class ArrayAnswer(Response):
-    """An operation's answer, with the parameters it used for the renderers that carry them (.npz)."""
+    """An operation's answer, with the parameters it used for the renderers that carry them (.npz), its type, and
+    for a quantize answer of a type numpy has no dtype for (INT4 / UINT4, FP8, BFLOAT16) the integer array that
+    carries it on the wire and the type's name (`wire`; JSON answers keep the codes or values of `data`)."""
 
     params: QParams | None = None
+    quantization_type: QuantizationType | None = None
+    wire: tuple[np.ndarray, str] | None = None
 
 
-def _array_answer(out: dict[str, Any], result: OpResult) -> Response:
+def _flat(values: Any) -> list[Any]:
+    """Nested lists (block parameters) or one number, flattened in C order."""
+    if isinstance(values, list):
+        return [v for item in values for v in _flat(item)]
+    return [values]
+
+
+def _array_answer(out: dict[str, Any], result: OpResult, codes: bool = False) -> Response:
     """Type and parameters in headers, for every format (binary answers have no JSON body to carry them). Per
-    channel, only up to MAX_HEADER_CHANNELS: thousands of scales would overflow a proxy's header buffer."""
+    channel or per block, only up to MAX_HEADER_CHANNELS scale values: thousands of scales would overflow a
+    proxy's header buffer. A float8 type has no zero point (X-Zero-Point left out)."""
     response = ArrayAnswer(out)
     response.params = result.params
+    response.quantization_type = result.quantization_type
+    if codes and isinstance(out.get("data"), np.ndarray):
+        response.wire = wire_codes(out["data"], result.quantization_type)
     response["X-Quantization-Type"] = result.quantization_type.name
     if result.params is None:
         return response
     if result.params.axis is not None:
         response["X-Channel-Dim"] = str(result.params.axis)
-        if result.params.scale.size > MAX_HEADER_CHANNELS:  # (before writing thousands of scales as text)
-            response["X-Parameters-Omitted"] = MSG_PARAMETERS_OMITTED.format(channels=result.params.scale.size)
+        if result.params.block_size is not None:
+            response["X-Block-Size"] = str(result.params.block_size)
+        count = result.params.scale.size  # (decided before writing thousands of scales as text)
+        if count > MAX_HEADER_CHANNELS:
+            message = MSG_BLOCKS_OMITTED if result.params.block_size is not None else MSG_PARAMETERS_OMITTED
+            response["X-Parameters-Omitted"] = message.format(channels=count, blocks=count)
             return response
     params = result.params.to_dict()
-    response["X-Scale"] = ",".join(str(v) for v in np.atleast_1d(params["scale"]).tolist())
-    response["X-Zero-Point"] = ",".join(str(v) for v in np.atleast_1d(params["zero_point"]).tolist())
+    response["X-Scale"] = ",".join(str(v) for v in _flat(params["scale"]))
+    if not result.quantization_type.is_float8:
+        response["X-Zero-Point"] = ",".join(str(v) for v in _flat(params["zero_point"]))
     return response
