@@ -1,7 +1,7 @@
 """engine.calibration: every CalibrationMethod against the reference vectors (no database, no Django).
 
-Expected numbers come from tests/data/reference_vectors.json (computed with PyTorch / ONNX Runtime / numpy by
-reference_vectors.py), never from the engine. The SQNR quantizer is the reference's `sym_fq`, reimplemented
+Expected numbers come from tests/data/reference_vectors.json (computed with PyTorch / ONNX Runtime / numpy; its
+provenance is in tests/data/README.md), never from the engine. The SQNR quantizer is the reference's `sym_fq`, reimplemented
 below. Run with `-s` to see the comparison table.
 """
 
