@@ -1,8 +1,8 @@
 """engine.calibration: every CalibrationMethod against the reference vectors (no database, no Django).
 
 Expected numbers come from tests/data/reference_vectors.json (computed with PyTorch / ONNX Runtime / numpy; its
-provenance is in tests/data/README.md), never from the engine. The SQNR quantizer is the reference's `sym_fq`, reimplemented
-below. Run with `-s` to see the comparison table.
+provenance is in tests/data/README.md), never from the engine. The SQNR quantizer is the reference's `sym_fq`,
+reimplemented below. Run with `-s` to see the comparison table.
 """
 
 from __future__ import annotations
