@@ -74,16 +74,15 @@ def _locked(instance_id: str) -> QuantizerInstance:
         raise InstanceNotFound(instance_id) from None
 
 
-def _save_state(instance: QuantizerInstance, quantizer: Quantizer, *, parameters: bool) -> None:
-    """Persist config (and parameters) and bump the version, inside the caller's transaction."""
-    if parameters:
-        exported = quantizer.export_parameters()
+def _save_state(instance: QuantizerInstance, config: QuantizationConfig, *,
+                exported: Mapping[str, Any] | None = None) -> None:
+    """Persist the config (and the parameters, as export_parameters wrote them) and bump the version, inside the
+    caller's transaction."""
+    if exported is not None:
         QuantizerParameters.objects.update_or_create(
             instance=instance, defaults={name: exported[name] for name in PARAMETER_FIELDS}
         )
-    QuantizerInstance.objects.filter(pk=instance.pk).update(
-        config=quantizer.config.to_dict(), version=F("version") + 1
-    )
+    QuantizerInstance.objects.filter(pk=instance.pk).update(config=config.to_dict(), version=F("version") + 1)
 
 
 def _parameters_depend_on(cfg: QuantizationConfig) -> tuple[Any, ...]:
@@ -103,13 +102,11 @@ def instance_update_config(*, instance_id: str, config: Mapping[str, Any], parti
         instance = _locked(instance_id)
         current = QuantizationConfig.from_dict(instance.config)
         new = QuantizationConfig.from_dict(config, base=current if partial else None)
-        clear = _parameters_depend_on(new) != _parameters_depend_on(current)
-        if clear:
-            quantizer = Quantizer(new)
+        if _parameters_depend_on(new) != _parameters_depend_on(current):
             QuantizerStats.objects.filter(instance_id=instance.pk).update(last_params=None)
+            _save_state(instance, new, exported=Quantizer(new).export_parameters())
         else:
-            quantizer = Quantizer.restore(new, build_quantizer(instance).export_parameters())
-        _save_state(instance, quantizer, parameters=clear)
+            _save_state(instance, new)  # the stored parameters stay as they are
     return new
 
 
@@ -166,8 +163,9 @@ def instance_calibrate(*, instance_id: str, batches: Sequence[npt.NDArray[Any]],
         instance = _locked(instance_id)
         quantizer = build_quantizer(instance)
         params = quantizer.calibrate(batches, channel_dim=channel_dim)
-        _save_state(instance, quantizer, parameters=True)
-    return params, quantizer.export_parameters()
+        exported = quantizer.export_parameters()
+        _save_state(instance, quantizer.config, exported=exported)
+    return params, exported
 
 
 def instance_import_parameters(*, instance_id: str, parameters: Mapping[str, Any]) -> None:
@@ -175,7 +173,7 @@ def instance_import_parameters(*, instance_id: str, parameters: Mapping[str, Any
         instance = _locked(instance_id)
         quantizer = build_quantizer(instance)
         quantizer.import_parameters(parameters)
-        _save_state(instance, quantizer, parameters=True)
+        _save_state(instance, quantizer.config, exported=quantizer.export_parameters())
 
 
 def instance_reset_stats(*, instance_id: str) -> None:
