@@ -1,5 +1,5 @@
-"""quantsite's quantization engine: pure numpy, usable on its own. This module is its whole public API; nothing
-outside `engine/` imports its submodules.
+"""quantsite's quantization engine: numpy and numba kernels, usable on its own. This module is its whole public
+API; nothing outside `engine/` imports its submodules.
 
     from engine import Quantizer, QuantizationConfig, QuantizationType, QuantizationMode
 """
@@ -21,6 +21,7 @@ from .errors import (
     NpyFormatError,
     ParameterError,
 )
+from .jit import warm_kernels
 from .metrics import COUNTERS, STATS_FIELDS, Stats, StatsDelta, sqnr_db
 from .npy import decode_npy, encode_npy, encode_npz, raw_decode
 from .parameters import STATE_KEYS
@@ -60,5 +61,6 @@ __all__ = [
     "raw_decode",
     "scale_zero_point",
     "sqnr_db",
+    "warm_kernels",
     "wire_codes",
 ]

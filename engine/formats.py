@@ -27,6 +27,10 @@ F32 = np.float32
 FloatArray = npt.NDArray[np.float32]
 
 FP8_MAX = {"e4m3fn": 448.0, "e5m2": 57344.0}
+# The largest |v| that rounds to max (to nearest, ties to even) rather than beyond it: max + half its quantum,
+# itself included when max's last mantissa bit is even (E4M3FN: 1.110b * 2^8, the tie 464 rounds down), else
+# the float32 below it (E5M2: 1.11b * 2^15, the tie 61440 rounds up to 2^16). Beyond it a value saturates.
+FP8_LIMIT = {"e4m3fn": 464.0, "e5m2": float(np.nextafter(F32(61440.0), F32(0)))}
 _FP8_MANTISSA = {"e4m3fn": 3, "e5m2": 2}
 _FP8_EMIN = {"e4m3fn": -6, "e5m2": -14}
 
@@ -41,6 +45,21 @@ def block_shape(shape: tuple[int, ...], axis: int, block_size: int) -> tuple[int
     out = list(shape)
     out[axis] = block_count(shape[axis], block_size)
     return tuple(out)
+
+
+def blocks_as_rows(x: FloatArray, axis: int, block_size: int) -> FloatArray:
+    """The blocks of `x` as the rows of a (blocks, block_size) array, in the C order of the block parameters
+    (calibration collects one range per row, as per channel). A partial last block is padded with its own last
+    value: its minimum and maximum are unchanged (histogram methods see that value a few more times)."""
+    outer, dim, inner = kernels.as_3d(x.shape, axis)
+    x3 = np.ascontiguousarray(x, F32).reshape(outer, dim, inner)
+    pad = block_count(dim, block_size) * block_size - dim
+    if pad:
+        x3 = np.concatenate([x3, np.repeat(x3[:, -1:], pad, axis=1)], axis=1)
+    nb = x3.shape[1] // block_size
+    # (outer, nb, B, inner) -> (outer, nb, inner, B): each block's elements contiguous, blocks in C order.
+    return np.ascontiguousarray(x3.reshape(outer, nb, block_size, inner).transpose(0, 1, 3, 2)).reshape(-1,
+                                                                                                      block_size)
 
 
 def block_minmax(x: FloatArray, axis: int, block_size: int, raw: bool = False,
@@ -112,15 +131,15 @@ def _bfloat16(u: Any, out: Any) -> Any:
             overflow[j] += np.int32(not special and (r & np.uint32(0x7FFFFFFF)) == np.uint32(0x7F800000))
             out[i] = r
     over, bad = overflow.sum(), nonfinite.sum()
-    for i in range(m, n):
-        v = u[i]
+    for t in range(m, n):
+        v = u[t]
         special = (v & np.uint32(0x7F800000)) == np.uint32(0x7F800000)
         nan = special and (v & np.uint32(0x007FFFFF)) != np.uint32(0)
         r = (v + np.uint32(0x7FFF) + ((v >> np.uint32(16)) & np.uint32(1))) & np.uint32(0xFFFF0000)
         r = (v & np.uint32(0x80000000)) | np.uint32(0x7FC00000) if nan else r
         bad += special
         over += not special and (r & np.uint32(0x7FFFFFFF)) == np.uint32(0x7F800000)
-        out[i] = r
+        out[t] = r
     return over, bad
 
 
@@ -150,13 +169,13 @@ def quantize_fp8(x: FloatArray, scale: npt.ArrayLike, axis: int | None, block_si
                  dequantize_after: bool) -> tuple[FloatArray, int]:
     """float8 QuantizeLinear (saturate=1) of `x` with per-tensor, per-channel (`axis`) or per-block scales: the
     float8 values decoded to float32 or, with `dequantize_after`, times the scale. Also the count of values that
-    saturated: |x / scale| beyond max, +-inf and NaN."""
+    saturated (|x / scale| beyond FP8_LIMIT, +-inf) or are NaN."""
     x = np.ascontiguousarray(x, dtype=F32)
     out = np.empty(x.shape, F32)
     top = FP8_MAX[fmt]
     scale = np.asarray(scale, F32)
     clipped = kernels.run_quantize(x, out, kernels.layout(x.shape, axis, block_size), scale,
-                                   np.zeros(scale.shape, F32), -top, top, dequantize_after, kernels.FP8,
+                                   np.zeros(scale.shape, F32), -FP8_LIMIT[fmt], top, dequantize_after, kernels.FP8,
                                    _fp8_constants(fmt))
     return out, clipped
 

@@ -4,8 +4,7 @@ registry that `warm_kernels` compiles (or loads from the cache) before a worker 
 Settings (environment, read once at import):
 - QUANTIZER_KERNEL_CACHE_DIR: where compiled kernels are cached (numba's NUMBA_CACHE_DIR). Unset: numba's own
   choice, `__pycache__` beside engine/ when writable, else a per-user cache folder (read-only installs work).
-- QUANTIZER_KERNEL_THREADS: threads of the parallel kernels of model jobs (default 1; web workers are the
-  parallelism, so the kernels they run are single-threaded whatever this says).
+The kernels are single-threaded: web workers are the parallelism.
 """
 
 from __future__ import annotations
@@ -57,17 +56,7 @@ def compiled_signatures() -> int:
     return sum(len(dispatcher.overloads) for dispatcher, _ in _REGISTRY)
 
 
-def kernel_threads() -> int:
-    """QUANTIZER_KERNEL_THREADS, bounded to numba's thread count."""
-    try:
-        wanted = int(os.environ.get("QUANTIZER_KERNEL_THREADS", "1"))
-    except ValueError:
-        wanted = 1
-    return max(1, min(wanted, numba.config.NUMBA_NUM_THREADS))
-
-
-@intrinsic
-def f32_bits(typingctx: Any, v: Any) -> Any:
+def _f32_bits(typingctx: Any, v: Any) -> Any:
     """The bit pattern of a float32 as uint32 (a register move)."""
     if v != types.float32:
         return None
@@ -78,18 +67,23 @@ def f32_bits(typingctx: Any, v: Any) -> Any:
     return types.uint32(types.float32), codegen
 
 
-@intrinsic
-def bits_f32(typingctx: Any, u: Any) -> Any:
+def _bits_f32(typingctx: Any, u: Any) -> Any:
     """The float32 whose bit pattern is the low 32 bits of integer `u` (numba widens integer arithmetic)."""
     if not isinstance(u, types.Integer):
         return None
 
+    width: int = u.bitwidth  # type: ignore[attr-defined]  # (numba's stubs lack it)
+
     def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
         value = args[0]
-        if u.bitwidth > 32:
+        if width > 32:
             value = builder.trunc(value, context.get_value_type(types.uint32))
-        elif u.bitwidth < 32:
+        elif width < 32:
             value = builder.zext(value, context.get_value_type(types.uint32))
         return builder.bitcast(value, context.get_value_type(types.float32))
 
     return types.float32(u), codegen
+
+
+f32_bits: Any = intrinsic(_f32_bits)
+bits_f32: Any = intrinsic(_bits_f32)

@@ -46,7 +46,8 @@ _NO_FP8 = (np.uint32(0), np.uint32(0))
 # ---------------------------------------------------------------------- element operations (inlined)
 @numba.njit(inline="always")
 def _code(v: Any, s: Any, z: Any, lo: Any, hi: Any, kind: Any, emin_bits: Any, offset: Any) -> Any:
-    """(result as float32, clipped?) of one value; float8: lo, hi = -max, max and z = 0."""
+    """(result as float32, clipped?) of one value. float8: z = 0, the values saturate to [-hi, hi] = [-max, max],
+    and lo = -limit, the largest |v| that rounds to max: beyond it a value is clipped (saturated)."""
     if kind == INT:
         w = np.rint(v / s) + z
         c = lo if w < lo else w
@@ -54,7 +55,7 @@ def _code(v: Any, s: Any, z: Any, lo: Any, hi: Any, kind: Any, emin_bits: Any, o
         c = z if c != c else c
         return c, c != w
     w = v / s
-    c = lo if w < lo else w
+    c = -hi if w < -hi else w
     c = hi if c > hi else c
     a = abs(c)
     e = f32_bits(a) & np.uint32(0x7F800000)
@@ -62,7 +63,7 @@ def _code(v: Any, s: Any, z: Any, lo: Any, hi: Any, kind: Any, emin_bits: Any, o
     k = bits_f32(e + offset)
     r = (a + k) - k
     c = bits_f32(f32_bits(r) | (f32_bits(c) & np.uint32(0x80000000)))
-    return c, not (abs(w) <= hi)
+    return c, not (abs(w) <= -lo)
 
 
 # ---------------------------------------------------------------------- quantize
@@ -91,10 +92,10 @@ def _quantize_segments(x: Any, out: Any, d: Any, seg: Any, scale: Any, zp: Any, 
                     c, bad = _code(x[i], s, z, lo, hi, kind, emin_bits, offset)
                     acc[j] += np.int32(bad)
                     out[i] = (c - z) * s if fake else c
-            for i in range(m, b):
-                c, bad = _code(x[i], s, z, lo, hi, kind, emin_bits, offset)
+            for t in range(m, b):
+                c, bad = _code(x[t], s, z, lo, hi, kind, emin_bits, offset)
                 total += bad
-                out[i] = (c - z) * s if fake else c
+                out[t] = (c - z) * s if fake else c
             if acc[0] > 1 << 30:  # keep the int32 lanes far from overflow
                 total += acc.sum()
                 acc[:] = 0
@@ -350,7 +351,8 @@ def dequantize(q: npt.NDArray[np.generic], params: QParams) -> npt.NDArray[np.fl
 def minmax(x: npt.NDArray[Any], axis: int | None = None) -> tuple[Any, Any]:
     """(min, max) of `x` in one pass, as np.min / np.max give them (NaN propagates): scalars of x's dtype, or
     with `axis` one value per index along it (every other axis reduced)."""
-    if x.size == 0 or x.dtype not in _MINMAX_DTYPES:
+    if x.size == 0 or x.dtype not in _MINMAX_DTYPES or (axis is not None and x.dtype != F32):
+        # (numpy for what the engine never asks: per-axis extremes of other dtypes, empty arrays)
         axes = None if axis is None else tuple(i for i in range(x.ndim) if i != axis)
         return np.min(x, axis=axes), np.max(x, axis=axes)
     x = np.ascontiguousarray(x)
@@ -363,8 +365,6 @@ def minmax(x: npt.NDArray[Any], axis: int | None = None) -> tuple[Any, Any]:
             return lo[0], hi[0]
         channels = x.shape[axis]  # segments are (outer, channels) runs, or the whole of a single channel
         return lo.reshape(-1, channels).min(axis=0), hi.reshape(-1, channels).max(axis=0)
-    if x.dtype != F32:
-        return minmax(x.astype(F32), axis)
     lo, hi = np.empty(lay.d, F32), np.empty(lay.d, F32)
     _minmax_rows(x.reshape(-1), lay.d, lay.dim, lay.seg, lo, hi)
     return lo.reshape(-1, lay.inner).min(axis=1), hi.reshape(-1, lay.inner).max(axis=1)
@@ -389,11 +389,3 @@ def block_extremes(x: npt.NDArray[np.float32], axis: int, block_size: int, absol
     if absolute:
         lo = np.negative(hi)
     return lo, hi
-
-
-def code_of(value: npt.NDArray[np.float32], params: QParams) -> npt.NDArray[np.float32]:
-    """rint(value / scale) + zp for per-tensor or per-channel endpoint values (no clipping): used to decide
-    from a range's ends alone whether any element can clip, since the map is monotone in x."""
-    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-        codes: npt.NDArray[np.float32] = np.rint(np.asarray(value, F32) / params.scale) + params.zero_point.astype(F32)
-    return codes

@@ -25,10 +25,10 @@ import numpy.typing as npt
 
 from . import formats, kernels, ranges, small
 from .cache import DequantCache, cache_key
-from .calibration import RangeCollector
+from .calibration import HISTOGRAM_METHODS, NUM_BINS, RangeCollector
 from .casts import as_float, cast, checked_codes, uncast
 from .config import QuantizationConfig, QuantizationMode, QuantizationType
-from .errors import InputError, NotCalibratedError
+from .errors import InputError, LimitError, NotCalibratedError
 from .layers import LayerPlan, resolve_layer
 from .metrics import Stats, StatsDelta
 from .parameters import ParameterState, applicable_params, explicit_params, export_state, import_state, parse_state
@@ -38,6 +38,7 @@ from .ranges import normalize_axis
 F32 = np.float32
 FloatArray = npt.NDArray[np.float32]
 
+MAX_HISTOGRAM_CELLS = 1 << 24  # grouped calibration: blocks x histogram bins (8 bytes each: 128 MiB)
 _OWN = object()  # dequantize's default last_params: this object's own latest quantize
 
 MSG_CHANNEL_DIM = ("channel_dim applies to per-channel quantization only, and this {what} quantizes per tensor: "
@@ -388,43 +389,68 @@ class Quantizer:
     def calibrate(self, batches: Iterable[npt.ArrayLike], *, channel_dim: int | None = None) -> QParams:
         """Calibrate from representative batches (any number, any shape) and switch to CALIBRATED mode.
 
-        Per-channel instances calibrate one range per channel along `channel_dim` (default 0). Memory is bounded:
-        only running statistics are kept.
+        Per-channel instances calibrate one range per channel along `channel_dim` (default 0); grouped instances
+        (group_size > 0) one range per block of `group_size` along `channel_dim` (default the last axis), as the
+        blocks of quantize, so every batch has the shape of the data to come. Memory is bounded: only running
+        statistics are kept.
         """
         plan = self.layer_plan(None)
         if not (plan.quantization_type.is_integer or plan.quantization_type.is_float8):
             raise InputError(f"{plan.quantization_type.name} has no scale or zero point to calibrate",
                              field="quantization_type")
-        if self.config.group_size:
-            raise InputError("calibration of a grouped instance (group_size > 0) is not supported: quantize "
-                             "dynamically or import block parameters", field="group_size")
-        if channel_dim is not None and not plan.per_channel:
+        group = self.config.group_size
+        if channel_dim is not None and not (plan.per_channel or group):
             raise InputError(MSG_CHANNEL_DIM.format(what="instance"), field="channel_dim", code="input.channel_dim")
         qmin, qmax = qrange(plan.quantization_type, plan.num_bits)
         symmetric = plan.symmetric or self.config.quantization_mode is QuantizationMode.SYMMETRIC
         collector: RangeCollector | None = None
         axis: int | None = None
+        shape: tuple[int, ...] | None = None
         for batch in batches:
             x = as_float(batch)
             if collector is None:
-                axis = normalize_axis(channel_dim, x.ndim) if plan.per_channel else None
+                shape = x.shape
+                if group:
+                    axis = normalize_axis(-1 if channel_dim is None else channel_dim, x.ndim)
+                elif plan.per_channel:
+                    axis = normalize_axis(channel_dim, x.ndim)
                 collector = RangeCollector(
-                    self.config.calibration_method, axis=axis, symmetric=symmetric, qmin=qmin, qmax=qmax,
-                    min_percentile=self.config.min_percentile, max_percentile=self.config.max_percentile,
+                    self.config.calibration_method, axis=0 if group else axis, symmetric=symmetric, qmin=qmin,
+                    qmax=qmax, min_percentile=self.config.min_percentile, max_percentile=self.config.max_percentile,
                 )
+            elif group and x.shape != shape:
+                raise InputError(f"a grouped instance calibrates blocks of data of one shape: the first batch has "
+                                 f"shape {list(shape or ())}, this one {list(x.shape)}", field="data")
             elif axis is not None and x.ndim <= axis:
                 raise InputError("calibration batches disagree on their number of dimensions", field="data")
             lo, hi = kernels.minmax(x)
             if self._check_finite(x, validate=True, lo=lo, hi=hi):
                 x = np.where(np.isfinite(x), x, F32(0))
+            if group and axis is not None:
+                rows = formats.blocks_as_rows(x, axis, group)
+                if (self.config.calibration_method in HISTOGRAM_METHODS
+                        and rows.shape[0] * NUM_BINS > MAX_HISTOGRAM_CELLS):
+                    raise LimitError(
+                        f"{rows.shape[0]} blocks of {NUM_BINS}-bin histograms are too many for "
+                        f"{self.config.calibration_method.name} calibration (at most "
+                        f"{MAX_HISTOGRAM_CELLS // NUM_BINS}): use MINMAX or MOVING_AVERAGE, or larger groups",
+                        field="calibration_method")
+                x = rows
             collector.update(x)
-        if collector is None:
+        if collector is None or shape is None:
             raise InputError("calibration needs at least one batch", field="data")
         lo_r, hi_r = collector.compute_range()
-        params = ranges.params_for_range(self.config, lo_r, hi_r, plan, axis)
         state = self.state
-        if axis is None:
-            state.global_params, state.channel_params = params, None
+        if group and axis is not None:
+            target = formats.block_shape(shape, axis, group)
+            lo_r, hi_r = np.asarray(lo_r, F32).reshape(target), np.asarray(hi_r, F32).reshape(target)
+            params = ranges.params_for_range(self.config, lo_r, hi_r, plan, axis, group)
+            state.block_params = params
+        else:
+            params = ranges.params_for_range(self.config, lo_r, hi_r, plan, axis)
+            state.block_params = None
+        if group or axis is None:
+            state.global_params, state.channel_params = (None if group else params), None
         else:
             state.channel_params = params
             state.global_params = ranges.params_for_range(self.config, np.min(lo_r), np.max(hi_r), plan, None)
