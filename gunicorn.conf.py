@@ -58,6 +58,27 @@ def post_worker_init(worker):
     gc.freeze()
 
 
+# The engine's numba kernels are compiled (or loaded from their on-disk cache, QUANTIZER_KERNEL_CACHE_DIR) once in
+# the master before it forks, so every worker inherits them ready; post_fork checks it (a no-op when inherited) so
+# that no request ever pays for a compilation. The Celery worker calls engine.warm_kernels() at its start too.
+def _warm(log, who):
+    from engine import warm_kernels
+    from engine.jit import compiled_signatures
+
+    started, before = time.perf_counter(), compiled_signatures()
+    ready = warm_kernels()
+    log.info("%s: %d kernel signatures ready (%d new) in %.0f ms", who, ready, compiled_signatures() - before,
+             (time.perf_counter() - started) * 1000)
+
+
+def on_starting(server):
+    _warm(server.log, "master")
+
+
+def post_fork(server, worker):
+    _warm(worker.log, f"worker {worker.pid}")
+
+
 def pre_request(worker, req):
     global _gc_pending
     worker.log.debug("%s %s", req.method, req.path)  # gunicorn's default pre_request
