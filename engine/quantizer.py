@@ -535,6 +535,7 @@ class Quantizer:
             "elements": collector.elements,
             "range_min": np.asarray(lo_r, F32).tolist(),
             "range_max": np.asarray(hi_r, F32).tolist(),
+            "histogram": collector.display_histogram(),
         }
         self.config = self.config.replace(quantization_mode=QuantizationMode.CALIBRATED)
         self._cache.clear()

@@ -183,3 +183,26 @@ def test_quality_stats_latest_lowest_and_clipped_share() -> None:
 def test_quality_report_rejects_shapes_that_differ() -> None:
     with pytest.raises(ValueError, match="shapes differ"):
         quality_report(np.zeros(3, F32), np.zeros(4, F32), 0)
+
+
+def test_calibration_keeps_a_64_bin_histogram_of_all_batches() -> None:
+    """Every value is counted once, in the bin numpy puts it in on the same edges."""
+    rng = np.random.default_rng(4)
+    batches = [rng.normal(0, 1, (50, 20)).astype(F32), rng.normal(3, 2, (30, 20)).astype(F32)]
+    for method in ("MINMAX", "PERCENTILE", "MSE"):
+        q = Quantizer(QuantizationConfig.from_dict({"quantization_type": "INT8", "calibration_method": method}))
+        q.calibrate(batches)
+        hist = q.export_parameters()["calibration"]["histogram"]
+        assert len(hist["counts"]) == 64
+        values = np.concatenate([b.ravel() for b in batches]).astype(np.float64)
+        edges = hist["first_edge"] + hist["bin_width"] * np.arange(65)
+        assert edges[0] <= values.min()
+        assert values.max() <= edges[-1]
+        want = np.clip(np.floor(values / hist["bin_width"]) - round(hist["first_edge"] / hist["bin_width"]), 0, 63)
+        assert hist["counts"] == np.bincount(want.astype(int), minlength=64).tolist()
+
+
+def test_calibration_histogram_of_one_value() -> None:
+    q = Quantizer(QuantizationConfig.from_dict({"quantization_type": "INT8"}))
+    q.calibrate([np.full((3, 4), 2.5, F32)])
+    assert q.export_parameters()["calibration"]["histogram"] == {"counts": [12], "first_edge": 2.5, "bin_width": 0.0}
