@@ -21,6 +21,7 @@ from .errors import (
     NpyFormatError,
     ParameterError,
 )
+from .evaluation import Candidate, Evaluation, evaluate, needs_calibration, standard_grid
 from .metrics import (
     COUNTERS,
     QUALITY_COUNTERS,
@@ -53,8 +54,10 @@ __all__ = [
     "STATS_FIELDS",
     "WIRE_DTYPES",
     "CalibrationMethod",
+    "Candidate",
     "ConfigError",
     "EngineError",
+    "Evaluation",
     "InputError",
     "LayerOverride",
     "LimitError",
@@ -76,6 +79,8 @@ __all__ = [
     "decode_npy",
     "encode_npy",
     "encode_npz",
+    "evaluate",
+    "needs_calibration",
     "pack_int4",
     "qrange",
     "quality_delta",
@@ -85,5 +90,6 @@ __all__ = [
     "scale_zero_point",
     "sqnr_db",
     "sqnr_from_sums",
+    "standard_grid",
     "wire_codes",
 ]

@@ -15,9 +15,21 @@ import numpy.typing as npt
 from django.db import IntegrityError, transaction
 from django.db.models import F
 
-from engine import QUALITY_FIELDS, STATS_FIELDS, OpResult, QParams, QualityStats, QuantizationConfig, Quantizer, Stats
+from engine import (
+    QUALITY_FIELDS,
+    STATS_FIELDS,
+    Evaluation,
+    OpResult,
+    QParams,
+    QualityStats,
+    QuantizationConfig,
+    Quantizer,
+    Stats,
+    evaluate,
+)
 
 from . import hotpath, registry
+from .arrays import max_elements
 from .exceptions import BadRequest, DefaultInstanceProtected, InstanceExists, InstanceNotFound
 from .models import DEFAULT_INSTANCE_ID, PARAMETER_FIELDS, QuantizerInstance, QuantizerParameters, QuantizerStats
 from .registry import build_quantizer
@@ -148,6 +160,14 @@ def instance_run(
             raise BadRequest(MSG_NOT_FINITE.format(count=not_finite), field="data", code="output.not_finite")
     hotpath.record_stats(instance_id, result, quantized=operation != "dequantize")
     return result
+
+
+def instance_evaluate(*, instance_id: str, data: npt.NDArray[Any], candidates: Sequence[Mapping[str, Any]] | None,
+                      min_sqnr_db: float | None) -> Evaluation:
+    """Each candidate (partial configs over the instance's, or the standard grid) run on `data` by fresh engine
+    objects; changes nothing. Values x candidates beyond QUANTIZER_MAX_ELEMENTS is a 413 before any is run."""
+    base = QuantizationConfig.from_dict(instance_get(instance_id).config)
+    return evaluate(data, base, candidates, min_sqnr_db, max_values=max_elements())
 
 
 def instance_compute_params(

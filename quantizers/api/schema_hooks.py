@@ -35,7 +35,7 @@ EXTRA_ERRORS = {
     503: "The database is unavailable (code database.unavailable); retry after the Retry-After seconds",
 }
 # Request components whose `data` holds float32 values.
-FLOAT_DATA_COMPONENTS = ("QuantizationRequest", "QuantizationParamsRequest", "CalibrationRequest")
+FLOAT_DATA_COMPONENTS = ("QuantizationRequest", "QuantizationParamsRequest", "CalibrationRequest", "EvaluationRequest")
 # The operation that creates an instance, and where its id leads.
 CREATE_OPERATION = "instances_create"
 DELETE_OPERATION = "instances_destroy"
@@ -48,6 +48,7 @@ USE_OPERATIONS = {
     "QuantizeDequantize": "instances_quantize_dequantize_create",
     "Calibrate": "instances_calibrate_create",
     "ComputeParams": "instances_compute_params_create",
+    "Evaluate": "instances_evaluate_create",
     "GetStats": "instances_stats_retrieve",
     "ClearCache": "instances_clear_cache_create",
     "ResetStats": "instances_reset_stats_create",

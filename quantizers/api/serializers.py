@@ -141,6 +141,34 @@ class DequantizationSerializer(StrictSerializer):
                                      help_text="With scale: the zero point(s) (default 0, as in ONNX).")
 
 
+class StrictFloatField(serializers.FloatField):
+    """JSON numbers only (DRF's FloatField also takes "30" and true)."""
+
+    def to_internal_value(self, data: Any) -> float:
+        if isinstance(data, bool) or not isinstance(data, (int, float)):
+            self.fail("invalid")
+        return float(super().to_internal_value(data))
+
+
+class TargetSerializer(StrictSerializer):
+    min_sqnr_db = StrictFloatField(help_text="The least SQNR (dB) a recommended candidate must reach.")
+
+
+class EvaluationSpecSerializer(StrictSerializer):
+    """What the multipart form's `spec` part holds (the JSON body holds it beside `data`)."""
+
+    candidates = serializers.ListField(
+        child=serializers.DictField(), required=False, allow_null=True, default=None, min_length=1,
+        help_text="Partial configurations over the instance's own (as PATCH /instances/{id}/config takes them); "
+                  "absent or null: the standard grid.")
+    target = TargetSerializer(required=False, allow_null=True, default=None,
+                              help_text="With a target, `recommended` names the smallest candidate that meets it.")
+
+
+class EvaluationSerializer(EvaluationSpecSerializer):
+    data = FloatMatrixField(help_text="2-D array to evaluate the candidates on.")
+
+
 class CalibrationSerializer(StrictSerializer):
     data = BatchesField(help_text="List of 2-D arrays of representative data.")
     channel_dim = StrictIntegerField(required=False, allow_null=True, default=None,
@@ -289,6 +317,34 @@ def _stats_response() -> type[serializers.Serializer]:
 
 
 StatsResponse = _stats_response()
+
+
+class EvaluatedCandidateResponse(serializers.Serializer):
+    """engine.Candidate as JSON."""
+
+    config = QuantizerConfigModel(help_text="The full configuration, as POST /instances/{id} accepts it.")
+    bits = serializers.IntegerField(help_text="Bits per value.")
+    bytes = serializers.IntegerField(help_text="Codes at their bit width (4-bit codes: half a byte each) plus 4 bytes "
+                                               "per scale and per zero point.")
+    sqnr_db = serializers.FloatField(allow_null=True, help_text=SQNR_HELP)
+    max_abs_error = serializers.FloatField()
+    clipped_share = serializers.FloatField()
+    ms = serializers.FloatField(help_text="Time of the candidate's calibration (if any) and fake quantization.")
+
+
+class EvaluationResponse(serializers.Serializer):
+    candidates = EvaluatedCandidateResponse(many=True)
+    recommended = EvaluatedCandidateResponse(allow_null=True, help_text="The candidate with the fewest bytes that "
+                                             "meets the target (ties: higher SQNR, then the earlier candidate); null "
+                                             "without a target or when none meets it. PATCH /instances/{id}/config "
+                                             "with its config applies it.")
+    target = TargetSerializer(allow_null=True)
+
+
+class EvaluationUploadRequest(serializers.Serializer):
+    file = serializers.FileField(help_text=".npy file (numeric dtype, 1-4 dimensions); never unpickled.")
+    spec = serializers.CharField(required=False, help_text='JSON object: {"candidates": [...], "target": '
+                                                           '{"min_sqnr_db": 30}}, both optional.')
 
 
 class UploadResponse(serializers.Serializer):

@@ -21,11 +21,13 @@ from .. import health, selectors, services
 from ..exceptions import BadRequest
 from . import options
 from .documentation import documentation
-from .parsers import MSG_NO_FILE, NpyParser, NpyUploadParser, OctetStreamParser, OrjsonParser
+from .parsers import MSG_NO_FILE, EvaluateUploadParser, NpyParser, NpyUploadParser, OctetStreamParser, OrjsonParser
 from .renderers import NpyRenderer, NpzRenderer, OctetStreamRenderer, OrjsonRenderer
 from .serializers import (
     CalibrationSerializer,
     DequantizationSerializer,
+    EvaluationSerializer,
+    EvaluationSpecSerializer,
     ImportExportParamsSerializer,
     QuantizationParamsSerializer,
     QuantizationSerializer,
@@ -188,6 +190,18 @@ class InstanceViewSet(QueryOptionsMixin, viewsets.ViewSet):
             "per_channel_zero_points": exported["per_channel_zero_points"],
         })
 
+    @action(detail=True, methods=["post"], parser_classes=[OrjsonParser, EvaluateUploadParser])
+    def evaluate(self, request: Request, instance_id: str) -> Response:
+        payload = request.data
+        if isinstance(payload, dict) and isinstance(payload.get("data"), np.ndarray) and "spec" in payload:
+            data, spec = payload["data"], _valid_data(EvaluationSpecSerializer, payload["spec"])
+        else:
+            spec = _valid(EvaluationSerializer, request)
+            data = spec["data"]
+        evaluation = services.instance_evaluate(instance_id=instance_id, data=data, candidates=spec["candidates"],
+                                                min_sqnr_db=(spec["target"] or {}).get("min_sqnr_db"))
+        return Response(evaluation.to_dict())
+
     @action(detail=True, methods=["post"])
     def compute_params(self, request: Request, instance_id: str) -> Response:
         body = _valid(QuantizationParamsSerializer, request)
@@ -236,7 +250,11 @@ def _json_object(request: Request) -> dict[str, Any]:
 
 
 def _valid(serializer_cls: type[serializers.Serializer], request: Request) -> dict[str, Any]:
-    serializer = serializer_cls(data=request.data)
+    return _valid_data(serializer_cls, request.data)
+
+
+def _valid_data(serializer_cls: type[serializers.Serializer], data: Any) -> dict[str, Any]:
+    serializer = serializer_cls(data=data)
     serializer.is_valid(raise_exception=True)
     return dict(serializer.validated_data)
 
