@@ -39,7 +39,7 @@ from .metrics import (
 from .npy import decode_npy, encode_npy, encode_npz, raw_decode
 from .parameters import STATE_KEYS
 from .qparams import QParams, qrange, scale_zero_point
-from .quality import QualityReport, codes_report, quality_report, sqnr_from_sums
+from .quality import QualityReport, codes_report, grid_extent, quality_report, sqnr_from_sums
 from .quantizer import OpResult, Quantizer
 from .wire import PACKED_DTYPES, WIRE_DTYPES, pack_int4, wire_codes
 
@@ -80,6 +80,7 @@ __all__ = [
     "encode_npy",
     "encode_npz",
     "evaluate",
+    "grid_extent",
     "needs_calibration",
     "pack_int4",
     "qrange",

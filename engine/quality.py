@@ -29,6 +29,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from .config import QuantizationType
+from .formats import FP8_MAX
+from .qparams import qrange
+
 F32 = np.float32
 F64 = np.float64
 _TINY = 1e-18  # below this, float32 squares approach the subnormal range (1.2e-38)
@@ -240,3 +244,16 @@ def _report(sums: _Sums, clipped: int, n: int, *, per_channel: bool) -> QualityR
                                                                                   strict=True))
         if per_channel else None,
     )
+
+
+def grid_extent(qtype: QuantizationType, num_bits: int, scale: float, zero_point: int = 0
+                ) -> tuple[float, float] | None:
+    """The real values the quantization grid reaches with this scale and zero point: [(qmin - zp) s, (qmax - zp) s]
+    for the integer types, +-(largest finite value) s for FP8; None for the float casts (no grid to speak of)."""
+    if qtype.is_integer:
+        qmin, qmax = qrange(qtype, num_bits)
+        return (qmin - zero_point) * scale, (qmax - zero_point) * scale
+    if qtype.is_float8:
+        top = FP8_MAX["e4m3fn" if qtype is QuantizationType.FP8_E4M3 else "e5m2"] * scale
+        return -top, top
+    return None
