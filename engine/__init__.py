@@ -21,23 +21,44 @@ from .errors import (
     NpyFormatError,
     ParameterError,
 )
+from .evaluation import Candidate, Evaluation, evaluate, needs_calibration, standard_grid
 from .jit import warm_kernels
-from .metrics import COUNTERS, STATS_FIELDS, Stats, StatsDelta, sqnr_db
+from .metrics import (
+    COUNTERS,
+    QUALITY_COUNTERS,
+    QUALITY_FIELDS,
+    QUALITY_LATEST,
+    QUALITY_LOWEST,
+    STATS_FIELDS,
+    QualityStats,
+    Stats,
+    StatsDelta,
+    quality_delta,
+    quality_summary,
+    sqnr_db,
+)
 from .npy import decode_npy, encode_npy, encode_npz, raw_decode
 from .parameters import STATE_KEYS
 from .qparams import QParams, qrange, scale_zero_point
+from .quality import QualityReport, codes_report, grid_extent, quality_report, sqnr_from_sums
 from .quantizer import OpResult, Quantizer
 from .wire import PACKED_DTYPES, WIRE_DTYPES, pack_int4, wire_codes
 
 __all__ = [
     "COUNTERS",
     "PACKED_DTYPES",
+    "QUALITY_COUNTERS",
+    "QUALITY_FIELDS",
+    "QUALITY_LATEST",
+    "QUALITY_LOWEST",
     "STATE_KEYS",
     "STATS_FIELDS",
     "WIRE_DTYPES",
     "CalibrationMethod",
+    "Candidate",
     "ConfigError",
     "EngineError",
+    "Evaluation",
     "InputError",
     "LayerOverride",
     "LimitError",
@@ -47,20 +68,31 @@ __all__ = [
     "ParameterError",
     "QParams",
     "QParamsRule",
+    "QualityReport",
+    "QualityStats",
     "QuantizationConfig",
     "QuantizationMode",
     "QuantizationType",
     "Quantizer",
     "Stats",
     "StatsDelta",
+    "codes_report",
     "decode_npy",
     "encode_npy",
     "encode_npz",
+    "evaluate",
+    "grid_extent",
+    "needs_calibration",
     "pack_int4",
     "qrange",
+    "quality_delta",
+    "quality_report",
+    "quality_summary",
     "raw_decode",
     "scale_zero_point",
     "sqnr_db",
+    "sqnr_from_sums",
+    "standard_grid",
     "warm_kernels",
     "wire_codes",
 ]
