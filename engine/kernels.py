@@ -172,9 +172,10 @@ def _minmax_segments(x: Any, d: Any, seg: Any, lo_out: Any, hi_out: Any, absolut
             a = r * d + k * seg
             b = r * d + min(d, (k + 1) * seg)
             first = abs(x[a]) if absolute else x[a]
-            los[:] = first
-            his[:] = first
-            nans[:] = False
+            for j in range(LANES):
+                los[j] = first
+                his[j] = first
+                nans[j] = False
             m = a + (b - a) // LANES * LANES
             for i0 in range(a, m, LANES):
                 for j in range(LANES):
@@ -183,7 +184,11 @@ def _minmax_segments(x: Any, d: Any, seg: Any, lo_out: Any, hi_out: Any, absolut
                     los[j] = v if v < los[j] else los[j]
                     his[j] = v if v > his[j] else his[j]
                     nans[j] |= v != v
-            lo, hi, nan = los.min(), his.max(), nans.any()
+            lo, hi, nan = first, first, False
+            for j in range(LANES):  # (plain loops: numba's array min / max check for NaN at every step)
+                lo = los[j] if los[j] < lo else lo
+                hi = his[j] if his[j] > hi else hi
+                nan |= nans[j]
             for i in range(m, b):
                 v = abs(x[i]) if absolute else x[i]
                 lo = v if v < lo else lo
