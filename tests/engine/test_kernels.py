@@ -202,3 +202,76 @@ def test_warm_kernels_leaves_nothing_to_compile_for_requests() -> None:
     before, after, events = (int(v) for v in result.stdout.split())
     assert before > 0
     assert (after, events) == (before, 0)
+
+
+# ---------------------------------------------------------------------- FP8 clipped count, grouped calibration
+@pytest.mark.parametrize("qtype", ["FP8_E4M3", "FP8_E5M2"])
+def test_fp8_clipped_values_count_saturated_values(qtype: str) -> None:
+    """clipped_values of a float8 quantize: the values whose x / scale rounds beyond the format's max (ml_dtypes'
+    non-saturating cast gives them NaN / inf), +-inf and NaN; a value that rounds to max is not clipped."""
+    import ml_dtypes
+
+    from engine import QuantizationConfig, Quantizer
+
+    fp8 = ml_dtypes.float8_e4m3fn if qtype == "FP8_E4M3" else ml_dtypes.float8_e5m2
+    top = float(ml_dtypes.finfo(fp8).max)
+    edge = [top, top * 1.03, top * 1.0357, top * 1.0714, top * 1.08, top * 1.2, 1e30, np.inf, -np.inf, np.nan]
+    x = np.array([*edge, *(-v for v in edge), 0.5, -3.0], F32)
+    scale = F32(2.0)
+    q = Quantizer(QuantizationConfig.from_dict({"quantization_type": qtype, "error_on_nan": False,
+                                                "error_on_inf": False}))
+    q.import_parameters({"global_scale": float(scale), "global_zero_point": 0})
+    result = q.quantize(x * scale)
+    with np.errstate(over="ignore", invalid="ignore"):
+        unsaturated = np.divide(x * scale, scale, dtype=F32).astype(fp8).astype(F32)
+    assert result.delta.clipped_values == int(np.count_nonzero(~np.isfinite(unsaturated)))
+    assert 0 < result.delta.clipped_values < x.size - 4
+
+
+def onnx_params(lo: npt.NDArray[np.float32], hi: npt.NDArray[np.float32], qmin: int, qmax: int
+                ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+    """ONNX DynamicQuantizeLinear's parameters of [lo, hi] (widened to 0), all in float32."""
+    lo, hi = np.minimum(lo, F32(0)), np.maximum(hi, F32(0))
+    scale = ((hi - lo) / F32(qmax - qmin)).astype(F32)
+    zp = np.clip(np.rint(F32(qmin) - lo / scale), qmin, qmax).astype(np.int64)
+    return scale, zp
+
+
+def test_grouped_instances_calibrate_one_range_per_block() -> None:
+    from engine import QuantizationConfig, Quantizer
+
+    rng = np.random.default_rng(4)
+    batches = [rng.standard_normal((6, 20)).astype(F32) * F32(k + 1) for k in range(3)]
+    q = Quantizer(QuantizationConfig.from_dict({"quantization_type": "UINT4", "group_size": 8,
+                                                "calibration_method": "MINMAX"}))
+    params = q.calibrate(batches)
+    stacked = np.stack(batches)
+    padded = np.concatenate([stacked, np.repeat(stacked[..., -1:], 4, axis=-1)], axis=-1).reshape(3, 6, 3, 8)
+    scale, zp = onnx_params(padded.min(axis=(0, 3)), padded.max(axis=(0, 3)), 0, 15)
+    assert (params.axis, params.block_size) == (1, 8)
+    np.testing.assert_array_equal(params.scale, scale)
+    np.testing.assert_array_equal(params.zero_point, zp)
+    assert q.config.quantization_mode.name == "CALIBRATED"
+    x = rng.standard_normal((6, 20)).astype(F32) * F32(4)
+    s, z = np.repeat(scale, 8, axis=1)[:, :20], np.repeat(zp, 8, axis=1)[:, :20]
+    codes, _, clipped = reference(x, s, z, 0, 15)
+    result = q.quantize(x)
+    np.testing.assert_array_equal(result.data, codes.astype(np.uint8))
+    assert result.delta.clipped_values == clipped > 0
+    exported = q.export_parameters()
+    assert exported["block_size"] == 8
+    assert exported["block_axis"] == 1
+    with pytest.raises(Exception, match="one shape"):
+        q.calibrate([x, x[:, :16]])
+
+
+def test_grouped_histogram_calibration_is_bounded() -> None:
+    from engine import LimitError, QuantizationConfig, Quantizer
+
+    q = Quantizer(QuantizationConfig.from_dict({"quantization_type": "INT4", "group_size": 2,
+                                                "calibration_method": "PERCENTILE"}))
+    with pytest.raises(LimitError):
+        q.calibrate([np.zeros((100, 200), F32)])
+    small = Quantizer(QuantizationConfig.from_dict({"quantization_type": "INT4", "group_size": 4,
+                                                    "calibration_method": "PERCENTILE"}))
+    assert small.calibrate([np.arange(32, dtype=F32).reshape(4, 8)]).scale.shape == (4, 2)
