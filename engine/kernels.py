@@ -27,6 +27,7 @@ unsigned indices (signed ones make numba wrap negative indices, which stops LLVM
 
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple
 
 import numba
@@ -238,12 +239,9 @@ class Layout(NamedTuple):
 
 def as_3d(shape: tuple[int, ...], axis: int | None) -> tuple[int, int, int]:
     """(outer, channels, inner) view of `shape` around `axis` (per tensor: one channel)."""
-    size = int(np.prod(shape, dtype=np.int64))
     if axis is None:
-        return 1, 1, size
-    outer = int(np.prod(shape[:axis], dtype=np.int64))
-    inner = int(np.prod(shape[axis + 1:], dtype=np.int64))
-    return outer, shape[axis], inner
+        return 1, 1, math.prod(shape)  # (math.prod: np.prod costs microseconds per call)
+    return math.prod(shape[:axis]), shape[axis], math.prod(shape[axis + 1:])
 
 
 def layout(shape: tuple[int, ...], axis: int | None, block_size: int | None = None) -> Layout:
