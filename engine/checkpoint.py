@@ -318,7 +318,7 @@ class BackgroundFile:
     (file writes release the GIL; on a busy disk a write can take longer than the quantization). At most
     `depth` writes wait, each holding its array; the first error is raised by the next `write` or by `finish`."""
 
-    def __init__(self, file: BinaryIO, depth: int = 2) -> None:
+    def __init__(self, file: BinaryIO, depth: int = 1) -> None:
         self._file = file
         self._queue: queue.Queue[memoryview | None] = queue.Queue(maxsize=depth)
         self._error: BaseException | None = None

@@ -39,6 +39,8 @@ import math
 import os
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as futures_wait
 from typing import Any, BinaryIO, Final
 
 import ml_dtypes
@@ -55,11 +57,13 @@ from .parameters import ParameterState
 from .qparams import STORAGE_DTYPES, QParams, f32_float, qrange
 from .quantizer import OpResult, Quantizer
 from .ranges import normalize_axis, params_for_range
+from .safetensors import DTYPES as SAFETENSORS_DTYPES
 from .safetensors import FLOAT_DTYPES
 
 F32 = np.float32
 PRODUCER: Final = "quantsite"
 PARTIAL_SUFFIX: Final = ".partial"
+MEMORY_BUDGET: Final = 2.5  # x the largest tensor's bytes: what two tensors in flight may hold together
 METRICS_BLOCK: Final = 64 * 1024  # elements per block of the error figures (512 KiB of float64: in L2)
 FORMAT_NOTE: Final = ("codes under the tensor's name (I8: INT8 and INT4, U8: UINT8 and UINT4, one code per byte; "
                       "I16; F8_E4M3 / F8_E5M2; F16 / BF16 values for FLOAT16 / BFLOAT16 layers); <name>_scale F32, "
@@ -73,6 +77,7 @@ _FP8: Final = {QuantizationType.FP8_E4M3: ("F8_E4M3", ml_dtypes.float8_e4m3fn),
 OnTensor = Callable[["LayerReport", int], None]
 ShouldCancel = Callable[[], bool]
 Layout = list[tuple[str, str, tuple[int, ...]]]
+_Figures = tuple[float | None, float | None, float | None]  # SQNR dB, max |error|, RMS error
 
 
 @dataclasses.dataclass
@@ -248,26 +253,77 @@ def _writer(fmt: str, file: BinaryIO | BackgroundFile, layout: Layout, reader: C
 
 def _run(reader: CheckpointReader, plans: list[TensorPlan], writer: Any, config: QuantizationConfig,
          on_tensor: OnTensor | None, should_cancel: ShouldCancel | None) -> list[LayerReport]:
+    """Tensor by tensor, in the file's order. A quantized tensor's error figures are computed on a second thread
+    while the next tensor is read and quantized (its mapping stays open until they are done), when the two fit in
+    MEMORY_BUDGET x the largest tensor; the reports still come out, and `on_tensor` is still called, in order."""
+    budget = MEMORY_BUDGET * max((p.info.nbytes for p in plans), default=0)
     quantizers = _Quantizers(config)
     reports: list[LayerReport] = []
     done = 0
-    for plan in plans:
-        if should_cancel is not None and should_cancel():
-            raise JobCancelled(f"the job was cancelled after {len(reports)} of {len(plans)} tensors")
-        started = time.perf_counter()
-        if plan.action == "quantized":
-            report = _quantize_tensor(reader, plan, writer, config, quantizers)
-        else:
-            with reader.tensor(plan.info.name) as raw:
-                written = writer.write(plan.info.name, raw)
-            report = _plain_report(plan, written)
-        report.ms = (time.perf_counter() - started) * 1000.0
+
+    def finish(item: _Pending) -> None:
+        nonlocal done
+        report = item.report()
         reports.append(report)
-        done += plan.info.nbytes
+        done += report.bytes_in
         if on_tensor is not None:
             on_tensor(report, done)
+
+    pending: _Pending | None = None
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="job-figures") as figures:
+        try:
+            for plan in plans:
+                if should_cancel is not None and should_cancel():
+                    raise JobCancelled(f"the job was cancelled after {len(reports)} of {len(plans)} tensors")
+                if pending is not None and pending.footprint + _footprint(plan) > budget:
+                    finish(pending)  # the two would not fit together: this tensor waits
+                    pending = None
+                if plan.action == "quantized":
+                    current = _quantize_tensor(reader, plan, writer, config, quantizers, figures)
+                else:
+                    started = time.perf_counter()
+                    with reader.tensor(plan.info.name) as raw:
+                        written = writer.write(plan.info.name, raw)
+                    current = _Pending(_plain_report(plan, written), started, footprint=_footprint(plan))
+                if pending is not None:
+                    finish(pending)
+                pending = current
+            if pending is not None:
+                finish(pending)
+                pending = None
+        finally:
+            if pending is not None:
+                pending.abandon()
     writer.close()
     return reports
+
+
+class _Pending:
+    """A tensor written, whose report may still wait for its figures (and then releases the tensor's mapping)."""
+
+    def __init__(self, report: LayerReport, started: float, figures: Future[_Figures] | None = None,
+                 mapping: contextlib.ExitStack | None = None, footprint: int = 0) -> None:
+        self._report, self._started, self._figures, self._mapping = report, started, figures, mapping
+        self.footprint = footprint  # bytes it holds until its report is done
+
+    def report(self) -> LayerReport:
+        report = self._report
+        if self._figures is not None:
+            try:
+                report.sqnr_db, report.max_abs_error, report.rms_error = self._figures.result()
+            finally:
+                self.abandon()
+        report.ms = (time.perf_counter() - self._started) * 1000.0
+        return report
+
+    def abandon(self) -> None:
+        """Wait for the figures (they read the mapping), then unmap."""
+        if self._figures is not None:
+            futures_wait([self._figures])
+            self._figures = None
+        if self._mapping is not None:
+            self._mapping.close()
+            self._mapping = None
 
 
 def _plain_report(plan: TensorPlan, written: int) -> LayerReport:
@@ -306,27 +362,44 @@ class _Quantizers:
 
 
 def _quantize_tensor(reader: CheckpointReader, plan: TensorPlan, writer: Any, config: QuantizationConfig,
-                     quantizers: _Quantizers) -> LayerReport:
+                     quantizers: _Quantizers, figures: ThreadPoolExecutor) -> _Pending:
+    """Quantize and write one tensor; its error figures are left running on `figures`."""
+    started = time.perf_counter()
     info = plan.info
     layer = plan.layer
     assert layer is not None
-    qtype = layer.quantization_type
-    with reader.float32(info.name) as x:
+    mapping = contextlib.ExitStack()
+    try:
+        x = mapping.enter_context(reader.float32(info.name))
         frozen = None
-        if (plan.scheme in ("per_tensor", "per_channel") and config.calibration_method in _RANGE_METHODS):
+        if plan.scheme in ("per_tensor", "per_channel") and config.calibration_method in _RANGE_METHODS:
             frozen = _calibrated_params(config, plan, x)
         result = quantizers.get(plan, frozen).quantize(x, channel_dim=plan.axis)
         outputs = _outputs(plan, result)
-        figures = _figures(x, plan, result, finite=config.error_on_nan and config.error_on_inf)
-    written = sum(writer.write(name, arr) for (name, _, _), arr in zip(plan.outputs, outputs, strict=True))
+        written = sum(writer.write(name, arr) for (name, _, _), arr in zip(plan.outputs, outputs, strict=True))
+        running = figures.submit(_figures, x, plan, result, finite=config.error_on_nan and config.error_on_inf)
+    except BaseException:
+        mapping.close()
+        raise
     params = result.params
     scales = None if params is None else params.scale
-    return LayerReport(
-        info.name, list(info.shape), info.dtype, "quantized", qtype.name, plan.scheme,
+    report = LayerReport(
+        info.name, list(info.shape), info.dtype, "quantized", layer.quantization_type.name, plan.scheme,
         plan.axis if plan.scheme in ("per_channel", "per_group") else None,
         None if scales is None else f32_float(np.min(scales)), None if scales is None else f32_float(np.max(scales)),
-        figures[0], figures[1], figures[2], int(result.delta.clipped_values), math.prod(info.shape), info.nbytes,
-        written, 0.0, params)
+        None, None, None, int(result.delta.clipped_values), math.prod(info.shape), info.nbytes, written, 0.0, params)
+    return _Pending(report, started, running, mapping, _footprint(plan))
+
+
+def _footprint(plan: TensorPlan) -> int:
+    """Bytes a tensor holds while it is processed: its float32 values (mapped, or converted), the quantizer's
+    float32 results for the float types, and its outputs."""
+    if plan.action != "quantized":
+        return plan.info.nbytes
+    values = math.prod(plan.info.shape)
+    floats = 4 * values if plan.qtype.is_float8 or plan.qtype is QuantizationType.BFLOAT16 else 0
+    outputs = sum(math.prod(shape) * SAFETENSORS_DTYPES[dtype].itemsize for _, dtype, shape in plan.outputs)
+    return 4 * values + floats + outputs
 
 
 def _calibrated_params(config: QuantizationConfig, plan: TensorPlan, x: npt.NDArray[np.float32]) -> QParams:
@@ -377,8 +450,7 @@ def _outputs(plan: TensorPlan, result: OpResult) -> list[npt.NDArray[Any]]:
 
 
 # ---------------------------------------------------------------------- error figures
-def _figures(x: npt.NDArray[np.float32], plan: TensorPlan, result: OpResult, *,
-             finite: bool) -> tuple[float | None, float | None, float | None]:
+def _figures(x: npt.NDArray[np.float32], plan: TensorPlan, result: OpResult, *, finite: bool) -> _Figures:
     """(SQNR dB, max |x - x^|, RMS error) of the tensor against its exact reconstruction, over its finite
     values (`finite`: the quantize refused any other, so there is nothing to filter)."""
     qtype = plan.qtype
@@ -404,7 +476,7 @@ def _figures(x: npt.NDArray[np.float32], plan: TensorPlan, result: OpResult, *,
 
 
 def _error_figures(x3: npt.NDArray[np.float32], q3: npt.NDArray[Any], s3: npt.NDArray[np.float32] | None,
-                   z3: npt.NDArray[np.float32] | None, finite: bool) -> tuple[float | None, float | None, float | None]:
+                   z3: npt.NDArray[np.float32] | None, finite: bool) -> _Figures:
     """The figures over an (outer, channels, inner) view, in blocks of about METRICS_BLOCK values that stay in
     cache: x^ = (q - zp) * scale in float32 (the dequantize definition, per channel), d = x - x^ (exact in float32
     for all but clipped values: Sterbenz), then sum d^2, sum x^2 and max |d|. Sums are float32 within a block
