@@ -26,8 +26,8 @@ channel ([out, 1] for a 2-D weight along 0), ONNX's block shape per group. FLOAT
 BF16 values, no scale. Kept and skipped tensors are byte-identical.
 
 Report figures are computed against the float32 input with the exact dequantized values, (q - zp) * scale in
-float32 as dequantize gives them, in blocks of rows (float64 sums): SQNR 10 log10(sum x^2 / sum (x - x^)^2)
-(None when the reconstruction is exact or the input all zero), max and RMS error, clipped count.
+float32 as dequantize gives them (engine/figures.py): SQNR 10 log10(sum x^2 / sum (x - x^)^2) (None when the
+reconstruction is exact or the input all zero), max and RMS error; the clipped count is the quantize's own.
 """
 
 from __future__ import annotations
@@ -52,6 +52,7 @@ from .calibration import RangeCollector
 from .checkpoint import BackgroundFile, CheckpointReader, TensorInfo, checkpoint_format, open_checkpoint, writer_for
 from .config import CalibrationMethod, QuantizationConfig, QuantizationMode, QuantizationType
 from .errors import CheckpointError, InputError, JobCancelled
+from .figures import Figures, error_figures
 from .layers import LayerPlan, resolve_layer
 from .parameters import ParameterState
 from .qparams import STORAGE_DTYPES, QParams, f32_float, qrange
@@ -64,7 +65,6 @@ F32 = np.float32
 PRODUCER: Final = "quantsite"
 PARTIAL_SUFFIX: Final = ".partial"
 MEMORY_BUDGET: Final = 2.5  # x the largest tensor's bytes: what two tensors in flight may hold together
-METRICS_BLOCK: Final = 64 * 1024  # elements per block of the error figures (512 KiB of float64: in L2)
 FORMAT_NOTE: Final = ("codes under the tensor's name (I8: INT8 and INT4, U8: UINT8 and UINT4, one code per byte; "
                       "I16; F8_E4M3 / F8_E5M2; F16 / BF16 values for FLOAT16 / BFLOAT16 layers); <name>_scale F32, "
                       "shaped to broadcast against the tensor; <name>_zero_point in the codes' dtype when not 0; "
@@ -77,7 +77,6 @@ _FP8: Final = {QuantizationType.FP8_E4M3: ("F8_E4M3", ml_dtypes.float8_e4m3fn),
 OnTensor = Callable[["LayerReport", int], None]
 ShouldCancel = Callable[[], bool]
 Layout = list[tuple[str, str, tuple[int, ...]]]
-_Figures = tuple[float | None, float | None, float | None]  # SQNR dB, max |error|, RMS error
 
 
 @dataclasses.dataclass
@@ -301,7 +300,7 @@ def _run(reader: CheckpointReader, plans: list[TensorPlan], writer: Any, config:
 class _Pending:
     """A tensor written, whose report may still wait for its figures (and then releases the tensor's mapping)."""
 
-    def __init__(self, report: LayerReport, started: float, figures: Future[_Figures] | None = None,
+    def __init__(self, report: LayerReport, started: float, figures: Future[Figures] | None = None,
                  mapping: contextlib.ExitStack | None = None, footprint: int = 0) -> None:
         self._report, self._started, self._figures, self._mapping = report, started, figures, mapping
         self.footprint = footprint  # bytes it holds until its report is done
@@ -450,72 +449,22 @@ def _outputs(plan: TensorPlan, result: OpResult) -> list[npt.NDArray[Any]]:
 
 
 # ---------------------------------------------------------------------- error figures
-def _figures(x: npt.NDArray[np.float32], plan: TensorPlan, result: OpResult, *, finite: bool) -> _Figures:
-    """(SQNR dB, max |x - x^|, RMS error) of the tensor against its exact reconstruction, over its finite
-    values (`finite`: the quantize refused any other, so there is nothing to filter)."""
-    qtype = plan.qtype
+def _figures(x: npt.NDArray[np.float32], plan: TensorPlan, result: OpResult, *, finite: bool) -> Figures:
+    """The tensor's error figures against its exact reconstruction (engine/figures.py)."""
     params = result.params
     data = result.data
-    if plan.scheme == "per_group":
-        assert params is not None
+    if params is None:  # FLOAT16 / BFLOAT16: the values themselves
+        return error_figures(x, data, None, None, None, finite=finite)
+    if params.block_size is not None:
         assert params.axis is not None
-        assert params.block_size is not None
-        if qtype.is_float8:
+        if plan.qtype.is_float8:
             full = np.repeat(params.scale, params.block_size, axis=params.axis)
-            full = np.take(full, np.arange(x.shape[params.axis]), axis=params.axis)
-            xhat = (data * full).astype(F32)
+            xhat = (data * np.take(full, np.arange(x.shape[params.axis]), axis=params.axis)).astype(F32)
         else:
             xhat = formats.dequantize_blocked(data, params.scale, params.zero_point, params.axis, params.block_size)
-        return _error_figures(x.reshape(1, 1, -1), xhat.reshape(1, 1, -1), None, None, finite)
-    if params is None:  # FLOAT16 / BFLOAT16: the values themselves
-        return _error_figures(x.reshape(1, 1, -1), data.reshape(1, 1, -1), None, None, finite)
-    shape3 = kernels.as_3d(x.shape, params.axis)
-    scale = params.scale.astype(F32).reshape(1, -1, 1)
-    zp = None if qtype.is_float8 or not np.any(params.zero_point) else params.zero_point.astype(F32).reshape(1, -1, 1)
-    return _error_figures(x.reshape(shape3), data.reshape(shape3), scale, zp, finite)
-
-
-def _error_figures(x3: npt.NDArray[np.float32], q3: npt.NDArray[Any], s3: npt.NDArray[np.float32] | None,
-                   z3: npt.NDArray[np.float32] | None, finite: bool) -> _Figures:
-    """The figures over an (outer, channels, inner) view, in blocks of about METRICS_BLOCK values that stay in
-    cache: x^ = (q - zp) * scale in float32 (the dequantize definition, per channel), d = x - x^ (exact in float32
-    for all but clipped values: Sterbenz), then sum d^2, sum x^2 and max |d|. Sums are float32 within a block
-    (relative error below 1e-6 at this size) and float64 across blocks."""
-    outer, channels, inner = x3.shape
-    row = channels * inner
-    if row <= METRICS_BLOCK:
-        step = max(1, METRICS_BLOCK // row)
-        pieces = [(slice(o, o + step), slice(None)) for o in range(0, outer, step)]
-    else:
-        cstep = max(1, METRICS_BLOCK // inner)
-        pieces = [(slice(o, o + 1), slice(c, c + cstep)) for o in range(outer) for c in range(0, channels, cstep)]
-    signal = noise = worst = 0.0
-    count = 0
-    buf = np.empty(x3[pieces[0]].size, F32)
-    for so, sc in pieces:
-        xb = x3[so, sc]
-        d = buf[: xb.size].reshape(xb.shape)
-        np.copyto(d, q3[so, sc], casting="unsafe")
-        if z3 is not None:
-            np.subtract(d, z3[:, sc], out=d)
-        if s3 is not None:
-            np.multiply(d, s3[:, sc], out=d)
-        np.subtract(xb, d, out=d)
-        if not finite:
-            keep = np.isfinite(xb)
-            if not keep.all():  # NaN / Inf the config let through: the figures are over the finite values
-                xb, d = xb[keep], d[keep]
-        if d.size == 0:
-            continue
-        flat_x, flat_d = xb.reshape(-1), d.reshape(-1)
-        count += flat_x.size
-        signal += float(np.einsum("i,i->", flat_x, flat_x))
-        noise += float(np.einsum("i,i->", flat_d, flat_d))
-        worst = max(worst, float(flat_d.max()), -float(flat_d.min()))
-    if count == 0:
-        return None, None, None
-    sqnr = None if noise == 0.0 or signal == 0.0 else 10.0 * math.log10(signal / noise)
-    return sqnr, worst, math.sqrt(noise / count)
+        return error_figures(x, xhat, None, None, None, finite=finite)
+    zp = None if plan.qtype.is_float8 else params.zero_point.astype(F32)
+    return error_figures(x, data, params.scale, zp, params.axis, finite=finite)
 
 
 # ---------------------------------------------------------------------- summary

@@ -305,7 +305,7 @@ def test_report_figures_against_numpy(tmp_path: Path, rng: np.random.Generator) 
     x64, e64 = x.astype(np.float64), x.astype(np.float64) - xhat.astype(np.float64)
     row = reports[0]
     assert row.sqnr_db == pytest.approx(10 * math.log10(np.sum(x64**2) / np.sum(e64**2)), abs=1e-4)
-    assert row.max_abs_error == pytest.approx(float(np.max(np.abs(e64))), rel=1e-6)
+    assert row.max_abs_error == float(np.max(np.abs(e64)))
     assert row.rms_error == pytest.approx(float(np.sqrt(np.mean(e64**2))), rel=1e-5)
     assert F32(row.scale_min) == out["w_scale"].min()
     assert F32(row.scale_max) == out["w_scale"].max()
