@@ -41,7 +41,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as futures_wait
-from typing import Any, BinaryIO, Final
+from typing import TYPE_CHECKING, Any, BinaryIO, Final
 
 import ml_dtypes
 import numpy as np
@@ -52,7 +52,6 @@ from .calibration import RangeCollector
 from .checkpoint import BackgroundFile, CheckpointReader, TensorInfo, checkpoint_format, open_checkpoint, writer_for
 from .config import CalibrationMethod, QuantizationConfig, QuantizationMode, QuantizationType
 from .errors import CheckpointError, InputError, JobCancelled
-from .figures import Figures, error_figures
 from .layers import LayerPlan, resolve_layer
 from .parameters import ParameterState
 from .qparams import STORAGE_DTYPES, QParams, f32_float, qrange
@@ -60,6 +59,9 @@ from .quantizer import OpResult, Quantizer
 from .ranges import normalize_axis, params_for_range
 from .safetensors import DTYPES as SAFETENSORS_DTYPES
 from .safetensors import FLOAT_DTYPES
+
+if TYPE_CHECKING:
+    from .figures import Figures
 
 F32 = np.float32
 PRODUCER: Final = "quantsite"
@@ -451,6 +453,7 @@ def _outputs(plan: TensorPlan, result: OpResult) -> list[npt.NDArray[Any]]:
 # ---------------------------------------------------------------------- error figures
 def _figures(x: npt.NDArray[np.float32], plan: TensorPlan, result: OpResult, *, finite: bool) -> Figures:
     """The tensor's error figures against its exact reconstruction (engine/figures.py)."""
+    from .figures import error_figures  # numba (~60 MB resident) loads in the processes that run jobs only
     params = result.params
     data = result.data
     if params is None:  # FLOAT16 / BFLOAT16: the values themselves
