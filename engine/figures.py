@@ -91,6 +91,14 @@ def error_figures(x: npt.NDArray[np.float32], q: npt.NDArray[Any], scale: npt.ND
     return _result(float(signal), float(noise), float(worst), flat_x.size)
 
 
+def warm() -> None:
+    """Load (or compile, the first time on a machine: numba caches to disk) the kernel for every codes dtype a
+    job passes it, so that a worker pays this once at start rather than in its first job."""
+    x = np.zeros(LANES, F32)
+    for dtype in (np.int8, np.uint8, np.int16, np.float32):
+        error_figures(x, np.zeros(LANES, dtype), np.ones(1, F32), np.zeros(1, F32), None, finite=True)
+
+
 def _as_3d(shape: tuple[int, ...], axis: int | None) -> tuple[int, int, int]:
     size = math.prod(shape)
     if axis is None:

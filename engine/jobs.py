@@ -470,6 +470,14 @@ def _figures(x: npt.NDArray[np.float32], plan: TensorPlan, result: OpResult, *, 
     return error_figures(x, data, params.scale, zp, params.axis, finite=finite)
 
 
+def warm_job_kernels() -> None:
+    """Import numba and load the job's compiled kernels: call once when a job worker starts (not needed for
+    correctness; the first job would do it, at about half a second of CPU)."""
+    from .figures import warm
+
+    warm()
+
+
 # ---------------------------------------------------------------------- summary
 def summarize(layers: list[LayerReport]) -> dict[str, Any]:
     """Counts, bytes, compression ratio, the SQNR of the quantized layers weighted by their sizes, and the five
