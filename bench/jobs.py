@@ -136,7 +136,9 @@ def main() -> None:
         ("  CPU time of the job (all threads)", f"{cpu:.2f} s", f"{total / cpu / 1e9:.2f} GB per CPU second"),
         ("peak RSS of the job process", f"{rss / MB:.0f} MB",
          f"target <= {rss_target / MB:.0f} MB (2.5 x {largest / MB:.0f} MB + 150 MB)"),
-        ("  of which interpreter + engine", f"{baseline / MB:.0f} MB", "import engine, warm_job_kernels() alone"),
+        ("  interpreter + engine + numba", f"{baseline / MB:.0f} MB", "import engine, warm_job_kernels() alone"),
+        ("  the job above that", f"{(rss - baseline) / MB:.0f} MB",
+         f"{(rss - baseline) / largest:.2f} x the largest tensor"),
     ]
     width = max(len(r[0]) for r in rows)
     vwidth = max(len(r[1]) for r in rows)
