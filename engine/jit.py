@@ -39,6 +39,12 @@ def kernel(*signatures: str) -> Callable[[Callable[..., Any]], Any]:
     return wrap
 
 
+def inline(fn: Callable[..., Any]) -> Any:
+    """A numba function inlined into the kernels that call it (engine modules get numba from here, so that the
+    cache folder is set before numba is first imported)."""
+    return numba.njit(inline="always")(fn)
+
+
 def warm_kernels() -> int:
     """Compile every kernel for every signature the engine calls it with, or load it from the on-disk cache
     (milliseconds each once cached): call before serving (gunicorn's post_fork, the Celery worker's start), so

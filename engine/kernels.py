@@ -30,11 +30,10 @@ from __future__ import annotations
 import math
 from typing import Any, NamedTuple
 
-import numba
 import numpy as np
 import numpy.typing as npt
 
-from .jit import bits_f32, f32_bits, kernel
+from .jit import bits_f32, f32_bits, inline, kernel
 from .qparams import QParams
 
 F32 = np.float32
@@ -45,7 +44,7 @@ _NO_FP8 = (np.uint32(0), np.uint32(0))
 
 
 # ---------------------------------------------------------------------- element operations (inlined)
-@numba.njit(inline="always")
+@inline
 def _code(v: Any, s: Any, z: Any, lo: Any, hi: Any, kind: Any, emin_bits: Any, offset: Any) -> Any:
     """(result as float32, clipped?) of one value. float8: z = 0, the values saturate to [-hi, hi] = [-max, max],
     and lo = -limit, the largest |v| that rounds to max: beyond it a value is clipped (saturated)."""

@@ -6,6 +6,7 @@ the warm-up that keeps compilation out of requests."""
 from __future__ import annotations
 
 import itertools
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -275,3 +276,13 @@ def test_grouped_histogram_calibration_is_bounded() -> None:
     small = Quantizer(QuantizationConfig.from_dict({"quantization_type": "INT4", "group_size": 4,
                                                     "calibration_method": "PERCENTILE"}))
     assert small.calibrate([np.arange(32, dtype=F32).reshape(4, 8)]).scale.shape == (4, 2)
+
+
+def test_the_kernel_cache_folder_is_configurable(tmp_path: Path) -> None:
+    """QUANTIZER_KERNEL_CACHE_DIR reaches numba before it is first imported, whichever engine module loads first."""
+    env = {k: v for k, v in os.environ.items() if k not in ("NUMBA_CACHE_DIR", "QUANTIZER_KERNEL_CACHE_DIR")}
+    env["QUANTIZER_KERNEL_CACHE_DIR"] = str(tmp_path)
+    result = subprocess.run([sys.executable, "-c", "import engine.config, numba; print(numba.config.CACHE_DIR)"],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == str(tmp_path)
