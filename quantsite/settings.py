@@ -42,11 +42,12 @@ MIDDLEWARE = [
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "quantizers.middleware.BodySizeLimitMiddleware",
     "corsheaders.middleware.CorsMiddleware",
-    "django.contrib.sessions.middleware.SessionMiddleware",
+    # Django's session, CSRF, login and message middlewares, run for the admin's paths only (see the module).
+    "quantizers.middleware.AdminSessionMiddleware",
     "django.middleware.common.CommonMiddleware",
-    "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
+    "quantizers.middleware.AdminCsrfViewMiddleware",
+    "quantizers.middleware.AdminAuthenticationMiddleware",
+    "quantizers.middleware.AdminMessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
@@ -151,6 +152,7 @@ REST_FRAMEWORK = {
     # JSON in and out unless a view says otherwise (the array operations and the upload do).
     "DEFAULT_PARSER_CLASSES": ["quantizers.api.parsers.OrjsonParser"],
     "DEFAULT_RENDERER_CLASSES": ["quantizers.api.renderers.OrjsonRenderer"],
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "quantizers.api.negotiation.ContentNegotiation",
     "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.TokenAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["quantizers.permissions.ApiAccess"],
     "EXCEPTION_HANDLER": "quantizers.exceptions.exception_handler",
