@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.middleware import AuthenticationMiddleware
 from django.contrib.messages.middleware import MessageMiddleware
 from django.contrib.sessions.middleware import SessionMiddleware
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.middleware.csrf import CsrfViewMiddleware
 from django.urls import reverse
 
 from .exceptions import MSG_BODY_TOO_LARGE, error_body
@@ -37,43 +35,30 @@ class BodySizeLimitMiddleware:
 
 
 # ---------------------------------------------------------------------------- the admin's middlewares
-# Sessions, CSRF tokens, logged-in users and flash messages serve the admin alone: the API authenticates with
-# tokens (DRF), its views are exempt from CSRF (DRF's own rule for non-session authentication), and it has no
-# sessions or messages. Run on every request, these four took about a fifth of a small API request's time
-# (bench/http.py), so each runs for the admin's paths only; elsewhere it passes the request straight on.
+# Sessions, logged-in users and flash messages serve the admin alone: the API authenticates with tokens (DRF) and
+# has no sessions or messages. Run on every request, these three took about a sixth of GET /'s time in process
+# (bench/http.py), so each runs for the admin's paths only; elsewhere it passes the request straight on. (CSRF
+# protection stays global: it costs little on views exempt from it, as the API's are, and `check --deploy` looks
+# for Django's own middleware.)
 @functools.cache
 def admin_prefix() -> str:
     """The admin's URL prefix, from the URLconf (resolved once, on the first request)."""
     return reverse("admin:index")
 
 
-def is_admin(request: HttpRequest) -> bool:
-    return request.path_info.startswith(admin_prefix())
-
-
 class AdminOnly:
-    """Mixed into a Django middleware: its hooks run for the admin's paths only. (A subclass of the original, so
-    Django's admin checks, which look for these middlewares, still find them.)"""
+    """Mixed into a Django middleware: it runs for the admin's paths only. (A subclass of the original, so Django's
+    admin checks, which look for these middlewares, still find them.)"""
 
     get_response: Callable[[HttpRequest], HttpResponse]
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        if is_admin(request):
+        if request.path_info.startswith(admin_prefix()):
             return super().__call__(request)  # type: ignore[misc, no-any-return]
         return self.get_response(request)
 
-    def process_view(self, request: HttpRequest, view: Any, args: Any, kwargs: Any) -> HttpResponse | None:
-        parent = getattr(super(), "process_view", None)
-        if parent is None or not is_admin(request):
-            return None
-        return parent(request, view, args, kwargs)  # type: ignore[no-any-return]
-
 
 class AdminSessionMiddleware(AdminOnly, SessionMiddleware):
-    pass
-
-
-class AdminCsrfViewMiddleware(AdminOnly, CsrfViewMiddleware):
     pass
 
 

@@ -42,10 +42,10 @@ MIDDLEWARE = [
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "quantizers.middleware.BodySizeLimitMiddleware",
     "corsheaders.middleware.CorsMiddleware",
-    # Django's session, CSRF, login and message middlewares, run for the admin's paths only (see the module).
+    # Django's session, login and message middlewares, run for the admin's paths only (see the module).
     "quantizers.middleware.AdminSessionMiddleware",
     "django.middleware.common.CommonMiddleware",
-    "quantizers.middleware.AdminCsrfViewMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
     "quantizers.middleware.AdminAuthenticationMiddleware",
     "quantizers.middleware.AdminMessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
