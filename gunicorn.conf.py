@@ -58,6 +58,11 @@ def post_request(worker, req, environ, resp):
 
 
 def post_worker_init(worker):
+    # Django imports the URLconf (the API, the admin, drf-spectacular's views: ~0.3 s) and builds its reverse
+    # tables on a worker's first request; done here, no client waits for it, and what it creates is frozen too.
+    from django.urls import get_resolver
+
+    get_resolver().reverse_dict  # noqa: B018 - populates the resolver
     gc.freeze()
 
 
