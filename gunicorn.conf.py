@@ -16,9 +16,9 @@ timeout = int(os.environ.get("GUNICORN_TIMEOUT", "120"))
 graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "30"))
 keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "5"))
 forwarded_allow_ips = os.environ.get("GUNICORN_FORWARDED_ALLOW_IPS", "127.0.0.1")
-# No access log by default: nginx, in front, keeps one (deploy/nginx.conf, with the request id), and gunicorn's
-# formatting and writing a line cost about a tenth of a small request (bench/http.py). GUNICORN_ACCESS_LOG=- writes
-# it to stdout, a path to a file.
+# No access log by default: nginx, in front, keeps one (deploy/nginx.conf, with the request id), and formatting and
+# writing gunicorn's line took about a tenth of a worker's time on GET / (profiled). GUNICORN_ACCESS_LOG=- writes it
+# to stdout, a path to a file.
 accesslog = os.environ.get("GUNICORN_ACCESS_LOG") or None
 errorlog = os.environ.get("GUNICORN_ERROR_LOG", "-") or "-"
 loglevel = os.environ.get("GUNICORN_LOG_LEVEL", "info")

@@ -17,7 +17,7 @@ from typing import Any
 from django.core.exceptions import ValidationError as DjangoValidationError
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
-from rest_framework.fields import SkipField, empty
+from rest_framework.fields import SkipField
 
 from engine import STATS_FIELDS, QuantizationConfig, QuantizationType, Stats
 
@@ -120,8 +120,13 @@ class StrictSerializer(serializers.Serializer):
             out: dict[str, Any] = {}
             try:
                 for name, field in fields.items():
-                    with contextlib.suppress(SkipField):  # absent, no default: left out, as DRF does
-                        out[name] = field.run_validation(data.get(name, empty))
+                    if name in data:
+                        out[name] = field.run_validation(data[name])
+                    elif field.required:
+                        raise serializers.ValidationError("required")
+                    else:  # what run_validation gives an absent field
+                        with contextlib.suppress(SkipField):  # no default: left out
+                            out[name] = field.get_default()
             except (serializers.ValidationError, DjangoValidationError):
                 pass  # the serializer's run below reports it
             else:

@@ -5,6 +5,7 @@ Their OpenAPI description is in `schema.py`; the query options each route takes 
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -272,11 +273,18 @@ def _answers_json(request: Request) -> bool:
 class ArrayAnswer(Response):
     """An operation's answer, with the parameters it used for the renderers that carry them (.npz), its type, and
     for a quantize answer of a type numpy has no dtype for (INT4 / UINT4, FP8, BFLOAT16) the integer array that
-    carries it on the wire and the type's name (`wire`; JSON answers keep the codes or values of `data`)."""
+    carries it on the wire and the type's name (`wire`, computed when a binary renderer asks for it; JSON answers
+    keep the codes or values of `data`)."""
 
     params: QParams | None = None
     quantization_type: QuantizationType | None = None
-    wire: tuple[np.ndarray, str] | None = None
+    codes: np.ndarray | None = None  # a quantize answer's codes
+
+    @functools.cached_property
+    def wire(self) -> tuple[np.ndarray, str] | None:
+        if self.codes is None or self.quantization_type is None:
+            return None
+        return wire_codes(self.codes, self.quantization_type)
 
 
 def _flat(values: Any) -> list[Any]:
@@ -294,7 +302,7 @@ def _array_answer(out: dict[str, Any], result: OpResult, codes: bool = False) ->
     response.params = result.params
     response.quantization_type = result.quantization_type
     if codes and isinstance(out.get("data"), np.ndarray):
-        response.wire = wire_codes(out["data"], result.quantization_type)
+        response.codes = out["data"]
     response["X-Quantization-Type"] = result.quantization_type.name
     if result.params is None:
         return response
