@@ -22,14 +22,14 @@ from .selectors import check_instance_id, instance_get
 
 
 @functools.cache
-def _select_sql(alias: str) -> str:
-    """The SELECT of run_state, written once per database alias."""
+def _select_sql(alias: str, last_params: bool) -> str:
+    """The SELECT of run_state, written once per database alias (and with or without the latest parameters)."""
     instance_meta, stats_meta = QuantizerInstance._meta, QuantizerStats._meta
     qn = connections[alias].ops.quote_name
     instances, stats = qn(instance_meta.db_table), qn(stats_meta.db_table)
     columns = ", ".join(
         [f"{instances}.{qn(instance_meta.get_field(name).column)}" for name in ("uid", "version", "cache_epoch")]
-        + [f"{stats}.{qn(stats_meta.get_field('last_params').column)}"]
+        + ([f"{stats}.{qn(stats_meta.get_field('last_params').column)}"] if last_params else [])
     )
     instance_pk = f"{instances}.{qn(instance_meta.pk.column)}"
     return (f"SELECT {columns} FROM {instances} INNER JOIN {stats} ON {stats}.{qn(stats_meta.pk.column)} = "
@@ -55,22 +55,23 @@ def _update_sql(alias: str, added: tuple[str, ...], stored: tuple[str, ...], low
     return f"UPDATE {table} SET {', '.join(assignments)} WHERE {table}.{qn(meta.pk.column)} = %s"
 
 
-def run_state(instance_id: str) -> tuple[Quantizer, Any]:
-    """This worker's engine object and the stored parameters of the latest quantize, from one SELECT of the four
-    columns a run needs; the full row (instance_get, registry.get) only when the engine object is missing or stale,
-    or the row is not found (which then raises as before)."""
+def run_state(instance_id: str, *, last_params: bool = True) -> tuple[Quantizer, Any]:
+    """This worker's engine object and the stored parameters of the latest quantize (None unless `last_params`:
+    only a dequantize uses them), from one SELECT of the columns a run needs; the full row (instance_get,
+    registry.get) only when the engine object is missing or stale, or the row is not found (which then raises as
+    before)."""
     check_instance_id(instance_id)
     connection = connections[router.db_for_read(QuantizerInstance)]
     with connection.cursor() as cursor:
-        cursor.execute(_select_sql(connection.alias), [instance_id])
+        cursor.execute(_select_sql(connection.alias, last_params), [instance_id])
         row = cursor.fetchone()
     if row is not None:
         uid = _UID.to_python(row[0])
         quantizer = registry.active().current(instance_id, uid, int(row[1]), int(row[2]))
         if quantizer is not None:
-            return quantizer, _LAST_PARAMS.from_db_value(row[3], None, connection)
+            return quantizer, _LAST_PARAMS.from_db_value(row[3], None, connection) if last_params else None
     instance = instance_get(instance_id)
-    return registry.active().get(instance), instance.stats.last_params
+    return registry.active().get(instance), instance.stats.last_params if last_params else None
 
 
 def record_stats(instance_id: str, result: OpResult, *, quantized: bool) -> None:
@@ -95,8 +96,7 @@ def record_stats(instance_id: str, result: OpResult, *, quantized: bool) -> None
             elif value is not None:  # an exact reconstruction (null SQNR) never lowers the lowest
                 lowest[name] = value
     connection = connections[router.db_for_write(QuantizerStats)]
-    meta = QuantizerStats._meta
-    params = [meta.get_field(name).get_db_prep_save(value, connection)
+    params = [_PREP_SAVE[name](value, connection)
               for name, value in [*added.items(), *stored.items(), *[(n, v) for n, v in lowest.items()
                                                                    for _ in range(2)]]]
     sql = _update_sql(connection.alias, tuple(added), tuple(stored), tuple(lowest))
@@ -106,3 +106,4 @@ def record_stats(instance_id: str, result: OpResult, *, quantized: bool) -> None
 
 _UID = QuantizerInstance._meta.get_field("uid")
 _LAST_PARAMS = QuantizerStats._meta.get_field("last_params")
+_PREP_SAVE = {field.name: field.get_db_prep_save for field in QuantizerStats._meta.concrete_fields}

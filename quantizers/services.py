@@ -143,7 +143,7 @@ def instance_run(
     `finite_only`: the answer goes out as
     JSON, which has no infinity; a result that overflowed is then refused before anything is recorded. The two
     queries are hand-written SQL (`hotpath`: the ORM's compilation of them cost half a small request)."""
-    quantizer, stored_last = hotpath.run_state(instance_id)
+    quantizer, stored_last = hotpath.run_state(instance_id, last_params=operation == "dequantize")
     if operation == "dequantize":
         last = None if not stored_last else QParams.from_dict(stored_last)
         result = quantizer.dequantize(data, channel_dim=channel_dim, layer_name=layer_name, scale=scale,

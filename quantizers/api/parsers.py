@@ -15,7 +15,8 @@ from ..arrays import max_elements
 from ..exceptions import BadRequest
 from ..jsonmatrix import MAX_JSON_ROWS, split_body
 
-_STRUCTURE_ONLY = bytes(b for b in range(256) if b not in b'[]{}"\\')
+# What the limits below look at: brackets, braces, quotes and backslashes (nesting), commas (values) and "[" (rows).
+_NOT_COUNTED = bytes(b for b in range(256) if b not in b'[]{}"\\,')
 
 
 MSG_NO_FILE = "a multipart form field 'file' holding a .npy file is required"
@@ -26,7 +27,7 @@ def json_depth(raw: bytes) -> int:
     pathological body is refused before the parser builds anything."""
     depth = deepest = 0
     in_string = escaped = False
-    for char in raw.translate(None, _STRUCTURE_ONLY):
+    for char in raw.translate(None, _NOT_COUNTED + b","):
         if in_string:
             if escaped:
                 escaped = False
@@ -55,18 +56,21 @@ class OrjsonParser(JSONParser):
             raw = stream.read() if stream is not None else b""
             if not raw:
                 raise ParseError("the request body is empty; a JSON object was expected")
+            # One pass over the body keeps what the limits count (a few percent of it); three passes (the nesting,
+            # the commas, the brackets) took a fifth of a large JSON quantize's time.
+            counted = raw.translate(None, _NOT_COUNTED)
             limit = settings.QUANTIZER_MAX_JSON_DEPTH
-            if json_depth(raw) > limit:
+            if json_depth(counted) > limit:
                 raise ParseError(f"JSON nested deeper than QUANTIZER_MAX_JSON_DEPTH ({limit})")
             # Every value but the first of an array follows a comma: more commas than the element limit (plus room
             # for the few other fields) means more values than may be parsed, so refuse before building any.
             elements = max_elements()
-            if raw.count(b",") > elements + _FIELD_ALLOWANCE:
+            if counted.count(b",") > elements + _FIELD_ALLOWANCE:
                 raise LimitError(f"the body holds more than QUANTIZER_MAX_ELEMENTS ({elements}) values",
                                  field="QUANTIZER_MAX_ELEMENTS")
             # Every list costs ~60 bytes as a Python object: a tall, thin matrix parsed whole would take far more
             # memory than its values, so JSON matrices are limited in rows (binary bodies are not).
-            if raw.count(b"[") > MAX_JSON_ROWS + _FIELD_ALLOWANCE:
+            if counted.count(b"[") > MAX_JSON_ROWS + _FIELD_ALLOWANCE:
                 raise LimitError(f"JSON arrays are limited to {MAX_JSON_ROWS} rows; send taller arrays as .npy "
                                  "(application/x-npy) or raw bytes (application/octet-stream)", field="data")
             split = split_body(raw)

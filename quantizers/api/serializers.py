@@ -7,14 +7,17 @@ documents it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import enum
 import threading
 import typing
 from typing import Any
 
+from django.core.exceptions import ValidationError as DjangoValidationError
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
+from rest_framework.fields import SkipField
 
 from engine import STATS_FIELDS, QuantizationConfig, QuantizationType, Stats
 
@@ -92,6 +95,12 @@ class StrictSerializer(serializers.Serializer):
             fields = built[type(self)] = super().fields
         return fields
 
+    @classmethod
+    def bound_fields(cls) -> Any:
+        """The fields, without building a serializer once they are built."""
+        fields = vars(_BOUND_FIELDS).get("by_class", {}).get(cls)
+        return fields if fields is not None else cls().fields
+
     def to_internal_value(self, data: Any) -> Any:
         if not isinstance(data, dict):
             raise serializers.ValidationError({"non_field_errors": ["the body must be a JSON object"]})
@@ -99,6 +108,32 @@ class StrictSerializer(serializers.Serializer):
         if unknown:
             raise serializers.ValidationError({unknown[0]: ["unknown field"]}, code="unknown_field")
         return super().to_internal_value(data)
+
+    @classmethod
+    def validated(cls, data: Any) -> dict[str, Any]:
+        """The validated body. A valid body goes through each field's own validation and nothing else (these
+        serializers declare fields only: no validate() or validators of their own); the serializer's run, which
+        wraps it in error collection and copies, is kept for a body that fails, so every error reads as before.
+        That run cost about a tenth of a small quantize."""
+        fields = cls.bound_fields()
+        if type(data) is dict and data.keys() <= fields.keys():
+            out: dict[str, Any] = {}
+            try:
+                for name, field in fields.items():
+                    if name in data:
+                        out[name] = field.run_validation(data[name])
+                    elif field.required:
+                        raise serializers.ValidationError("required")
+                    else:  # what run_validation gives an absent field
+                        with contextlib.suppress(SkipField):  # no default: left out
+                            out[name] = field.get_default()
+            except (serializers.ValidationError, DjangoValidationError):
+                pass  # the serializer's run below reports it
+            else:
+                return out
+        serializer = cls(data=data)
+        serializer.is_valid(raise_exception=True)
+        return dict(serializer.validated_data)
 
 
 LAYER_NAME = {"required": False, "allow_null": True, "default": None, "max_length": 256,

@@ -5,10 +5,11 @@ Their OpenAPI description is in `schema.py`; the query options each route takes 
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
-from rest_framework import serializers, viewsets
+from rest_framework import viewsets
 from rest_framework.decorators import action
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
@@ -31,6 +32,7 @@ from .serializers import (
     ImportExportParamsSerializer,
     QuantizationParamsSerializer,
     QuantizationSerializer,
+    StrictSerializer,
 )
 
 SERVICE = "Quantizer API"
@@ -67,6 +69,13 @@ class QueryOptionsMixin:
         renderers = len(self.renderer_classes)  # type: ignore[attr-defined]
         self.query = self.query_options.parse(request.query_params, renderers=renderers)
         super().initial(request, *args, **kwargs)  # type: ignore[misc]
+
+    # Authentication runs when a credential was sent (a bad one is a 401 whatever the route), otherwise when the
+    # permission check first asks for request.user (only when QUANTIZER_REQUIRE_AUTH is on): DRF's lazy
+    # authentication. The outcome is the same; requests without credentials skip the token lookup machinery.
+    def perform_authentication(self, request: Request) -> None:
+        if "HTTP_AUTHORIZATION" in request._request.META:
+            request.user  # noqa: B018 - authenticates
 
 
 class Root(QueryOptionsMixin, APIView):
@@ -249,17 +258,15 @@ def _json_object(request: Request) -> dict[str, Any]:
     return dict(data)
 
 
-def _valid(serializer_cls: type[serializers.Serializer], request: Request) -> dict[str, Any]:
+def _valid(serializer_cls: type[StrictSerializer], request: Request) -> dict[str, Any]:
     return _valid_data(serializer_cls, request.data)
 
 
-def _valid_data(serializer_cls: type[serializers.Serializer], data: Any) -> dict[str, Any]:
-    serializer = serializer_cls(data=data)
-    serializer.is_valid(raise_exception=True)
-    return dict(serializer.validated_data)
+def _valid_data(serializer_cls: type[StrictSerializer], data: Any) -> dict[str, Any]:
+    return serializer_cls.validated(data)
 
 
-def _array_body(request: Request, query: dict[str, Any], serializer_cls: type[serializers.Serializer]
+def _array_body(request: Request, query: dict[str, Any], serializer_cls: type[StrictSerializer]
                 ) -> dict[str, Any]:
     """A binary body (.npy, octet-stream) is the array alone, its options in the query string; a JSON body holds
     the array and its options."""
@@ -286,11 +293,18 @@ def _answers_json(request: Request) -> bool:
 class ArrayAnswer(Response):
     """An operation's answer, with the parameters it used for the renderers that carry them (.npz), its type, and
     for a quantize answer of a type numpy has no dtype for (INT4 / UINT4, FP8, BFLOAT16) the integer array that
-    carries it on the wire and the type's name (`wire`; JSON answers keep the codes or values of `data`)."""
+    carries it on the wire and the type's name (`wire`, computed when a binary renderer asks for it; JSON answers
+    keep the codes or values of `data`)."""
 
     params: QParams | None = None
     quantization_type: QuantizationType | None = None
-    wire: tuple[np.ndarray, str] | None = None
+    codes: np.ndarray | None = None  # a quantize answer's codes
+
+    @functools.cached_property
+    def wire(self) -> tuple[np.ndarray, str] | None:
+        if self.codes is None or self.quantization_type is None:
+            return None
+        return wire_codes(self.codes, self.quantization_type)
 
 
 # The report's scalar figures that binary answers carry in headers (null SQNR as `null`, as in JSON).
@@ -318,7 +332,7 @@ def _array_answer(out: dict[str, Any], result: OpResult, codes: bool = False) ->
     response.params = result.params
     response.quantization_type = result.quantization_type
     if codes and isinstance(out.get("data"), np.ndarray):
-        response.wire = wire_codes(out["data"], result.quantization_type)
+        response.codes = out["data"]
     response["X-Quantization-Type"] = result.quantization_type.name
     if result.report is not None:
         for header, value in report_headers(result.report).items():
