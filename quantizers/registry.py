@@ -17,7 +17,6 @@ import logging
 import threading
 import uuid
 from collections.abc import Iterator
-from typing import Any
 
 from engine import ParameterError, QuantizationConfig, Quantizer
 

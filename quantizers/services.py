@@ -20,9 +20,9 @@ from engine import STATS_FIELDS, OpResult, QParams, QuantizationConfig, Quantize
 from . import hotpath, registry
 from .exceptions import BadRequest, DefaultInstanceProtected, InstanceExists, InstanceNotFound
 from .models import DEFAULT_INSTANCE_ID, QuantizerInstance, QuantizerParameters, QuantizerStats
-from .stored import copy_parameters, store_parameters
 from .registry import build_quantizer
 from .selectors import check_instance_id, instance_get
+from .stored import copy_parameters, store_parameters
 
 OPERATIONS: tuple[str, ...] = ("quantize", "dequantize", "quantize_dequantize")
 MSG_NOT_FINITE = ("the result holds {count} value(s) that are not finite float32 numbers (they overflow to "

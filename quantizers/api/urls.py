@@ -30,8 +30,21 @@ class SpecRouter(SimpleRouter):
         self.trailing_slash = TRAILING_SLASH
 
 
+class JobRouter(SpecRouter):
+    """GET /jobs lists, GET and DELETE /jobs/{job_id}, each `@action` is /jobs/{job_id}/{url_path}."""
+
+    routes = [
+        SpecRouter.routes[0],
+        Route(url=r"^{prefix}/{lookup}{trailing_slash}$", mapping={"get": "retrieve", "delete": "destroy"},
+              name="{basename}-detail", detail=True, initkwargs={}),
+        SpecRouter.routes[2],
+    ]
+
+
 router = SpecRouter()
 router.register("instances", views.InstanceViewSet, basename="instance")
+job_router = JobRouter()
+job_router.register("jobs", views.JobViewSet, basename="job")
 
 
 def route(pattern: str, view, name: str):  # type: ignore[no-untyped-def]
@@ -43,4 +56,5 @@ urlpatterns = [
     route("readyz", views.Readyz.as_view(), "readyz"),
     route("documentation", views.Documentation.as_view(), "documentation"),
     *router.urls,
+    *job_router.urls,
 ]
