@@ -181,10 +181,11 @@ def read_raw_upload(stream: Any, *, filename: str, length: int) -> UploadedFile:
     return upload
 
 
-def _upload_path(upload: UploadedFile) -> str:
-    """The temporary file an upload was streamed to (the jobs route's upload handler and read_raw_upload both
-    make one)."""
-    return str(upload.temporary_file_path())  # type: ignore[attr-defined]
+def _local_path(upload: File[bytes]) -> str:
+    """Where a file to check lies: the temporary file an upload was streamed to (the jobs route's upload handler
+    and read_raw_upload make one), or an operator's own file (quantize_model)."""
+    temporary = getattr(upload, "temporary_file_path", None)
+    return str(temporary() if temporary is not None else upload.file.name)
 
 
 def _safe_name(filename: str) -> str:
@@ -192,10 +193,11 @@ def _safe_name(filename: str) -> str:
     return name or "model"
 
 
-def job_create(*, instance_id: str, uploads: Sequence[UploadedFile], channel_dim: int | None = None) -> Job:
+def job_create(*, instance_id: str, uploads: Sequence[File[bytes]], channel_dim: int | None = None,
+               enqueue_job: bool = True) -> Job:
     """Check every file from its header (the engine refuses lying headers, pickles, unknown formats: 400), store
     them, create the job and enqueue it once the transaction has committed. Inline (no broker) the job has run
-    when this returns. A refused file stores nothing."""
+    when this returns. A refused file stores nothing. `enqueue_job=False`: the caller runs it (quantize_model)."""
     instance = instance_get(instance_id)
     if not uploads:
         raise BadRequest("a checkpoint is required: multipart field 'file' (several for a sharded checkpoint), or "
@@ -203,7 +205,7 @@ def job_create(*, instance_id: str, uploads: Sequence[UploadedFile], channel_dim
     checked = []
     for upload in uploads:
         fmt = checkpoint_format(upload.name or "")
-        info = inspect_checkpoint(_upload_path(upload), fmt=fmt)
+        info = inspect_checkpoint(_local_path(upload), fmt=fmt)
         checked.append((upload, fmt, info))
     storage = jobs_storage()
     stored: list[str] = []
@@ -214,7 +216,7 @@ def job_create(*, instance_id: str, uploads: Sequence[UploadedFile], channel_dim
                                      bytes_total=sum(info.total_bytes for _, _, info in checked))
             files = []
             for n, (upload, fmt, info) in enumerate(checked):
-                name = _safe_name(upload.name or "")
+                name = _safe_name(Path(upload.name or "").name)
                 upload.seek(0)
                 stored.append(storage.save(f"{job.pk}/in/{n}-{name}", upload))
                 files.append({"filename": name, "format": fmt, "input": stored[-1],
@@ -222,7 +224,8 @@ def job_create(*, instance_id: str, uploads: Sequence[UploadedFile], channel_dim
                               "bytes_in": info.total_bytes, "bytes_out": None})
             job.files = files
             job.save(update_fields=["files"])
-            transaction.on_commit(lambda: enqueue(job.pk))
+            if enqueue_job:
+                transaction.on_commit(lambda: enqueue(job.pk))
     except BaseException:
         for name in stored:
             storage.delete(name)
