@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import dataclasses
 import io
 import json
 import logging
@@ -37,6 +36,7 @@ from django.db.models import F, QuerySet
 from django.utils import timezone
 
 from engine import (
+    REPORT_FIELDS,
     EngineError,
     JobCancelled,
     LayerReport,
@@ -62,8 +62,6 @@ FINISHED = (Job.Status.SUCCEEDED, Job.Status.FAILED, Job.Status.CANCELLED)
 # Progress is written, and cancellation read, at most this often (and after the last tensor).
 POLL_S = 0.2
 COPY_CHUNK = 1024 * 1024
-# The report's columns: the engine's report row (LayerReport) without the stored parameters.
-REPORT_COLUMNS = tuple(f.name for f in dataclasses.fields(LayerReport) if f.name != "params")
 
 MSG_JOB_NOT_FOUND = "Job {job_id} not found"
 MSG_NOT_ACTIVE = "Job {job_id} is {status}: only a queued or running job can be cancelled"
@@ -137,10 +135,10 @@ def report_csv(report: dict[str, Any]) -> str:
     """The report's layers as CSV, one column per report key (lists such as the shape joined by 'x')."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(REPORT_COLUMNS)
+    writer.writerow(REPORT_FIELDS)
     for row in report["layers"]:
         writer.writerow(["x".join(map(str, v)) if isinstance(v, list) else ("" if v is None else v)
-                         for v in (row.get(name) for name in REPORT_COLUMNS)])
+                         for v in (row.get(name) for name in REPORT_FIELDS)])
     return out.getvalue()
 
 
@@ -219,6 +217,7 @@ def job_create(*, instance_id: str, uploads: Sequence[File[bytes]], channel_dim:
                 name = _safe_name(Path(upload.name or "").name)
                 upload.seek(0)
                 stored.append(storage.save(f"{job.pk}/in/{n}-{name}", upload))
+                upload.close()  # (a temporary upload was moved into the storage: its file is gone)
                 files.append({"filename": name, "format": fmt, "input": stored[-1],
                               "output": f"{job.pk}/out/{n}-{name}", "tensors": len(info.tensors),
                               "bytes_in": info.total_bytes, "bytes_out": None})
@@ -346,8 +345,7 @@ def job_run(job_id: Any, *, on_tensor: Callable[[LayerReport, int], None] | None
     try:
         instance = QuantizerInstance.objects.get(pk=job.instance_id)
         config = QuantizationConfig.from_dict(instance.config)
-        metadata = {"producer": "quantsite", "instance_id": instance.pk,
-                    "config": json.dumps(config.to_dict(), sort_keys=True)}
+        metadata = {"quantsite_instance": instance.pk}  # (the engine adds the producer and the config)
         layers: list[LayerReport] = []
         for entry in job.files:
             with _local_input(storage, entry["input"]) as src, _local_output(storage, entry["output"]) as dst:

@@ -8,7 +8,7 @@ from typing import Any
 
 from rest_framework import serializers
 
-from engine import LayerReport
+from engine import REPORT_FIELDS, LayerReport
 
 from ..models import Job
 
@@ -91,7 +91,7 @@ def _report_field(field: dataclasses.Field[Any]) -> serializers.Field:
 
 
 JobLayerRow = type("JobLayerRow", (serializers.Serializer,), {
-    f.name: _report_field(f) for f in dataclasses.fields(LayerReport) if f.name != "params"})
+    f.name: _report_field(f) for f in dataclasses.fields(LayerReport) if f.name in REPORT_FIELDS})
 
 
 class JobReport(serializers.Serializer):
