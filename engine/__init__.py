@@ -4,6 +4,7 @@ outside `engine/` imports its submodules.
     from engine import Quantizer, QuantizationConfig, QuantizationType, QuantizationMode
 """
 
+from .checkpoint import CheckpointInfo, TensorInfo, checkpoint_format, inspect_checkpoint
 from .config import (
     CalibrationMethod,
     LayerOverride,
@@ -13,15 +14,19 @@ from .config import (
     QuantizationType,
 )
 from .errors import (
+    CheckpointError,
+    CheckpointTooLarge,
     ConfigError,
     EngineError,
     InputError,
+    JobCancelled,
     LimitError,
     NotCalibratedError,
     NpyFormatError,
     ParameterError,
 )
 from .evaluation import Candidate, Evaluation, evaluate, needs_calibration, standard_grid
+from .jobs import REPORT_FIELDS, LayerReport, quantize_checkpoint, summarize
 from .metrics import (
     COUNTERS,
     QUALITY_COUNTERS,
@@ -50,16 +55,22 @@ __all__ = [
     "QUALITY_FIELDS",
     "QUALITY_LATEST",
     "QUALITY_LOWEST",
+    "REPORT_FIELDS",
     "STATE_KEYS",
     "STATS_FIELDS",
     "WIRE_DTYPES",
     "CalibrationMethod",
     "Candidate",
+    "CheckpointError",
+    "CheckpointInfo",
+    "CheckpointTooLarge",
     "ConfigError",
     "EngineError",
     "Evaluation",
     "InputError",
+    "JobCancelled",
     "LayerOverride",
+    "LayerReport",
     "LimitError",
     "NotCalibratedError",
     "NpyFormatError",
@@ -75,22 +86,27 @@ __all__ = [
     "Quantizer",
     "Stats",
     "StatsDelta",
+    "TensorInfo",
+    "checkpoint_format",
     "codes_report",
     "decode_npy",
     "encode_npy",
     "encode_npz",
     "evaluate",
     "grid_extent",
+    "inspect_checkpoint",
     "needs_calibration",
     "pack_int4",
     "qrange",
     "quality_delta",
     "quality_report",
     "quality_summary",
+    "quantize_checkpoint",
     "raw_decode",
     "scale_zero_point",
     "sqnr_db",
     "sqnr_from_sums",
     "standard_grid",
+    "summarize",
     "wire_codes",
 ]
