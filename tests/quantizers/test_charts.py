@@ -15,7 +15,9 @@ SVG = "{http://www.w3.org/2000/svg}"
 
 
 def parse(svg: str) -> ET.Element:
-    return ET.fromstring(svg)
+    """The <svg> element of a chart (charts come in a <figure> with their caption)."""
+    root = ET.fromstring(svg)
+    return root if root.tag == f"{SVG}svg" else root.find(f"{SVG}svg")
 
 
 def bars(root: ET.Element) -> list[ET.Element]:
