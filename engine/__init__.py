@@ -25,7 +25,7 @@ from .errors import (
     NpyFormatError,
     ParameterError,
 )
-from .jobs import REPORT_FIELDS, LayerReport, quantize_checkpoint, summarize
+from .jobs import REPORT_FIELDS, LayerReport, quantize_checkpoint, summarize, warm_job_kernels
 from .metrics import COUNTERS, STATS_FIELDS, Stats, StatsDelta, sqnr_db
 from .npy import decode_npy, encode_npy, encode_npz, raw_decode
 from .parameters import STATE_KEYS
@@ -76,5 +76,6 @@ __all__ = [
     "scale_zero_point",
     "sqnr_db",
     "summarize",
+    "warm_job_kernels",
     "wire_codes",
 ]
