@@ -66,11 +66,10 @@ if TYPE_CHECKING:
 F32 = np.float32
 PRODUCER: Final = "quantsite"
 PARTIAL_SUFFIX: Final = ".partial"
-# Two tensors are in flight together only when their footprints fit in 2 x the largest tensor + 64 MiB: small
-# tensors overlap (figures beside the next quantize), the largest of a big model go one at a time, so that the
+# Two tensors are in flight together only when their footprints fit in 2 x the largest tensor: smaller tensors
+# overlap (figures beside the next quantize), the largest go one at a time, so that with the writer's queue the
 # peak stays within 2.5 x the largest tensor above the process's own baseline.
 OVERLAP_FACTOR: Final = 2.0
-OVERLAP_SLACK: Final = 64 << 20
 FORMAT_NOTE: Final = ("codes under the tensor's name (I8: INT8 and INT4, U8: UINT8 and UINT4, one code per byte; "
                       "I16; F8_E4M3 / F8_E5M2; F16 / BF16 values for FLOAT16 / BFLOAT16 layers); <name>_scale F32, "
                       "shaped to broadcast against the tensor; <name>_zero_point in the codes' dtype when not 0; "
@@ -261,7 +260,7 @@ def _run(reader: CheckpointReader, plans: list[TensorPlan], writer: Any, config:
     """Tensor by tensor, in the file's order. A quantized tensor's error figures are computed on a second thread
     while the next tensor is read and quantized (its mapping stays open until they are done), when the two fit in
     the overlap budget; the reports still come out, and `on_tensor` is still called, in order."""
-    budget = OVERLAP_FACTOR * max((p.info.nbytes for p in plans), default=0) + OVERLAP_SLACK
+    budget = OVERLAP_FACTOR * max((p.info.nbytes for p in plans), default=0)
     quantizers = _Quantizers(config)
     reports: list[LayerReport] = []
     done = 0

@@ -410,3 +410,26 @@ def test_npz_in_npz_out(tmp_path: Path, rng: np.random.Generator) -> None:
     first = sha(tmp_path / "out.npz")
     quantize_checkpoint(tmp_path / "in.npz", tmp_path / "out.npz", config(per_channel=True))
     assert sha(tmp_path / "out.npz") == first
+
+
+def test_channel_dim_out_of_range_is_refused_before_anything_is_written(tmp_path: Path,
+                                                                       rng: np.random.Generator) -> None:
+    with pytest.raises(InputError) as info:
+        run(tmp_path, model(rng), config(per_channel=True), channel_dim=3)  # the 2-D weights have no axis 3
+    assert info.value.field == "channel_dim"
+    assert os.listdir(tmp_path) == ["in.safetensors"]
+
+
+def test_npz_carries_bfloat16_and_float8_codes_as_bit_patterns(tmp_path: Path, rng: np.random.Generator) -> None:
+    x = rng.standard_normal((4, 6)).astype(F32)
+    np.savez(tmp_path / "in.npz", w=x)
+    quantize_checkpoint(tmp_path / "in.npz", tmp_path / "bf16.npz", config(quantization_type="BFLOAT16"))
+    with np.load(tmp_path / "bf16.npz", allow_pickle=False) as got:
+        assert got["w"].dtype == np.uint16
+        assert got["w"].tobytes() == x.astype(ml_dtypes.bfloat16).tobytes()
+    cfg = config(quantization_type="FP8_E4M3")
+    quantize_checkpoint(tmp_path / "in.npz", tmp_path / "fp8.npz", cfg)
+    with np.load(tmp_path / "fp8.npz", allow_pickle=False) as got:
+        assert got["w"].dtype == np.uint8
+        values = got["w"].view(ml_dtypes.float8_e4m3fn).astype(F32)
+        assert np.array_equal(values, Quantizer(cfg).quantize(x).data)
