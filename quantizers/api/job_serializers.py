@@ -46,6 +46,7 @@ class WorstLayer(serializers.Serializer):
 class JobSummary(serializers.Serializer):
     tensors_quantized = serializers.IntegerField()
     tensors_kept = serializers.IntegerField()
+    tensors_skipped = serializers.IntegerField()
     bytes_in = serializers.IntegerField()
     bytes_out = serializers.IntegerField()
     compression_ratio = serializers.FloatField(allow_null=True)
@@ -69,13 +70,6 @@ class JobResponse(serializers.Serializer):
     error = JobError(allow_null=True)
     summary = JobSummary(allow_null=True, help_text="When succeeded.")
     links = JobLinks()
-
-
-class JobPage(serializers.Serializer):
-    count = serializers.IntegerField()
-    next = serializers.CharField(allow_null=True)
-    previous = serializers.CharField(allow_null=True)
-    results = JobResponse(many=True)
 
 
 def _report_field(field: dataclasses.Field[Any]) -> serializers.Field:

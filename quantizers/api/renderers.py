@@ -105,9 +105,12 @@ class JsonErrorRenderer(BaseRenderer):
     def encode(self, data: Any) -> bytes:
         raise NotImplementedError
 
+    def accepts(self, data: Any) -> bool:
+        return True
+
     def render(self, data: Any, accepted_media_type: str | None = None, renderer_context: Any = None) -> bytes:
         response = (renderer_context or {}).get("response")
-        if response is None or response.status_code >= 400:
+        if response is None or response.status_code >= 400 or not self.accepts(data):  # (OPTIONS: metadata)
             if response is not None:
                 response["Content-Type"] = "application/json"
             return OrjsonRenderer().render(data)
@@ -119,6 +122,9 @@ class CsvRenderer(JsonErrorRenderer):
 
     media_type = "text/csv"
     format = "csv"
+
+    def accepts(self, data: Any) -> bool:
+        return isinstance(data, dict) and "layers" in data
 
     def encode(self, data: Any) -> bytes:
         from ..jobs import report_csv

@@ -23,7 +23,7 @@ class AutoSchema(openapi.AutoSchema):
 
 
 from . import views  # noqa: E402
-from .job_serializers import JobCreated, JobPage, JobReport, JobResponse  # noqa: E402
+from .job_serializers import JobCreated, JobReport, JobResponse  # noqa: E402
 from .serializers import (  # noqa: E402
     ArrayResponse,
     CalibrationResponse,
@@ -152,7 +152,7 @@ extend_schema_view(
 JOB_ERRORS = (400, 404, 405)
 extend_schema_view(
     list=extend_schema(summary="List jobs (newest first), DRF's page envelope", tags=["jobs"],
-                       responses={200: JobPage, **_errors(400, 404)}),
+                       responses={200: JobResponse, **_errors(400, 404)}),
     retrieve=extend_schema(summary="A job: status, progress, error, summary", tags=["jobs"],
                            responses={200: JobResponse, **_errors(*JOB_ERRORS)}),
     destroy=extend_schema(summary="Delete a job (cancelled first if needed), its files and its record", tags=["jobs"],

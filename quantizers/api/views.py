@@ -266,10 +266,11 @@ class JobViewSet(QueryOptionsMixin, viewsets.ViewSet):
 
     lookup_url_kwarg = "job_id"
     lookup_value_regex = "[^/]+"
+    pagination_class = JobPagination  # (the schema's page envelope comes from it)
 
     def list(self, request: Request) -> Response:
         query = {name: self.query[name] for name in ("instance_id", "status")}
-        paginator = JobPagination()
+        paginator = self.pagination_class()
         page = paginator.paginate_queryset(jobs.job_list(**query), request, view=self)
         return paginator.get_paginated_response([jobs.job_dict(job) for job in page or []])
 
