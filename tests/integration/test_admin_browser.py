@@ -137,6 +137,9 @@ def test_the_instance_page_draws_its_charts_without_console_errors(gunicorn_site
     for svg in charts.values():  # drawn: the browser laid them out at a real size
         assert svg.size["width"] > 100
         assert svg.size["height"] > 50
-    # the form is still on the page beside the panel
-    assert browser.find_element(By.ID, "quantizerinstance_form").is_displayed()
+    # the form is still on the page, and the panel beside it (to its right, level with its top)
+    form = browser.find_element(By.ID, "quantizerinstance_form")
+    assert form.is_displayed()
+    assert panel.location["x"] >= form.location["x"] + form.size["width"]
+    assert abs(panel.location["y"] - form.location["y"]) < 100
     assert console_errors(browser) == []
