@@ -305,19 +305,22 @@ def _run(reader: CheckpointReader, plans: list[TensorPlan], writer: Any, config:
 class _Pending:
     """A tensor written, whose report may still wait for its figures (and then releases the tensor's mapping)."""
 
-    def __init__(self, report: LayerReport, started: float, figures: Future[Figures] | None = None,
+    def __init__(self, report: LayerReport, started: float, figures: Future[tuple[Figures, float]] | None = None,
                  mapping: contextlib.ExitStack | None = None, footprint: int = 0) -> None:
         self._report, self._started, self._figures, self._mapping = report, started, figures, mapping
         self.footprint = footprint  # bytes it holds until its report is done
+        if figures is None:
+            report.ms = (time.perf_counter() - started) * 1000.0
 
     def report(self) -> LayerReport:
+        """The finished row; `ms` runs from the tensor's start to the end of its figures."""
         report = self._report
         if self._figures is not None:
             try:
-                report.sqnr_db, report.max_abs_error, report.rms_error = self._figures.result()
+                (report.sqnr_db, report.max_abs_error, report.rms_error), finished = self._figures.result()
             finally:
                 self.abandon()
-        report.ms = (time.perf_counter() - self._started) * 1000.0
+            report.ms = (finished - self._started) * 1000.0
         return report
 
     def abandon(self) -> None:
@@ -381,7 +384,7 @@ def _quantize_tensor(reader: CheckpointReader, plan: TensorPlan, writer: Any, co
         result = quantizers.get(plan, frozen).quantize(x, channel_dim=plan.axis)
         outputs = _outputs(plan, result)
         written = sum(writer.write(name, arr) for (name, _, _), arr in zip(plan.outputs, outputs, strict=True))
-        running = figures.submit(_figures, x, plan, result, finite=config.error_on_nan and config.error_on_inf)
+        running = figures.submit(_timed_figures, x, plan, result, finite=config.error_on_nan and config.error_on_inf)
     except BaseException:
         mapping.close()
         raise
@@ -454,6 +457,11 @@ def _outputs(plan: TensorPlan, result: OpResult) -> list[npt.NDArray[Any]]:
 
 
 # ---------------------------------------------------------------------- error figures
+def _timed_figures(x: npt.NDArray[np.float32], plan: TensorPlan, result: OpResult, *,
+                   finite: bool) -> tuple[Figures, float]:
+    return _figures(x, plan, result, finite=finite), time.perf_counter()
+
+
 def _figures(x: npt.NDArray[np.float32], plan: TensorPlan, result: OpResult, *, finite: bool) -> Figures:
     """The tensor's error figures against its exact reconstruction (engine/figures.py)."""
     from .figures import error_figures  # numba (~60 MB resident) loads in the processes that run jobs only

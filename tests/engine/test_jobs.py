@@ -275,6 +275,7 @@ def test_every_tensor_appears_once_in_the_report(tmp_path: Path, rng: np.random.
     assert done == sorted(done)
     assert done[-1] == sum(a.nbytes for a in tensors.values())
     assert all(list(r.to_dict()) == list(REPORT_FIELDS) for r in reports)
+    assert all(r.ms > 0 for r in reports)
     json.dumps([r.to_dict() for r in reports])  # plain JSON values
 
 
