@@ -28,10 +28,10 @@ from engine import (
     evaluate,
 )
 
-from . import hotpath, registry
+from . import hotpath, jobs, registry
 from .arrays import max_elements
 from .exceptions import BadRequest, DefaultInstanceProtected, InstanceExists, InstanceNotFound
-from .models import DEFAULT_INSTANCE_ID, QuantizerInstance, QuantizerParameters, QuantizerStats
+from .models import DEFAULT_INSTANCE_ID, Job, QuantizerInstance, QuantizerParameters, QuantizerStats
 from .registry import build_quantizer
 from .selectors import check_instance_id, instance_get
 from .stored import copy_parameters, store_parameters
@@ -61,6 +61,8 @@ def instance_delete(*, instance_id: str) -> None:
     check_instance_id(instance_id)
     if instance_id == DEFAULT_INSTANCE_ID:
         raise DefaultInstanceProtected()
+    for job_id in Job.objects.filter(instance_id=instance_id).values_list("pk", flat=True):
+        jobs.job_delete(job_id)  # their files too (the rows alone would go with the instance)
     _, per_model = QuantizerInstance.objects.filter(pk=instance_id).delete()
     if per_model.get(QuantizerInstance._meta.label, 0) == 0:
         raise InstanceNotFound(instance_id)

@@ -391,6 +391,14 @@ def test_delete_removes_files_and_record(api, jobs_root):
     assert api.delete(f"/jobs/{job_id}").status_code == 404
 
 
+def test_deleting_the_instance_deletes_its_jobs_and_their_files(api, jobs_root):
+    create_instance(api, "m")
+    job_id = upload(api, "m", ("model.safetensors", safetensors_bytes(tensors()))).json()["job_id"]
+    assert api.delete("/instances/m").status_code == 200
+    assert api.get(f"/jobs/{job_id}").status_code == 404
+    assert stored_files(jobs_root) == []
+
+
 @pytest.mark.parametrize("path", ["/jobs/not-a-uuid", "/jobs/00000000-0000-0000-0000-000000000000/report",
                                   "/jobs/00000000-0000-0000-0000-000000000000/artifact"])
 def test_unknown_jobs_are_404(api, path):

@@ -11,9 +11,12 @@ own), gunicorn in front, and a SQLite database file that the web server and the 
 from __future__ import annotations
 
 import contextlib
+import http.client
+import json
 import os
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -83,6 +86,7 @@ class Site:
 
     def __init__(self, deployment: stack.Deployment) -> None:
         self.url, self.env, self.workdir = deployment.url, deployment.env, deployment.workdir
+        self.cert = deployment.cert
         self.session = stack.loopback_session()
         self.session.verify = str(deployment.cert)
         self.workers: list[Worker] = []
@@ -232,3 +236,20 @@ def test_two_jobs_run_at_once_on_two_workers(site):
     assert site.wait(second, finished)["status"] == "succeeded"
     logs = {w.log.name: w.log.read_text() for w in site.workers[-2:]}
     assert all("quantizers.run_job" in text and "succeeded" in text for text in logs.values()), logs
+
+
+def test_nginx_refuses_a_checkpoint_above_max_model_mb_as_json(site):
+    """deploy/nginx.conf's jobs location: 413 JSON from the Content-Length alone (5 GiB > 4096 MB), no body sent."""
+    context = ssl.create_default_context(cafile=str(site.cert))
+    host, port = site.url.removeprefix("https://").split(":")
+    conn = http.client.HTTPSConnection(host, int(port), context=context, timeout=30)
+    conn.putrequest("POST", "/instances/default/jobs?filename=model.safetensors")
+    conn.putheader("Content-Type", "application/octet-stream")
+    conn.putheader("Content-Length", str(5 * 1024**3))
+    conn.endheaders()
+    response = conn.getresponse()
+    body = json.loads(response.read())
+    conn.close()
+    assert response.status == 413
+    assert body["code"] == "request.too_large"
+    assert body["field"] == "QUANTIZER_MAX_MODEL_MB"

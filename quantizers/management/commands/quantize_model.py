@@ -11,7 +11,7 @@ from django.core.files import File
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm import tqdm
 
-from engine import EngineError, LayerReport
+from engine import EngineError, LayerReport, warm_job_kernels
 from quantizers import jobs
 from quantizers.exceptions import ServiceError
 from quantizers.models import Job
@@ -39,6 +39,7 @@ class Command(BaseCommand):
         finally:
             for fh in handles:
                 fh.close()
+        warm_job_kernels()  # (as a worker does at start: the first tensor's time is then its own)
         with tqdm(total=job.bytes_total, unit="B", unit_scale=True, desc=f"job {job.pk}", file=self.stderr._out) as bar:
 
             def advance(report: LayerReport, bytes_done: int) -> None:
