@@ -212,7 +212,8 @@ def codes_report(x: npt.ArrayLike, codes: npt.ArrayLike, scale: npt.ArrayLike, z
 
         def per_tensor(block: npt.NDArray[Any], _channels: slice, buf: npt.NDArray[np.float32]
                        ) -> npt.NDArray[np.float32]:
-            np.subtract(block, z, out=buf)
+            buf[...] = block  # a plain cast first: a ufunc mixing int8 and float32 operands casts through buffers
+            np.subtract(buf, z, out=buf)
             np.multiply(buf, s, out=buf)
             return buf
 
@@ -220,7 +221,8 @@ def codes_report(x: npt.ArrayLike, codes: npt.ArrayLike, scale: npt.ArrayLike, z
 
     def per_channel(block: npt.NDArray[Any], channels: slice, buf: npt.NDArray[np.float32]
                     ) -> npt.NDArray[np.float32]:
-        np.subtract(block, zps[:, channels], out=buf)
+        buf[...] = block
+        np.subtract(buf, zps[:, channels], out=buf)
         np.multiply(buf, scales[:, channels], out=buf)
         return buf
 

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('quantizers', '0005_block_parameters'),
+        ('quantizers', '0006_jobs'),
     ]
 
     operations = [

@@ -209,3 +209,16 @@ def test_a_grouped_calibrated_candidate_runs(api):
 
 def test_evaluate_of_an_unknown_instance_is_404(api):
     assert_error(api.post("/instances/ghost/evaluate", {"data": DATA.tolist()}), 404, code="instance.not_found")
+
+
+def test_multipart_refusals(api):
+    before = snapshot(api, "default")
+    buf = io.BytesIO()
+    np.save(buf, DATA)
+    for spec, field in (("{not json", "spec"), ('{"target": {"min_sqnr_db": "x"}}', "target")):
+        buf.seek(0)
+        buf.name = "w.npy"
+        error = assert_error(Client().post("/instances/default/evaluate", {"file": buf, "spec": spec}), 400)
+        assert error["field"].startswith(field)
+    assert_error(Client().post("/instances/default/evaluate", {"spec": "{}"}), 400, field="file")
+    assert snapshot(api, "default") == before

@@ -83,7 +83,7 @@ arrays = hnp.arrays(
     *[(t, g) for t in INTEGER + FP8 for g in ("tensor", "channel", "block")],
     *[(t, "tensor") for t in CASTS],
 ])
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=15, deadline=None)
 @given(x=arrays, symmetric=st.booleans())
 def test_report_matches_numpy(qtype: str, granularity: str, fake: bool, x: np.ndarray, symmetric: bool) -> None:
     config = {"quantization_type": qtype, "symmetric": symmetric, "enable_cache": False}

@@ -15,7 +15,9 @@ SVG = "{http://www.w3.org/2000/svg}"
 
 
 def parse(svg: str) -> ET.Element:
-    return ET.fromstring(svg)
+    """The <svg> element of a chart (charts come in a <figure> with their caption)."""
+    root = ET.fromstring(svg)
+    return root if root.tag == f"{SVG}svg" else root.find(f"{SVG}svg")
 
 
 def bars(root: ET.Element) -> list[ET.Element]:
@@ -132,3 +134,27 @@ def test_an_uncalibrated_instance_says_it_has_no_charts(admin_client, db):
     html = admin_client.get("/admin/quantizers/quantizerinstance/default/change/").content.decode()
     assert "No calibration, per-channel scales or model job yet." in html
     assert panel_svgs(html) == []
+
+
+def test_the_latest_succeeded_jobs_layers_are_charted(admin_client, client, db):
+    from django.utils import timezone
+
+    from quantizers.models import Job, JobLayer, QuantizerInstance
+
+    post(client, "/instances/m", {})
+    instance = QuantizerInstance.objects.get(pk="m")
+    older = Job.objects.create(instance=instance, status=Job.Status.SUCCEEDED,
+                               finished_at=timezone.now() - timezone.timedelta(hours=1))
+    JobLayer.objects.create(job=older, position=0, name="old", sqnr_db=1.0, row={})
+    latest = Job.objects.create(instance=instance, status=Job.Status.SUCCEEDED, finished_at=timezone.now())
+    Job.objects.create(instance=instance, status=Job.Status.RUNNING)  # not finished: not charted
+    layers = [("embed.weight", 38.5), ("block.0.attn.weight", 41.25), ("block.0.bias", None), ("head.weight", 19.0)]
+    for position, (name, sqnr) in enumerate(layers):
+        JobLayer.objects.create(job=latest, position=position, name=name, sqnr_db=sqnr, row={})
+    html = admin_client.get("/admin/quantizers/quantizerinstance/m/change/").content.decode()
+    (chart,) = panel_svgs(html)
+    rects = bars(chart)
+    assert [r.find(f"{SVG}title").text for r in rects] == [
+        "embed.weight: 38.5 dB", "block.0.attn.weight: 41.25 dB", "block.0.bias: n/a", "head.weight: 19 dB"]
+    heights = [float(r.get("height")) for r in rects]
+    assert heights[3] / heights[1] == pytest.approx(19.0 / 41.25, abs=1e-3)
