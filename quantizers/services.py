@@ -17,7 +17,7 @@ from django.db.models import F
 
 from engine import STATS_FIELDS, OpResult, QParams, QuantizationConfig, Quantizer, Stats
 
-from . import hotpath, registry
+from . import hotpath, metrics, registry
 from .exceptions import BadRequest, DefaultInstanceProtected, InstanceExists, InstanceNotFound
 from .models import DEFAULT_INSTANCE_ID, PARAMETER_FIELDS, QuantizerInstance, QuantizerParameters, QuantizerStats
 from .registry import build_quantizer
@@ -143,6 +143,7 @@ def instance_run(
         if not_finite:
             raise BadRequest(MSG_NOT_FINITE.format(count=not_finite), field="data", code="output.not_finite")
     hotpath.record_stats(instance_id, result, quantized=operation != "dequantize")
+    metrics.operation_done(instance_id, operation, result)
     return result
 
 

@@ -37,6 +37,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "quantizers.metrics.MetricsMiddleware",  # outermost: every answer counted, the other middleware's included
     "quantizers.observability.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -145,6 +146,8 @@ CSRF_FAILURE_VIEW = "quantizers.exceptions.json_csrf_failure"  # JSON 403 (the a
 # Token authentication (tokens managed in the admin) on every API route but GET / and GET /readyz; on by default
 # whenever DEBUG is off, off in the quick start.
 QUANTIZER_REQUIRE_AUTH = env.bool("QUANTIZER_REQUIRE_AUTH", default=not DEBUG)
+# GET /metrics needs the same token unless this opens it (a scraper on a private network).
+QUANTIZER_METRICS_PUBLIC = env.bool("QUANTIZER_METRICS_PUBLIC", default=False)
 
 # ---------------------------------------------------------------------------- DRF and OpenAPI
 REST_FRAMEWORK = {

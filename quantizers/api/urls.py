@@ -41,6 +41,7 @@ def route(pattern: str, view, name: str):  # type: ignore[no-untyped-def]
 urlpatterns = [
     re_path(r"^$", views.Root.as_view(), name="root"),
     route("readyz", views.Readyz.as_view(), "readyz"),
+    route("metrics", views.Metrics.as_view(), "metrics"),
     route("documentation", views.Documentation.as_view(), "documentation"),
     *router.urls,
 ]

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from django.http import HttpResponse
 from rest_framework import serializers, viewsets
 from rest_framework.decorators import action
 from rest_framework.permissions import AllowAny
@@ -17,8 +18,9 @@ from rest_framework.views import APIView
 
 from engine import OpResult, QParams, QuantizationType, wire_codes
 
-from .. import health, selectors, services
+from .. import health, metrics, selectors, services
 from ..exceptions import BadRequest
+from ..permissions import MetricsAccess
 from . import options
 from .documentation import documentation
 from .parsers import MSG_NO_FILE, NpyParser, NpyUploadParser, OctetStreamParser, OrjsonParser
@@ -84,6 +86,19 @@ class Readyz(QueryOptionsMixin, APIView):
         if problem:
             return Response({"detail": problem, "code": "not_ready"}, status=503)
         return Response({"status": "ready", "service": SERVICE})
+
+
+class Metrics(QueryOptionsMixin, APIView):
+    """Prometheus' text format. Errors (401) stay JSON whatever a scraper accepts."""
+
+    permission_classes = [MetricsAccess]
+
+    def perform_content_negotiation(self, request: Request, force: bool = False) -> Any:
+        return super().perform_content_negotiation(request, force=True)
+
+    def get(self, request: Request) -> HttpResponse:
+        body, content_type = metrics.exposition()
+        return HttpResponse(body, content_type=content_type)
 
 
 class Documentation(QueryOptionsMixin, APIView):
