@@ -37,14 +37,14 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 class Context:
-    def __init__(self, url: str, token: str | None, as_json: bool, timeout: float) -> None:
-        self.url, self.token, self.as_json, self.timeout = url, token, as_json, timeout
+    def __init__(self, url: str, token: str | None, as_json: bool, timeout: float, retries: int) -> None:
+        self.url, self.token, self.as_json, self.timeout, self.retries = url, token, as_json, timeout, retries
         self.out = Console(highlight=False)
         self.err = Console(stderr=True, highlight=False)
 
     @contextmanager
     def client(self) -> Iterator[QuantsiteClient]:
-        with QuantsiteClient(self.url, token=self.token, timeout=self.timeout) as client:
+        with QuantsiteClient(self.url, token=self.token, timeout=self.timeout, retries=self.retries) as client:
             yield client
 
     def emit(self, data: Any, human: Callable[[], None] | str | None = None) -> None:
@@ -80,11 +80,13 @@ class Group(click.Group):
 @click.option("--token", envvar="QUANTSITE_TOKEN", default=None, help="API token (env QUANTSITE_TOKEN).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON output.")
 @click.option("--timeout", type=float, default=120.0, show_default=True, help="Seconds per request.")
+@click.option("--retries", type=click.IntRange(0, 10), default=3, show_default=True,
+              help="Retries of reads on 503 / connection errors.")
 @click.version_option(package_name="quantsite-client")
 @click.pass_context
-def cli(ctx: click.Context, url: str, token: str | None, as_json: bool, timeout: float) -> None:
+def cli(ctx: click.Context, url: str, token: str | None, as_json: bool, timeout: float, retries: int) -> None:
     """quantsite: quantize arrays and models on a quantsite server."""
-    ctx.obj = Context(url, token, as_json, timeout)
+    ctx.obj = Context(url, token, as_json, timeout, retries)
 
 
 # ---------------------------------------------------------------------------- instances and configuration
