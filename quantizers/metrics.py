@@ -41,7 +41,7 @@ from engine import OpResult
 disable_created_metrics()
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
-UNMATCHED = "unmatched"  # a request no URL pattern named (the JSON 404 of an unknown path)
+UNMATCHED = "unmatched"  # a request no named URL pattern took (the JSON 404 of an unknown path, static files)
 
 # Seconds: small requests take about a millisecond, large arrays seconds.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0)
@@ -84,7 +84,7 @@ class MetricsMiddleware:
         response = self.get_response(request)
         elapsed = time.perf_counter() - started
         match = request.resolver_match
-        route = (match.view_name if match is not None else None) or UNMATCHED
+        route = match.view_name if match is not None and match.url_name else UNMATCHED
         method = request.method or ""
         key = (route, method, response.status_code)
         counter = self._requests.get(key)

@@ -68,3 +68,11 @@ def fresh_id(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def tmp(tmp_path: Path) -> Path:
     return tmp_path
+
+
+def route_exists(path: str) -> bool:
+    """Whether this checkout has the route (a named URL pattern, not the JSON 404 for unknown paths): the tests of
+    routes other branches add (evaluate, model jobs) run as soon as those routes are merged."""
+    from django.urls import resolve
+
+    return resolve(path).url_name is not None
