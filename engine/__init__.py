@@ -4,6 +4,7 @@ outside `engine/` imports its submodules.
     from engine import Quantizer, QuantizationConfig, QuantizationType, QuantizationMode
 """
 
+from .checkpoint import CheckpointInfo, TensorInfo, checkpoint_format, inspect_checkpoint
 from .config import (
     CalibrationMethod,
     LayerOverride,
@@ -13,14 +14,18 @@ from .config import (
     QuantizationType,
 )
 from .errors import (
+    CheckpointError,
+    CheckpointTooLarge,
     ConfigError,
     EngineError,
     InputError,
+    JobCancelled,
     LimitError,
     NotCalibratedError,
     NpyFormatError,
     ParameterError,
 )
+from .jobs import REPORT_FIELDS, LayerReport, quantize_checkpoint, summarize
 from .metrics import COUNTERS, STATS_FIELDS, Stats, StatsDelta, sqnr_db
 from .npy import decode_npy, encode_npy, encode_npz, raw_decode
 from .parameters import STATE_KEYS
@@ -31,14 +36,20 @@ from .wire import PACKED_DTYPES, WIRE_DTYPES, pack_int4, wire_codes
 __all__ = [
     "COUNTERS",
     "PACKED_DTYPES",
+    "REPORT_FIELDS",
     "STATE_KEYS",
     "STATS_FIELDS",
     "WIRE_DTYPES",
     "CalibrationMethod",
+    "CheckpointError",
+    "CheckpointInfo",
+    "CheckpointTooLarge",
     "ConfigError",
     "EngineError",
     "InputError",
+    "JobCancelled",
     "LayerOverride",
+    "LayerReport",
     "LimitError",
     "NotCalibratedError",
     "NpyFormatError",
@@ -52,13 +63,18 @@ __all__ = [
     "Quantizer",
     "Stats",
     "StatsDelta",
+    "TensorInfo",
+    "checkpoint_format",
     "decode_npy",
     "encode_npy",
     "encode_npz",
+    "inspect_checkpoint",
     "pack_int4",
     "qrange",
+    "quantize_checkpoint",
     "raw_decode",
     "scale_zero_point",
     "sqnr_db",
+    "summarize",
     "wire_codes",
 ]

@@ -53,3 +53,23 @@ class LimitError(EngineError):
     """An input exceeds a configured size limit."""
 
     code = "input.too_large"
+
+
+class CheckpointError(InputError):
+    """A model checkpoint that cannot be read safely: refused format, malformed or lying header, truncated file,
+    unknown dtype, bad `.npz` member (`code` says which: model.<what>)."""
+
+    code = "model.invalid"
+
+
+class CheckpointTooLarge(CheckpointError, LimitError):
+    """A checkpoint (or one of its tensors) larger than the limits, known from its headers before anything is
+    read or decompressed."""
+
+    code = "model.too_large"
+
+
+class JobCancelled(EngineError):
+    """A model job stopped between two tensors because it was asked to; nothing was written."""
+
+    code = "job.cancelled"

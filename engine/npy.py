@@ -21,10 +21,11 @@ request instead of a header. Errors are `NpyFormatError` (malformed or unsupport
 from __future__ import annotations
 
 import ast
+import dataclasses
 import io
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 import numpy as np
@@ -194,6 +195,54 @@ def raw_decode(data: bytes | memoryview, *, shape: str, dtype: str, max_elements
     if name in formats.FP8_DTYPES:
         return formats.fp8_decode(flat, formats.FP8_DTYPES[name]).reshape(dims)
     return flat.reshape(dims)
+
+
+@dataclasses.dataclass(frozen=True)
+class NpyHeader:
+    """What a `.npy` header declares, validated: the payload follows at `data_offset` and is `nbytes` long."""
+
+    dtype: np.dtype[Any]
+    shape: tuple[int, ...]
+    fortran_order: bool
+    data_offset: int
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * self.dtype.itemsize
+
+
+def read_npy_header(read: Callable[[int], bytes], *, max_dims: int = 8) -> NpyHeader:
+    """Validate the header of a `.npy` stream (a member of a checkpoint `.npz`), reading at most its preamble and
+    MAX_HEADER_BYTES through `read(n)`: the same literal-only parsing and dtype whitelist as `decode_npy`, plus
+    bool, 0-d and empty arrays (a checkpoint may hold them; they pass through a model job untouched)."""
+    preamble = read(len(MAGIC) + 2)
+    if len(preamble) < len(MAGIC) + 2 or preamble[: len(MAGIC)] != MAGIC:
+        raise NpyFormatError("not a .npy file: bad magic string")
+    version = (preamble[len(MAGIC)], preamble[len(MAGIC) + 1])
+    if version not in _VERSIONS:
+        raise NpyFormatError(f"unsupported .npy format version {version[0]}.{version[1]} (supported: 1.0, 2.0, 3.0)")
+    len_size, encoding = _VERSIONS[version]
+    length_field = read(len_size)
+    if len(length_field) != len_size:
+        raise NpyFormatError("truncated .npy header")
+    header_len = int.from_bytes(length_field, "little")
+    if header_len > MAX_HEADER_BYTES:
+        raise NpyFormatError(f".npy header length {header_len} exceeds the maximum of {MAX_HEADER_BYTES} bytes")
+    raw = read(header_len)
+    if len(raw) != header_len:
+        raise NpyFormatError("truncated .npy header")
+    header = _parse_header(raw, encoding)
+    descr = header["descr"]
+    dtype = np.dtype(np.bool_) if descr == "|b1" else _npy_dtype(descr)
+    fortran_order = header["fortran_order"]
+    if not isinstance(fortran_order, bool):
+        raise NpyFormatError(f".npy header 'fortran_order' must be True or False; got {fortran_order!r}")
+    shape = header["shape"]
+    if (not isinstance(shape, tuple) or len(shape) > max_dims
+            or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)):
+        raise NpyFormatError(f".npy shape must be a tuple of at most {max_dims} non-negative integers; "
+                             f"got {str(shape)[:100]}")
+    return NpyHeader(dtype, shape, fortran_order, len(MAGIC) + 2 + len_size + header_len)
 
 
 # --- helpers -------------------------------------------------------------------------------------------------

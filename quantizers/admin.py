@@ -7,18 +7,20 @@ import json
 from typing import Any
 
 from django.contrib import admin, messages
-from django.db.models import QuerySet
+from django.db.models import F, QuerySet
 from django.http import HttpRequest, HttpResponse
+from django.urls import reverse
+from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 from django.utils.timezone import localtime
 
 from engine import QuantizationMode, QuantizationType
 
-from . import registry, services
+from . import jobs, registry, services
 from .exceptions import ServiceError
 from .forms import CONFIG_FIELDS, InstanceForm
-from .models import DEFAULT_INSTANCE_ID, QuantizerInstance
+from .models import DEFAULT_INSTANCE_ID, Job, JobLayer, QuantizerInstance
 from .selectors import STATS_FIELDS
 
 _BREAK_AFTER_UNDERSCORE = mark_safe("_<wbr>")
@@ -193,3 +195,174 @@ class QuantizerInstanceAdmin(admin.ModelAdmin):
                 self.message_user(request, f"Created {new_id}.", messages.SUCCESS)
             except ServiceError as exc:
                 self.message_user(request, f"{instance_id}: {exc.detail}", messages.ERROR)
+
+
+# ---------------------------------------------------------------------------- model jobs
+# (Its own block: the jobs' list, their page with the per-layer report, and the cancel / delete / re-run actions,
+# all through quantizers.jobs.)
+def _size(nbytes: int | None) -> str:
+    if nbytes is None:
+        return "-"
+    for unit in ("B", "KB", "MB", "GB"):
+        if nbytes < 1024 or unit == "GB":
+            return f"{nbytes:.0f}\u00a0{unit}" if unit == "B" else f"{nbytes:.1f}\u00a0{unit}"
+        nbytes /= 1024  # type: ignore[assignment]
+    return "-"
+
+
+@admin.register(Job)
+class JobAdmin(admin.ModelAdmin):
+    list_display = ("short_id", "status", "progress_bar", "instance", "size_in", "size_out", "duration", "created_at")
+    list_filter = ("status", "instance")
+    search_fields = ("id", "instance__instance_id")
+    actions = ("cancel_jobs", "rerun_jobs", "delete_jobs")
+    fields = ("id", "instance", "status", "progress_bar", "files_view", "size_in", "size_out", "duration", "attempts",
+              "created_at", "started_at", "finished_at", "error", "summary_view", "artifact_links", "report_view")
+    readonly_fields = fields
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # jobs start from an upload (POST /instances/{id}/jobs) or manage.py quantize_model
+
+    def has_change_permission(self, request: HttpRequest, obj: Job | None = None) -> bool:
+        return False  # read-only page; the actions change jobs
+
+    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
+        found = super().get_actions(request)
+        found.pop("delete_selected", None)  # delete_jobs goes through the service (files too)
+        return found
+
+    @admin.display(description="job")
+    def short_id(self, obj: Job) -> str:
+        return str(obj.pk)[:8]
+
+    @admin.display(description="progress")
+    def progress_bar(self, obj: Job) -> str:
+        total = obj.bytes_total or 1
+        done = obj.bytes_total if obj.status == Job.Status.SUCCEEDED else obj.bytes_done
+        return format_html('<progress max="{}" value="{}"></progress> {}/{}', total, done, obj.tensors_done,
+                           obj.tensors_total)
+
+    @admin.display(description="in")
+    def size_in(self, obj: Job) -> str:
+        return _size(obj.bytes_total)
+
+    @admin.display(description="out")
+    def size_out(self, obj: Job) -> str:
+        return _size((obj.summary or {}).get("bytes_out"))
+
+    @admin.display(description="duration")
+    def duration(self, obj: Job) -> str:
+        if obj.started_at is None:
+            return "-"
+        end = obj.finished_at or timezone.now()
+        return f"{(end - obj.started_at).total_seconds():.1f}\u00a0s"
+
+    @admin.display(description="files")
+    def files_view(self, obj: Job) -> str:
+        return format_html_join(mark_safe("<br>"), "{} ({})",
+                                ((f["filename"], _size(f["bytes_in"])) for f in obj.files))
+
+    @admin.display(description="summary")
+    def summary_view(self, obj: Job) -> str:
+        return _pretty(obj.summary) if obj.summary else "-"
+
+    @admin.display(description="artifact")
+    def artifact_links(self, obj: Job) -> str:
+        if obj.status != Job.Status.SUCCEEDED:
+            return "-"
+        links = jobs.links(obj)["artifact"]
+        return format_html_join(mark_safe("<br>"), '<a href="{}?shard={}">{}</a>', (
+            (links, n, jobs.artifact_name(f["filename"])) for n, f in enumerate(obj.files)))
+
+    @admin.display(description="report (lowest SQNR first)")
+    def report_view(self, obj: Job) -> str:
+        layers = list(obj.layers.order_by(F("sqnr_db").asc(nulls_last=True), "position"))
+        if not layers:
+            return "-"
+        sortable = reverse("admin:quantizers_joblayer_changelist") + f"?job__id__exact={obj.pk}"
+        head = format_html('<p><a href="{}">Every layer, sortable by any column</a></p><table><tr>{}</tr>', sortable,
+                           format_html_join("", "<th>{}</th>", ((c,) for c in REPORT_TABLE)))
+        rows = format_html_join("", "<tr>{}</tr>", (
+            (format_html_join("", "<td>{}</td>", ((_cell(layer.row.get(c)),) for c in REPORT_TABLE)),)
+            for layer in layers))
+        return head + rows + mark_safe("</table>")
+
+    # ------------------------------------------------------------------ actions
+    def delete_model(self, request: HttpRequest, obj: Job) -> None:
+        jobs.job_delete(obj.pk)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
+        for pk in queryset.values_list("pk", flat=True):
+            jobs.job_delete(pk)
+
+    def _each(self, request: HttpRequest, queryset: QuerySet[Job], service: Any, done: str) -> None:
+        for pk in queryset.values_list("pk", flat=True):
+            try:
+                service(pk)
+                self.message_user(request, f"Job {pk} {done}.", messages.SUCCESS)
+            except ServiceError as exc:
+                self.message_user(request, exc.detail, messages.ERROR)
+
+    @admin.action(description="Cancel")
+    def cancel_jobs(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
+        self._each(request, queryset, jobs.job_cancel, "cancelled")
+
+    @admin.action(description="Re-run")
+    def rerun_jobs(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
+        self._each(request, queryset, jobs.job_rerun, "queued again")
+
+    @admin.action(description="Delete (with its files)")
+    def delete_jobs(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
+        self._each(request, queryset, jobs.job_delete, "deleted")
+
+
+REPORT_TABLE = ("name", "action", "shape", "dtype", "quantization_type", "scheme", "sqnr_db", "max_abs_error",
+                "rms_error", "clipped", "bytes_in", "bytes_out", "ms")
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, list):
+        return "\u00d7".join(map(str, value))
+    return "-" if value is None else str(value)
+
+
+@admin.register(JobLayer)
+class JobLayerAdmin(admin.ModelAdmin):
+    """A job's report, one row per tensor, sortable by SQNR (click the column); reached from the job's page."""
+
+    list_display = ("name", "job_link", "action", "sqnr_db", "max_abs_error", "bytes_in", "bytes_out")
+    list_filter = ("job__id",)
+    search_fields = ("name",)
+    ordering = ("job", "position")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: JobLayer | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: JobLayer | None = None) -> bool:
+        return False
+
+    @admin.display(description="job")
+    def job_link(self, obj: JobLayer) -> str:
+        return format_html('<a href="{}">{}</a>', reverse("admin:quantizers_job_change", args=[obj.job_id]),
+                           str(obj.job_id)[:8])
+
+    @admin.display(description="action")
+    def action(self, obj: JobLayer) -> str:
+        return str(obj.row.get("action"))
+
+    @admin.display(description="max |error|")
+    def max_abs_error(self, obj: JobLayer) -> str:
+        return _cell(obj.row.get("max_abs_error"))
+
+    @admin.display(description="bytes in")
+    def bytes_in(self, obj: JobLayer) -> str:
+        return _size(obj.row.get("bytes_in"))
+
+    @admin.display(description="bytes out")
+    def bytes_out(self, obj: JobLayer) -> str:
+        return _size(obj.row.get("bytes_out"))

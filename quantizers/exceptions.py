@@ -28,7 +28,7 @@ MSG_INVALID_ID = "instance_id must be 1-64 characters of A-Z a-z 0-9 _ -"
 MSG_ROUTE_NOT_FOUND = "No such route: {path}"
 MSG_CSRF_FAILED = "CSRF verification failed: {reason}"
 MSG_SERVER_ERROR = "Internal server error"
-MSG_BODY_TOO_LARGE = "The request body exceeds QUANTIZER_MAX_BODY_MB ({limit} MB)"
+MSG_BODY_TOO_LARGE = "The request body exceeds {setting} ({limit} MB)"
 MSG_DATABASE_UNAVAILABLE = "The database is unavailable; retry shortly"
 
 # A database outage (server down or restarting, connection dropped, locked SQLite file): what Django raises for
@@ -131,7 +131,8 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     if isinstance(exc, RequestDataTooBig):
         from django.conf import settings
 
-        body = error_body(MSG_BODY_TOO_LARGE.format(limit=settings.QUANTIZER_MAX_BODY_MB), "request.too_large")
+        limit = settings.QUANTIZER_MAX_BODY_MB
+        body = error_body(MSG_BODY_TOO_LARGE.format(setting="QUANTIZER_MAX_BODY_MB", limit=limit), "request.too_large")
         return _respond(body, status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)
     if isinstance(exc, Http404):
         return _respond(error_body(str(exc) or "Not found", "not_found"), status.HTTP_404_NOT_FOUND)

@@ -4,7 +4,9 @@
   configuration or parameters (workers rebuild their engine object when it differs) and a `cache_epoch` bumped by
   clear_cache (workers drop their dequantization cache when it differs). `uid` changes on every re-create, so a
   deleted and re-created instance never matches an old engine object.
-- `QuantizerParameters`: everything `export_parameters` holds (global, per-channel, per-layer, calibration state).
+- `QuantizerParameters`: everything `export_parameters` holds (global, per-channel, calibration state) but the
+  per-layer parameters, which are `LayerParameters` rows (one per layer, with the job that set them).
+- `Job`, `JobLayer`: a checkpoint quantized in the background, and its per-layer report.
 - `QuantizerStats`: the counters, added in one UPDATE per request (`col = col + delta`, never read-modify-write),
   and the parameters of the latest quantize.
 """
@@ -55,7 +57,6 @@ class QuantizerParameters(models.Model):
     per_channel_scales = models.JSONField(null=True, blank=True)
     per_channel_zero_points = models.JSONField(null=True, blank=True)
     channel_dim = models.IntegerField(null=True, blank=True)
-    layer_params = models.JSONField(default=dict, blank=True)
     calibration = models.JSONField(null=True, blank=True)
     block_scales = models.JSONField(null=True, blank=True, help_text="Per-block scales (grouped instances), shaped "
                                     "like ONNX's scale initializer.")
@@ -100,5 +101,82 @@ def _stats_column(field: dataclasses.Field[Any]) -> models.Field[Any, Any]:
 for _field in dataclasses.fields(Stats):
     QuantizerStats.add_to_class(_field.name, _stats_column(_field))
 
-# The stored parameters are exactly the engine's state keys (a test checks the model's fields against them).
-PARAMETER_FIELDS = STATE_KEYS
+
+# ---------------------------------------------------------------------------- model jobs
+# A checkpoint quantized as a background job (quantizers/jobs.py), its per-layer report, and the per-layer
+# parameters it leaves on the instance.
+class Job(models.Model):
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    instance = models.ForeignKey(QuantizerInstance, on_delete=models.CASCADE, related_name="jobs")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True)
+    channel_dim = models.IntegerField(null=True, blank=True, help_text="Per-channel axis asked by ?channel_dim=.")
+    files = models.JSONField(default=list, help_text="One entry per shard: filename, format, input and output "
+                                                     "(storage names), bytes_in, bytes_out.")
+    tensors_done = models.PositiveIntegerField(default=0)
+    tensors_total = models.PositiveIntegerField(default=0)
+    bytes_done = models.PositiveBigIntegerField(default=0)
+    bytes_total = models.PositiveBigIntegerField(default=0)
+    attempts = models.PositiveIntegerField(default=0, help_text="Runs started (a crashed worker's run is retried).")
+    error = models.JSONField(null=True, blank=True)
+    summary = models.JSONField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"job {self.pk} ({self.status})"
+
+
+class JobLayer(models.Model):
+    """One tensor of a succeeded job's report: the engine's report row as it gave it (`row`), with the name and
+    SQNR as columns to sort and search on."""
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="layers")
+    position = models.PositiveIntegerField(help_text="Order in the checkpoint (shards one after the other).")
+    name = models.CharField(max_length=1024)
+    sqnr_db = models.FloatField(null=True, blank=True)
+    row = models.JSONField()
+
+    class Meta:
+        ordering = ["job", "position"]
+        constraints = [models.UniqueConstraint(fields=["job", "position"], name="job_layer_position")]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class LayerParameters(models.Model):
+    """The stored `layer_params` of an instance, one row per layer (the other state keys are columns of
+    QuantizerParameters): set by a job, an import or a calibration."""
+
+    instance = models.ForeignKey(QuantizerInstance, on_delete=models.CASCADE, related_name="layer_rows")
+    layer_name = models.CharField(max_length=1024)
+    params = models.JSONField(help_text='{"scale": s | [s...], "zero_point": z | [z...], "channel_dim": int|null}')
+    source_job = models.ForeignKey(Job, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["instance", "layer_name"]
+        verbose_name = "layer parameters"
+        verbose_name_plural = "layer parameters"
+        constraints = [models.UniqueConstraint(fields=["instance", "layer_name"], name="layer_parameters_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.instance_id}: {self.layer_name}"
+
+
+# The stored parameters are exactly the engine's state keys (a test checks it): `layer_params` as LayerParameters
+# rows, every other key as a column of QuantizerParameters.
+LAYER_PARAMS_KEY = "layer_params"
+PARAMETER_COLUMNS = tuple(key for key in STATE_KEYS if key != LAYER_PARAMS_KEY)
+PARAMETER_FIELDS = STATE_KEYS  # every stored key, wherever it is kept (quantizers/stored.py reads and writes them)

@@ -17,11 +17,11 @@ import logging
 import threading
 import uuid
 from collections.abc import Iterator
-from typing import Any
 
 from engine import ParameterError, QuantizationConfig, Quantizer
 
-from .models import PARAMETER_FIELDS, QuantizerInstance
+from .models import QuantizerInstance
+from .stored import stored_parameters
 
 logger = logging.getLogger(__name__)
 
@@ -29,8 +29,7 @@ logger = logging.getLogger(__name__)
 def build_quantizer(instance: QuantizerInstance) -> Quantizer:
     """A fresh engine object from the stored config and parameters."""
     config = QuantizationConfig.from_dict(instance.config)
-    row = getattr(instance, "parameters", None)
-    stored: dict[str, Any] = {} if row is None else {name: getattr(row, name) for name in PARAMETER_FIELDS}
+    stored = stored_parameters(instance)
     try:
         return Quantizer.restore(config, stored)
     except ParameterError:

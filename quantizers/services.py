@@ -19,9 +19,10 @@ from engine import STATS_FIELDS, OpResult, QParams, QuantizationConfig, Quantize
 
 from . import hotpath, metrics, registry
 from .exceptions import BadRequest, DefaultInstanceProtected, InstanceExists, InstanceNotFound
-from .models import DEFAULT_INSTANCE_ID, PARAMETER_FIELDS, QuantizerInstance, QuantizerParameters, QuantizerStats
+from .models import DEFAULT_INSTANCE_ID, QuantizerInstance, QuantizerParameters, QuantizerStats
 from .registry import build_quantizer
 from .selectors import check_instance_id, instance_get
+from .stored import copy_parameters, store_parameters
 
 OPERATIONS: tuple[str, ...] = ("quantize", "dequantize", "quantize_dequantize")
 MSG_NOT_FINITE = ("the result holds {count} value(s) that are not finite float32 numbers (they overflow to "
@@ -58,8 +59,7 @@ def instance_duplicate(*, source_id: str, new_id: str) -> QuantizerInstance:
     """A new instance with the source's config and parameters (fresh statistics)."""
     source = instance_get(source_id)
     instance = instance_create(instance_id=new_id, config=source.config)
-    fields = {name: getattr(source.parameters, name) for name in PARAMETER_FIELDS}
-    QuantizerParameters.objects.filter(instance=instance).update(**fields)
+    copy_parameters(source, instance)
     return instance
 
 
@@ -79,9 +79,7 @@ def _save_state(instance: QuantizerInstance, config: QuantizationConfig, *,
     """Persist the config (and the parameters, as export_parameters wrote them) and bump the version, inside the
     caller's transaction."""
     if exported is not None:
-        QuantizerParameters.objects.update_or_create(
-            instance=instance, defaults={name: exported[name] for name in PARAMETER_FIELDS}
-        )
+        store_parameters(instance, exported)
     QuantizerInstance.objects.filter(pk=instance.pk).update(config=config.to_dict(), version=F("version") + 1)
 
 

@@ -108,6 +108,10 @@ STATIC_URL = "static/"
 STATIC_ROOT = Path(env.str("DJANGO_STATIC_ROOT", default=str(BASE_DIR / "staticfiles")))
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    # Model jobs' uploads and artifacts (quantizers/jobs.py). A folder under the project by default; a shared
+    # volume (QUANTIZER_JOBS_ROOT) or another storage backend serves workers on several machines.
+    "jobs": {"BACKEND": env.str("QUANTIZER_JOBS_STORAGE", default="django.core.files.storage.FileSystemStorage"),
+             "OPTIONS": {"location": env.str("QUANTIZER_JOBS_ROOT", default=str(BASE_DIR / "jobs"))}},
     "staticfiles": {
         "BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"
         if not DEBUG
@@ -122,6 +126,30 @@ QUANTIZER_MAX_ELEMENTS = env.int("QUANTIZER_MAX_ELEMENTS", default=16 * 1024 * 1
 QUANTIZER_MAX_JSON_DEPTH = env.int("QUANTIZER_MAX_JSON_DEPTH", default=32)
 DATA_UPLOAD_MAX_MEMORY_SIZE = QUANTIZER_MAX_BODY_MB * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = DATA_UPLOAD_MAX_MEMORY_SIZE  # uploads stay in memory: .npy is read zero-copy
+
+# ---------------------------------------------------------------------------- model jobs (Celery)
+# POST /instances/{id}/jobs streams a checkpoint to the "jobs" storage: exempt from QUANTIZER_MAX_BODY_MB and the
+# element limits, refused (413) above QUANTIZER_MAX_MODEL_MB before a byte is stored.
+QUANTIZER_MAX_MODEL_MB = env.int("QUANTIZER_MAX_MODEL_MB", default=4096)
+# Unset: no broker, jobs run inline in the request that creates them (the quick start needs nothing else).
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="")
+CELERY_TASK_DEFAULT_QUEUE = env.str("CELERY_TASK_DEFAULT_QUEUE", default="quantsite-jobs")
+# A job's message is acknowledged when it ends, and given back when the worker dies mid-job: the task is
+# idempotent, so the re-run overwrites what the crashed one left. One job at a time per worker process.
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_SOFT_TIME_LIMIT = env.int("QUANTIZER_JOB_SOFT_TIME_LIMIT_S", default=3 * 3600)
+CELERY_TASK_TIME_LIMIT = env.int("QUANTIZER_JOB_TIME_LIMIT_S", default=CELERY_TASK_SOFT_TIME_LIMIT + 300)
+# Job state lives in the database (quantizers.models.Job), not in a result backend.
+CELERY_TASK_IGNORE_RESULT = True
+# Redis hands an unacknowledged message (a worker killed outright) to another worker after this long: above the
+# longest job, or a slow job would run twice.
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": env.int("QUANTIZER_JOB_VISIBILITY_TIMEOUT_S", default=CELERY_TASK_TIME_LIMIT + 600)}
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A job whose worker died this many times fails instead of being handed out again.
+QUANTIZER_JOB_MAX_ATTEMPTS = env.int("QUANTIZER_JOB_MAX_ATTEMPTS", default=3)
 
 # ---------------------------------------------------------------------------- CORS
 CORS_ALLOW_ALL_ORIGINS = env.bool("QUANTIZER_CORS_ALLOW_ALL", default=DEBUG)

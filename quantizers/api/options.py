@@ -17,6 +17,7 @@ from drf_spectacular.utils import OpenApiParameter
 from rest_framework.settings import api_settings
 
 from ..exceptions import BadRequest
+from ..models import Job
 from ..services import OPERATIONS
 
 
@@ -135,3 +136,19 @@ DEQUANTIZE_BODY = Options(
                                           "the instance has stored." + BINARY_ONLY),
     Option("zero_point", "ints", description="With scale: the zero point(s) (default 0, as in ONNX)." + BINARY_ONLY),
 )
+
+# Model jobs: POST /instances/{id}/jobs and GET /jobs.
+JOB_CREATE = Options(
+    Option("filename", "str", description="application/octet-stream bodies: the checkpoint's file name "
+                                          "(model.safetensors or model.npz), which says its format."),
+    Option("channel_dim", "int", description="Per-channel quantization along this axis (default 0, the output "
+                                             "channels of a [out, in] weight)."),
+)
+JOB_LIST = Options(
+    Option("instance_id", "str", description="Only this instance's jobs."),
+    Option("status", "enum", choices=tuple(Job.Status.values),
+           description="Only jobs in this status."),
+    Option("page", "int", description="Page number (from 1)."),
+)
+JOB_ARTIFACT = Options(Option("shard", "int", description="Sharded jobs: the output shard, numbered from 0 in the "
+                                                          "order the files were uploaded (default 0)."))

@@ -94,3 +94,44 @@ class NpzRenderer(ArrayRenderer):
             if params.block_size is not None:
                 members["block_size"] = np.asarray(params.block_size, dtype=np.int64)
         return encode_npz(members)
+
+
+# ---------------------------------------------------------------------------- model jobs
+class JsonErrorRenderer(BaseRenderer):
+    """A non-JSON format whose errors stay JSON."""
+
+    charset = None
+
+    def encode(self, data: Any) -> bytes:
+        raise NotImplementedError
+
+    def render(self, data: Any, accepted_media_type: str | None = None, renderer_context: Any = None) -> bytes:
+        response = (renderer_context or {}).get("response")
+        if response is None or response.status_code >= 400:
+            if response is not None:
+                response["Content-Type"] = "application/json"
+            return OrjsonRenderer().render(data)
+        return self.encode(data)
+
+
+class CsvRenderer(JsonErrorRenderer):
+    """A job's report as CSV: one row per layer, one column per report key."""
+
+    media_type = "text/csv"
+    format = "csv"
+
+    def encode(self, data: Any) -> bytes:
+        from ..jobs import report_csv
+
+        return report_csv(data).encode()
+
+
+class CheckpointRenderer(JsonErrorRenderer):
+    """The artifact route answers with a streamed file (a FileResponse, never rendered); this renderer lets a
+    client ask for application/octet-stream and still get JSON errors."""
+
+    media_type = "application/octet-stream"
+    format = "bin"
+
+    def encode(self, data: Any) -> bytes:
+        return OrjsonRenderer().render(data)

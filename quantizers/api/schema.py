@@ -23,6 +23,7 @@ class AutoSchema(openapi.AutoSchema):
 
 
 from . import views  # noqa: E402
+from .job_serializers import JobCreated, JobPage, JobReport, JobResponse  # noqa: E402
 from .serializers import (  # noqa: E402
     ArrayResponse,
     CalibrationResponse,
@@ -31,6 +32,7 @@ from .serializers import (  # noqa: E402
     ErrorResponse,
     HealthResponse,
     ImportExportParamsSerializer,
+    JobUploadRequest,
     MessageResponse,
     QuantizationParamsSerializer,
     QuantizationResponse,
@@ -42,7 +44,7 @@ from .serializers import (  # noqa: E402
     UploadResponse,
 )
 
-ERROR_DESCRIPTIONS = {400: "Invalid input", 403: "Forbidden", 404: "Instance not found", 405: "Method not allowed",
+ERROR_DESCRIPTIONS = {400: "Invalid input", 403: "Forbidden", 404: "Not found", 405: "Method not allowed",
                       409: "Conflict", 413: "Payload too large", 415: "Unsupported media type"}
 INSTANCE_ERRORS = (400, 404, 405)
 BODY_ERRORS = (400, 404, 405, 413, 415)
@@ -124,7 +126,36 @@ extend_schema_view(
                                     responses={200: OpenApiTypes.OBJECT, **_errors(*INSTANCE_ERRORS)}),
     layer_params=extend_schema(summary="Parameters a layer gets", tags=["parameters"],
                                responses={200: OpenApiTypes.OBJECT, **_errors(*INSTANCE_ERRORS)}),
+    create_job=extend_schema(
+        summary="Quantize a model checkpoint (.safetensors or .npz; several 'file' fields for shards) as a job",
+        description="The body streams to storage (QUANTIZER_MAX_MODEL_MB, not QUANTIZER_MAX_BODY_MB). Answers 202 "
+                    "with Location: /jobs/{job_id}; with no broker configured the job runs in the request and the "
+                    "answer carries its final status. 400 for a file refused from its header alone (pickle-based "
+                    "formats, lying or truncated headers, unknown dtypes, .npz members that are not plain .npy).",
+        tags=["jobs"],
+        request={"multipart/form-data": JobUploadRequest, "application/octet-stream": OpenApiTypes.BINARY},
+        responses={(202, "application/json"): JobCreated, **_errors(*BODY_ERRORS)},
+    ),
 )(views.InstanceViewSet)
+
+# ---------------------------------------------------------------------------- model jobs
+JOB_ERRORS = (400, 404, 405)
+extend_schema_view(
+    list=extend_schema(summary="List jobs (newest first), DRF's page envelope", tags=["jobs"],
+                       responses={200: JobPage, **_errors(400, 404)}),
+    retrieve=extend_schema(summary="A job: status, progress, error, summary", tags=["jobs"],
+                           responses={200: JobResponse, **_errors(*JOB_ERRORS)}),
+    destroy=extend_schema(summary="Delete a job (cancelled first if needed), its files and its record", tags=["jobs"],
+                          responses={200: MessageResponse, **_errors(*JOB_ERRORS)}),
+    report=extend_schema(summary="The per-layer report of a succeeded job (Accept: text/csv for CSV)", tags=["jobs"],
+                         responses={(200, "application/json"): JobReport, (200, "text/csv"): OpenApiTypes.STR,
+                                    **_errors(*JOB_ERRORS, 409)}),
+    artifact=extend_schema(summary="The quantized checkpoint of a succeeded job (a streamed file)", tags=["jobs"],
+                           responses={(200, "application/octet-stream"): OpenApiTypes.BINARY,
+                                      **_errors(*JOB_ERRORS, 409)}),
+    cancel=extend_schema(summary="Cancel a queued or running job (the record stays, status cancelled)",
+                         tags=["jobs"], request=None, responses={200: JobResponse, **_errors(*JOB_ERRORS, 409)}),
+)(views.JobViewSet)
 
 # Methods mapped onto an action's route (`@get_config.mapping.put`) are not actions of their own, which
 # extend_schema_view only knows: they are decorated directly.

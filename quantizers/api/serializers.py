@@ -261,5 +261,11 @@ class UploadResponse(serializers.Serializer):
     data = serializers.JSONField()
 
 
+class JobUploadRequest(serializers.Serializer):
+    file = serializers.ListField(child=serializers.FileField(), min_length=1,
+                                 help_text=".safetensors or .npz checkpoint; several for a sharded checkpoint, each "
+                                           "quantized into its own output shard. Never unpickled.")
+
+
 class UploadRequest(serializers.Serializer):
     file = serializers.FileField(help_text=".npy file (numeric dtype, 1-4 dimensions); never unpickled.")

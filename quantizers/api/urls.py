@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.urls import re_path
 from rest_framework.routers import DynamicRoute, Route, SimpleRouter
 
-from . import schema, views  # noqa: F401  (schema: the views' OpenAPI description, applied on import)
+from . import options, schema, views  # noqa: F401  (schema: the views' OpenAPI description, applied on import)
 
 # `(?:/)?` rather than `/?`: the same match, but the OpenAPI schema (and /documentation) then shows the spec's
 # path, /instances/{instance_id}/quantize, where `/?` simplified to a trailing slash the spec does not write.
@@ -30,8 +30,22 @@ class SpecRouter(SimpleRouter):
         self.trailing_slash = TRAILING_SLASH
 
 
+class JobRouter(SpecRouter):
+    """GET /jobs lists, GET and DELETE /jobs/{job_id}, each `@action` is /jobs/{job_id}/{url_path}."""
+
+    routes = [
+        Route(url=r"^{prefix}{trailing_slash}$", mapping={"get": "list"}, name="{basename}-list", detail=False,
+              initkwargs={"query_options": options.JOB_LIST}),
+        Route(url=r"^{prefix}/{lookup}{trailing_slash}$", mapping={"get": "retrieve", "delete": "destroy"},
+              name="{basename}-detail", detail=True, initkwargs={}),
+        SpecRouter.routes[2],
+    ]
+
+
 router = SpecRouter()
 router.register("instances", views.InstanceViewSet, basename="instance")
+job_router = JobRouter()
+job_router.register("jobs", views.JobViewSet, basename="job")
 
 
 def route(pattern: str, view, name: str):  # type: ignore[no-untyped-def]
@@ -44,4 +58,5 @@ urlpatterns = [
     route("metrics", views.Metrics.as_view(), "metrics"),
     route("documentation", views.Documentation.as_view(), "documentation"),
     *router.urls,
+    *job_router.urls,
 ]

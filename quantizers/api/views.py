@@ -8,8 +8,12 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from django.http import HttpResponse
-from rest_framework import serializers, viewsets
+from django.core.files.uploadedfile import UploadedFile
+from django.core.files.uploadhandler import TemporaryFileUploadHandler
+from django.http import FileResponse, HttpResponse
+from django.http.multipartparser import MultiPartParserError
+from rest_framework import exceptions as drf_exceptions
+from rest_framework import pagination, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
@@ -18,13 +22,13 @@ from rest_framework.views import APIView
 
 from engine import OpResult, QParams, QuantizationType, wire_codes
 
-from .. import health, metrics, selectors, services
+from .. import health, jobs, metrics, selectors, services
 from ..exceptions import BadRequest
 from ..permissions import MetricsAccess
 from . import options
 from .documentation import documentation
 from .parsers import MSG_NO_FILE, NpyParser, NpyUploadParser, OctetStreamParser, OrjsonParser
-from .renderers import NpyRenderer, NpzRenderer, OctetStreamRenderer, OrjsonRenderer
+from .renderers import CheckpointRenderer, CsvRenderer, NpyRenderer, NpzRenderer, OctetStreamRenderer, OrjsonRenderer
 from .serializers import (
     CalibrationSerializer,
     DequantizationSerializer,
@@ -42,6 +46,7 @@ MSG_CACHE_CLEARED = "Cache cleared successfully"
 MSG_STATS_RESET = "Statistics reset successfully"
 MSG_IMPORTED = "Parameters imported successfully"
 MSG_UPLOAD = "File processed successfully"
+MSG_JOB_DELETED = "Job {job_id} deleted successfully"
 
 # Array operations take JSON, .npy or raw bytes, and answer in any of these or as .npz with the parameters
 # (Accept or ?format=).
@@ -239,8 +244,86 @@ class InstanceViewSet(QueryOptionsMixin, viewsets.ViewSet):
     def layer_params(self, request: Request, instance_id: str, layer_name: str) -> Response:
         return Response(selectors.instance_layer_params(instance_id, layer_name))
 
+    # ------------------------------------------------------------------ model jobs
+    # The body is parsed here, not by a DRF parser: it streams to temporary files in chunks (_checkpoint_uploads).
+    @action(detail=True, methods=["post"], url_path="jobs", url_name="jobs", query_options=options.JOB_CREATE)
+    def create_job(self, request: Request, instance_id: str) -> Response:
+        job = jobs.job_create(instance_id=instance_id, uploads=_checkpoint_uploads(request, self.query["filename"]),
+                              channel_dim=self.query["channel_dim"])
+        body = {"job_id": str(job.pk), "instance_id": job.instance_id, "status": job.status,
+                "links": {"self": jobs.links(job)["self"]}}
+        return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": jobs.links(job)["self"]})
+
+
+class JobPagination(pagination.PageNumberPagination):
+    page_size = 50
+
+
+class JobViewSet(QueryOptionsMixin, viewsets.ViewSet):
+    """Model jobs: GET /jobs, GET and DELETE /jobs/{job_id}, and its report, artifact and cancel."""
+
+    lookup_url_kwarg = "job_id"
+    lookup_value_regex = "[^/]+"
+
+    def list(self, request: Request) -> Response:
+        query = {name: self.query[name] for name in ("instance_id", "status")}
+        paginator = JobPagination()
+        page = paginator.paginate_queryset(jobs.job_list(**query), request, view=self)
+        return paginator.get_paginated_response([jobs.job_dict(job) for job in page or []])
+
+    def retrieve(self, request: Request, job_id: str) -> Response:
+        return Response(jobs.job_dict(jobs.job_get(job_id)))
+
+    def destroy(self, request: Request, job_id: str) -> Response:
+        jobs.job_delete(job_id)
+        return Response({"message": MSG_JOB_DELETED.format(job_id=job_id)})
+
+    @action(detail=True, methods=["get"], renderer_classes=[OrjsonRenderer, CsvRenderer])
+    def report(self, request: Request, job_id: str) -> Response:
+        return Response(jobs.job_report(job_id))
+
+    @action(detail=True, methods=["get"], renderer_classes=[CheckpointRenderer, OrjsonRenderer],
+            query_options=options.JOB_ARTIFACT)
+    def artifact(self, request: Request, job_id: str) -> FileResponse:
+        file, filename = jobs.job_artifact(job_id, self.query["shard"])
+        return FileResponse(file, as_attachment=True, filename=filename, content_type="application/octet-stream")
+
+    @action(detail=True, methods=["post"])
+    def cancel(self, request: Request, job_id: str) -> Response:
+        return Response(jobs.job_dict(jobs.job_cancel(job_id)))
+
 
 # ---------------------------------------------------------------------------- parsing
+class CheckpointUploadHandler(TemporaryFileUploadHandler):
+    """Multipart files straight to temporary files, in 1 MiB chunks (never in memory, whatever their size)."""
+
+    chunk_size = 1024 * 1024
+
+
+def _checkpoint_uploads(request: Request, filename: str | None) -> list[UploadedFile]:
+    """The checkpoint's files: multipart `file` fields, or a raw application/octet-stream body named by
+    ?filename=. The size limit (QUANTIZER_MAX_MODEL_MB) was applied to Content-Length before (middleware)."""
+    django_request = request._request
+    media_type = (request.content_type or "").split(";")[0].strip().lower()
+    if media_type == "multipart/form-data":
+        django_request.upload_handlers = [CheckpointUploadHandler(django_request)]
+        try:
+            files = django_request.FILES
+        except MultiPartParserError as exc:
+            raise BadRequest(f"malformed multipart body: {exc}", code="request.multipart_invalid") from None
+        unknown = sorted(set(files) - {"file"})
+        if unknown:
+            raise BadRequest(f"unknown file field {unknown[0]!r}: send the checkpoint as 'file'", field=unknown[0])
+        return list(files.getlist("file"))
+    if media_type == "application/octet-stream":
+        if not filename:
+            raise BadRequest("an application/octet-stream body needs ?filename= (e.g. model.safetensors), which says "
+                             "its format", field="filename", code="request.no_filename")
+        length = int(django_request.META.get("CONTENT_LENGTH") or 0)
+        return [jobs.read_raw_upload(django_request, filename=filename, length=length)] if length else []
+    raise drf_exceptions.UnsupportedMediaType(media_type or "(none)")
+
+
 def _json_object(request: Request) -> dict[str, Any]:
     data = request.data
     if not isinstance(data, dict):

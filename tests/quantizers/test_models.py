@@ -5,12 +5,15 @@ from __future__ import annotations
 import dataclasses
 
 from engine import STATE_KEYS, Stats
-from quantizers.models import QuantizerParameters, QuantizerStats
+from quantizers.models import LayerParameters, QuantizerParameters, QuantizerStats
 
 
 def test_parameter_columns_are_the_engines_state_keys():
+    # layer_params is kept as LayerParameters rows, one per layer; every other key is a column.
     columns = {f.name for f in QuantizerParameters._meta.concrete_fields} - {"instance", "updated_at"}
-    assert columns == set(STATE_KEYS)
+    assert columns | {"layer_params"} == set(STATE_KEYS)
+    assert {f.name for f in LayerParameters._meta.concrete_fields} >= {"instance", "layer_name", "params",
+                                                                        "source_job"}
 
 
 def test_statistics_columns_are_the_engines_stats_fields():

@@ -1,0 +1,13 @@
+"""The Celery task of model jobs (quantsite/celery.py finds it). Acknowledged late and given back when its worker
+dies (CELERY_TASK_ACKS_LATE, CELERY_TASK_REJECT_ON_WORKER_LOST); job_run is idempotent, so a re-run is safe."""
+
+from __future__ import annotations
+
+from celery import shared_task
+
+from . import jobs
+
+
+@shared_task(name="quantizers.run_job", acks_late=True, reject_on_worker_lost=True)
+def run_job(job_id: str) -> None:
+    jobs.job_run(job_id)
