@@ -39,7 +39,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 class Context:
     def __init__(self, url: str, token: str | None, as_json: bool, timeout: float, retries: int) -> None:
         self.url, self.token, self.as_json, self.timeout, self.retries = url, token, as_json, timeout, retries
-        self.out = Console(highlight=False)
+        # Piped to a file or a script, tables keep their full width rather than rich's default of 80 columns.
+        self.out = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
         self.err = Console(stderr=True, highlight=False)
 
     @contextmanager
@@ -363,8 +364,9 @@ def _config_label(config: dict[str, Any]) -> str:
     return " ".join(parts)
 
 
-REPORT_COLUMNS = ("name", "shape", "action", "quantization_type", "scheme", "sqnr_db", "max_abs_error", "clipped",
-                  "bytes_in", "bytes_out")
+REPORT_COLUMNS = {"name": "layer", "shape": "shape", "action": "action", "quantization_type": "type",
+                  "scheme": "scheme", "sqnr_db": "SQNR dB", "max_abs_error": "max error", "clipped": "clipped",
+                  "bytes_in": "bytes in", "bytes_out": "bytes out"}
 
 
 def worst_first(layers: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -379,8 +381,9 @@ def worst_first(layers: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _print_report(c: Context, job: dict[str, Any], report: dict[str, Any], output: Path | None) -> None:
     table = Table(title=f"job {job.get('job_id')} {job.get('status')}: layers, worst first")
-    for column in REPORT_COLUMNS:
-        table.add_column(column, justify="left" if column in ("name", "action", "scheme") else "right")
+    for column, title in REPORT_COLUMNS.items():
+        table.add_column(title, justify="left" if column in ("name", "action", "scheme") else "right",
+                         no_wrap=column in ("name", "shape"))
     for layer in worst_first(report.get("layers", [])):
         table.add_row(*[_cell(layer.get(column)) for column in REPORT_COLUMNS])
     c.out.print(table)

@@ -251,9 +251,10 @@ class QuantsiteClient:
 
     # ------------------------------------------------------------------ model jobs
     def submit_model(self, instance_id: str, path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], *,
-                     progress: bool = False) -> Job:
+                     channel_dim: int | None = None, progress: bool = False) -> Job:
         """Upload a checkpoint (`.safetensors` or `.npz`; several paths: the shards of one) as multipart `file`
-        fields, streamed from disk, and start a model job on the instance. `progress`: an upload bar."""
+        fields, streamed from disk, and start a model job on the instance (`channel_dim`: the per-channel axis,
+        0 by default). `progress`: an upload bar."""
         paths = [Path(path)] if isinstance(path, str | os.PathLike) else [Path(p) for p in path]
         total = sum(p.stat().st_size for p in paths)
         opened: list[IO[bytes]] = []
@@ -267,7 +268,8 @@ class QuantsiteClient:
                     opened.append(handle)
                     files.append(("file", (p.name, ReadProgress(handle, bar, offset), arrays.OCTET)))
                     offset += p.stat().st_size
-                response = self.request("POST", f"/instances/{instance_id}/jobs", idempotent=False, files=files)
+                response = self.request("POST", f"/instances/{instance_id}/jobs", idempotent=False, files=files,
+                                        params=_query(_options(channel_dim=channel_dim)))
         finally:
             for handle in opened:
                 handle.close()

@@ -59,6 +59,7 @@ class Job:
         """Poll until the job is succeeded, failed or cancelled (`progress`: a bar of tensors done). A failed or
         cancelled job raises JobFailed unless `raise_on_failure` is off; TimeoutError after `timeout` seconds."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        self.refresh()  # the submit answer carries no progress
         with Bar(f"job {self.id}", self.progress.get("tensors_total", 0), unit="tensors", enabled=progress) as bar:
             while True:
                 bar.update(self.progress.get("tensors_done", 0), total=self.progress.get("tensors_total", 0),

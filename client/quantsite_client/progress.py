@@ -19,6 +19,7 @@ class Bar:
         if not self.enabled:
             return self
         try:
+            from rich.console import Console
             from rich.progress import (
                 BarColumn,
                 DownloadColumn,
@@ -31,7 +32,7 @@ class Bar:
             return self
         count = DownloadColumn() if self.unit == "bytes" else MofNCompleteColumn()
         self._rich = Progress(TextColumn("{task.description}"), BarColumn(), count, TimeRemainingColumn(),
-                              transient=False)
+                              console=Console(stderr=True), transient=False)  # stdout is for the results
         self._rich.__enter__()
         self._task = self._rich.add_task(self.description, total=self.total or None)
         return self

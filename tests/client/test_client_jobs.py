@@ -14,6 +14,7 @@ from safetensors.numpy import load_file, save_file
 from quantsite_client import JobNotFound, QuantsiteClient
 from quantsite_client.cli import cli
 from tests.client.conftest import LiveServer, route_exists
+from tests.client.test_metrics import sample, scrape
 
 pytestmark = pytest.mark.skipif(not route_exists("/instances/default/jobs"),
                                 reason="model jobs (issue 10) are not merged into this checkout")
@@ -60,6 +61,7 @@ def test_submit_wait_report_download(qs: QuantsiteClient, fresh_id: str, checkpo
         np.testing.assert_array_equal(quantized[f"{name}_scale"].reshape(scale.shape), scale)
     np.testing.assert_array_equal(quantized["token_ids"], tensors["token_ids"])
     assert qs.job(job.id).status == "succeeded"
+    assert [j.id for j in qs.jobs(instance_id=fresh_id)] == [job.id]
 
     with pytest.raises(JobNotFound):
         qs.job("00000000-0000-0000-0000-000000000000")
@@ -83,3 +85,15 @@ def test_cli_model_watch(gunicorn_server: LiveServer, fresh_id: str, checkpoint,
     assert as_json.exit_code == 0, as_json.output
     result = json.loads(as_json.stdout)
     assert result["job"]["status"] == "succeeded" and len(result["report"]["layers"]) == 3
+
+
+def test_job_metrics(qs: QuantsiteClient, gunicorn_server: LiveServer, fresh_id: str, checkpoint) -> None:  # type: ignore[no-untyped-def]
+    path, _ = checkpoint
+    qs.create_instance(fresh_id)
+    before = scrape(gunicorn_server)
+    qs.submit_model(fresh_id, path).wait(timeout=120, poll=0.2)
+    after = scrape(gunicorn_server)
+    for name in ("quantsite_jobs_finished_total", "quantsite_job_duration_seconds_count"):
+        assert sample(after, name, status="succeeded") - sample(before, name, status="succeeded") == 1
+    assert sample(after, "quantsite_jobs", status="succeeded") - sample(before, "quantsite_jobs", status="succeeded") == 1
+    assert sample(after, "quantsite_job_queue_depth") == 0
