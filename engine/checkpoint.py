@@ -350,7 +350,9 @@ class SafetensorsWriter(CheckpointWriter):
 
 
 # numpy has no bfloat16 or float8 dtype an .npy reader knows: their bit patterns, as the API's .npz answers carry.
-NPZ_BITS: Final[dict[str, np.dtype[Any]]] = {"BF16": np.dtype("<u2"), "F8_E4M3": np.dtype("u1"), "F8_E5M2": np.dtype("u1")}
+NPZ_BITS: Final[dict[str, np.dtype[Any]]] = {
+    "BF16": np.dtype("<u2"), "F8_E4M3": np.dtype("u1"), "F8_E5M2": np.dtype("u1"),
+}
 
 
 class NpzWriter(CheckpointWriter):

@@ -435,7 +435,8 @@ def test_layer_params_come_from_the_jobs_rows_and_static_quantize_uses_them(api)
     response = api.post("/instances/m/quantize", {"data": other.tolist(), "layer_name": "layer1.weight",
                                                    "channel_dim": 0})
     assert response.status_code == 200, response.content
-    expected = np.clip(np.rint(other.astype(np.float64) / scales.astype(np.float32)[:, None]), -128, 127)  # saturates to int8
+    # saturates to int8
+    expected = np.clip(np.rint(other.astype(np.float64) / scales.astype(np.float32)[:, None]), -128, 127)
     np.testing.assert_array_equal(np.asarray(response.json()["data"]), expected)
     assert api.get("/instances/m/parameters").json()["layer_params"]["layer1.weight"]["scale"] == params["scale"]
 

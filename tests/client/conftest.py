@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
 from quantsite_client import QuantsiteClient
+
 from tests.integration import stack
 
 WORKERS = 3

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner, Result
-
 from quantsite_client.cli import cli
+
 from tests.client.conftest import LiveServer
 from tests.client.test_client import dequantize_linear, onnx_asymmetric, quantize_linear
 from tests.integration import stack
@@ -42,7 +42,8 @@ def test_instances_and_config(run, fresh_id: str) -> None:  # type: ignore[no-un
     assert "per_channel" in run("config", fresh_id).stdout  # the table
 
     exists = run("instances", "create", fresh_id, expect=6)
-    assert exists.stderr.count("\n") == 1 and "already exists" in exists.stderr
+    assert exists.stderr.count("\n") == 1
+    assert "already exists" in exists.stderr
     run("instances", "rm", fresh_id)
     missing = run("instances", "rm", fresh_id, expect=5)
     assert missing.stderr == f"error: 404 Quantizer instance {fresh_id} not found (instance.not_found)\n"
@@ -59,7 +60,8 @@ def test_quantize_then_dequantize_files(run, fresh_id: str, tmp_path: Path) -> N
     assert (np.float32(summary["scale"]), summary["zero_point"], summary["shape"]) == (scale, zero_point, [16, 8])
     with np.load(tmp_path / "q.npz", allow_pickle=False) as archive:
         codes = archive["data"]
-        assert np.float32(archive["scale"]) == scale and int(archive["zero_point"]) == zero_point
+        assert np.float32(archive["scale"]) == scale
+        assert int(archive["zero_point"]) == zero_point
     np.testing.assert_array_equal(codes, quantize_linear(x, scale, zero_point))
 
     run("quantize", fresh_id, str(tmp_path / "in.npy"), "-o", str(tmp_path / "q.npy"))
@@ -99,18 +101,25 @@ def test_entry_point_environment_and_exit_codes(gunicorn_server: LiveServer, tmp
                               timeout=60, check=False)
 
     ok = shell("--json", "instances", QUANTSITE_URL=gunicorn_server.url, QUANTSITE_TOKEN=gunicorn_server.token)
-    assert ok.returncode == 0 and "default" in json.loads(ok.stdout)
+    assert ok.returncode == 0
+    assert "default" in json.loads(ok.stdout)
     # --url / --token before the command win over the environment
     ok = shell("--url", gunicorn_server.url, "--token", gunicorn_server.token, "--json", "stats", "default",
                QUANTSITE_URL="http://127.0.0.1:1")
-    assert ok.returncode == 0 and "quantize_calls" in json.loads(ok.stdout)
+    assert ok.returncode == 0
+    assert "quantize_calls" in json.loads(ok.stdout)
 
     no_token = shell("instances", QUANTSITE_URL=gunicorn_server.url)
-    assert no_token.returncode == 4 and no_token.stderr.startswith("error: 401 ") and no_token.stderr.count("\n") == 1
+    assert no_token.returncode == 4
+    assert no_token.stderr.startswith("error: 401 ")
+    assert no_token.stderr.count("\n") == 1
     unreachable = shell("--timeout", "5", "--retries", "0", "stats", "default", QUANTSITE_URL=f"http://127.0.0.1:{stack.free_port()}",
                         QUANTSITE_TOKEN="x")
-    assert unreachable.returncode == 3 and unreachable.stderr.count("\n") == 1
+    assert unreachable.returncode == 3
+    assert unreachable.stderr.count("\n") == 1
     np.save(tmp_path / "bad.npy", np.array([[1.0, np.inf]], np.float32))
     invalid = shell("quantize", "default", str(tmp_path / "bad.npy"), "-o", str(tmp_path / "out.npy"),
                     QUANTSITE_URL=gunicorn_server.url, QUANTSITE_TOKEN=gunicorn_server.token)
-    assert invalid.returncode == 7 and "input." in invalid.stderr and not (tmp_path / "out.npy").exists()
+    assert invalid.returncode == 7
+    assert "input." in invalid.stderr
+    assert not (tmp_path / "out.npy").exists()

@@ -7,7 +7,6 @@ import httpx
 import ml_dtypes
 import numpy as np
 import pytest
-
 from quantsite_client import (
     AuthenticationFailed,
     ConnectionFailed,
@@ -20,6 +19,7 @@ from quantsite_client import (
     QuantsiteClient,
     ServiceUnavailable,
 )
+
 from tests.client.conftest import LiveServer
 from tests.integration import stack
 
@@ -79,7 +79,9 @@ def test_quantize_dequantize_per_tensor(qs: QuantsiteClient, fresh_id: str, wire
     q = qs.quantize(fresh_id, x, wire=wire)  # type: ignore[arg-type]
     scale, zero_point = onnx_asymmetric(x)
     assert q.quantization_type == "INT8"
-    assert np.float32(q.scale) == scale and q.zero_point == zero_point and q.axis is None
+    assert np.float32(q.scale) == scale
+    assert q.zero_point == zero_point
+    assert q.axis is None
     assert q.codes.shape == x.shape
     np.testing.assert_array_equal(q.codes, quantize_linear(x, scale, zero_point))
 
@@ -110,7 +112,8 @@ def test_float8_codes_come_back_as_ml_dtypes(qs: QuantsiteClient, fresh_id: str)
     qs.create_instance(fresh_id, quantization_type="FP8_E4M3")
     x = RNG.standard_normal((8, 8)).astype(np.float32)
     q = qs.quantize(fresh_id, x)
-    assert q.codes.dtype == np.dtype(ml_dtypes.float8_e4m3fn) and q.zero_point is None
+    assert q.codes.dtype == np.dtype(ml_dtypes.float8_e4m3fn)
+    assert q.zero_point is None
     expected = (x / np.float32(q.scale)).astype(ml_dtypes.float8_e4m3fn)  # ml_dtypes rounds to nearest even
     np.testing.assert_array_equal(q.codes.view(np.uint8), expected.view(np.uint8))
     # the float8 array goes back as octet-stream float8 values
@@ -124,11 +127,14 @@ def test_calibrate_parameters_and_layers(qs: QuantsiteClient, fresh_id: str) -> 
     amax = max(float(np.abs(b).max()) for b in batches)
     answer = qs.calibrate(fresh_id, batches)
     assert answer["message"] == "Calibration successful"
-    assert np.float32(answer["scale"]) == np.float32(amax) / np.float32(127) and answer["zero_point"] == 0
+    assert np.float32(answer["scale"]) == np.float32(amax) / np.float32(127)
+    assert answer["zero_point"] == 0
 
     exported = qs.parameters(fresh_id)
-    assert exported["quantization_mode"] == "CALIBRATED" and exported["is_calibrated"] is True
-    assert exported["calibration"]["batches"] == 2 and exported["calibration"]["elements"] == 21
+    assert exported["quantization_mode"] == "CALIBRATED"
+    assert exported["is_calibrated"] is True
+    assert exported["calibration"]["batches"] == 2
+    assert exported["calibration"]["elements"] == 21
     # compute_params changes nothing: the stored scale stays
     probe = RNG.standard_normal((3, 3)).astype(np.float32)
     params = qs.compute_params(fresh_id, probe)
@@ -165,12 +171,14 @@ def test_errors_carry_the_server_detail_code_and_field(qs: QuantsiteClient, fres
                                                        gunicorn_server: LiveServer) -> None:
     with pytest.raises(InstanceNotFound) as missing:
         qs.quantize("no_such_instance", np.ones((2, 2), np.float32))
-    assert missing.value.code == "instance.not_found" and missing.value.request_id
+    assert missing.value.code == "instance.not_found"
+    assert missing.value.request_id
 
     qs.create_instance(fresh_id)
     with pytest.raises(InvalidInput) as nan:
         qs.quantize(fresh_id, np.array([[1.0, np.nan]], np.float32))
-    assert (nan.value.status, nan.value.code) == (400, "input.nan") and "NaN" in nan.value.detail
+    assert (nan.value.status, nan.value.code) == (400, "input.nan")
+    assert "NaN" in nan.value.detail
     with pytest.raises(InvalidInput) as option:
         qs.quantize(fresh_id, np.ones((2, 2), np.float32), channel_dim=0)  # not a per-channel instance
     assert option.value.field == "channel_dim"
@@ -214,7 +222,8 @@ def test_idempotent_calls_are_retried_on_503_and_connection_errors() -> None:
     with QuantsiteClient("http://q.test", transport=scripted([503] * 5, seen), retries=2, backoff=0.001) as client, \
             pytest.raises(ServiceUnavailable) as unavailable:
         client.stats("default")
-    assert len(seen) == 3 and unavailable.value.code == "database.unavailable"
+    assert len(seen) == 3
+    assert unavailable.value.code == "database.unavailable"
 
 
 def test_calls_that_change_state_are_never_sent_twice() -> None:

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-
 from quantsite_client import QuantsiteClient
 from quantsite_client.cli import EXIT_TARGET_NOT_MET, cli
+
 from tests.client.conftest import LiveServer, route_exists
 
 pytestmark = pytest.mark.skipif(not route_exists("/instances/default/evaluate"),
@@ -58,7 +58,8 @@ def test_quantize_report(qs: QuantsiteClient, fresh_id: str) -> None:
     assert q.report["max_abs_error"] == pytest.approx(float(np.abs(x - approx).max()), rel=1e-6)
     values, report = qs.quantize_dequantize(fresh_id, x, report=True)
     np.testing.assert_array_equal(values, approx)
-    assert report is not None and report["sqnr_db"] == pytest.approx(q.report["sqnr_db"], rel=1e-9)
+    assert report is not None
+    assert report["sqnr_db"] == pytest.approx(q.report["sqnr_db"], rel=1e-9)
     assert qs.quantize(fresh_id, x).report is None  # only on request
 
 
@@ -72,10 +73,13 @@ def test_cli_evaluate_table_json_and_exit_code(gunicorn_server: LiveServer, fres
     table = runner.invoke(cli, ["evaluate", fresh_id, str(tmp_path / "x.npy"), "--target-sqnr", "30",
                                 "--candidates", candidates], env=env)
     assert table.exit_code == 0, table.output
-    assert "INT8" in table.stdout and "INT16" in table.stdout and "sqnr_db" in table.stdout
+    assert "INT8" in table.stdout
+    assert "INT16" in table.stdout
+    assert "sqnr_db" in table.stdout
     as_json = runner.invoke(cli, ["--json", "evaluate", fresh_id, str(tmp_path / "x.npy"), "--candidates",
                                   candidates], env=env)
-    assert as_json.exit_code == 0 and len(json.loads(as_json.stdout)["candidates"]) == 2
+    assert as_json.exit_code == 0
+    assert len(json.loads(as_json.stdout)["candidates"]) == 2
     unmet = runner.invoke(cli, ["evaluate", fresh_id, str(tmp_path / "x.npy"), "--target-sqnr", "200",
                                 "--candidates", candidates], env=env)
     assert unmet.exit_code == EXIT_TARGET_NOT_MET

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from safetensors.numpy import load_file, save_file
-
 from quantsite_client import JobNotFound, QuantsiteClient
 from quantsite_client.cli import cli
+from safetensors.numpy import load_file, save_file
+
 from tests.client.conftest import LiveServer, route_exists
 from tests.client.test_metrics import sample, scrape
 
@@ -46,7 +46,8 @@ def test_submit_wait_report_download(qs: QuantsiteClient, fresh_id: str, checkpo
     job = qs.submit_model(fresh_id, path)
     assert job.data["instance_id"] == fresh_id
     job.wait(timeout=120, poll=0.2)
-    assert job.status == "succeeded" and job.progress["tensors_done"] == job.progress["tensors_total"] == 3
+    assert job.status == "succeeded"
+    assert job.progress["tensors_done"] == job.progress["tensors_total"] == 3
 
     report = job.report()
     actions = {layer["name"]: layer["action"] for layer in report["layers"]}
@@ -84,7 +85,8 @@ def test_cli_model_watch(gunicorn_server: LiveServer, fresh_id: str, checkpoint,
     as_json = runner.invoke(cli, ["--json", "model", fresh_id, str(path), "--watch"], env=env)
     assert as_json.exit_code == 0, as_json.output
     result = json.loads(as_json.stdout)
-    assert result["job"]["status"] == "succeeded" and len(result["report"]["layers"]) == 3
+    assert result["job"]["status"] == "succeeded"
+    assert len(result["report"]["layers"]) == 3
 
 
 def test_job_metrics(qs: QuantsiteClient, gunicorn_server: LiveServer, fresh_id: str, checkpoint) -> None:  # type: ignore[no-untyped-def]
@@ -95,5 +97,6 @@ def test_job_metrics(qs: QuantsiteClient, gunicorn_server: LiveServer, fresh_id:
     after = scrape(gunicorn_server)
     for name in ("quantsite_jobs_finished_total", "quantsite_job_duration_seconds_count"):
         assert sample(after, name, status="succeeded") - sample(before, name, status="succeeded") == 1
-    assert sample(after, "quantsite_jobs", status="succeeded") - sample(before, "quantsite_jobs", status="succeeded") == 1
+    jobs = {"name": "quantsite_jobs", "status": "succeeded"}
+    assert sample(after, **jobs) - sample(before, **jobs) == 1
     assert sample(after, "quantsite_job_queue_depth") == 0

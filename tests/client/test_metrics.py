@@ -11,8 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
-
 from quantsite_client import QuantsiteClient
+
 from tests.client.conftest import WORKERS, LiveServer
 
 BATCH = 12  # concurrent calls per round: more than the workers, so that every worker gets some
@@ -39,7 +39,8 @@ def workers_that_answered(server: LiveServer, path: str) -> set[str]:
 
 def test_metrics_need_the_token(gunicorn_server: LiveServer) -> None:
     response = httpx.get(gunicorn_server.url + "/metrics", timeout=30)
-    assert response.status_code == 401 and response.json()["code"] == "http.not_authenticated"
+    assert response.status_code == 401
+    assert response.json()["code"] == "http.not_authenticated"
 
 
 def test_quantize_calls_over_three_workers_are_counted_exactly(gunicorn_server: LiveServer) -> None:
@@ -80,7 +81,7 @@ def test_quantize_calls_over_three_workers_are_counted_exactly(gunicorn_server: 
         sample(before, "quantsite_request_duration_seconds_count", **requests) == calls
     npy = io.BytesIO()
     np.save(npy, x)
-    assert sample(after, "quantsite_request_body_bytes_sum", route="instance-quantize") - \
-        sample(before, "quantsite_request_body_bytes_sum", route="instance-quantize") == calls * len(npy.getvalue())
+    assert sample(after, "quantsite_request_body_bytes_total", route="instance-quantize") - \
+        sample(before, "quantsite_request_body_bytes_total", route="instance-quantize") == calls * len(npy.getvalue())
     with gunicorn_server.client() as qs:
         assert qs.stats(instance)["quantize_calls"] == calls  # the service's own counters agree
