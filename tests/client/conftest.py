@@ -15,8 +15,9 @@ from quantsite_client import QuantsiteClient
 from tests.integration import stack
 
 WORKERS = 3
-# One process: migrate has run; create the user and its token (two manage.py commands would cost a second more).
-MAKE_TOKEN = (
+# One process migrates, creates the user and prints its token (three manage.py commands would cost seconds more).
+MIGRATE_AND_MAKE_TOKEN = (
+    "from django.core.management import call_command; call_command('migrate', '--noinput', verbosity=0); "
     "from django.contrib.auth import get_user_model; from rest_framework.authtoken.models import Token; "
     "user = get_user_model().objects.create_superuser('client-tests', 'c@example.com', 'unused-password'); "
     "print(Token.objects.create(user=user).key)"
@@ -42,9 +43,9 @@ def gunicorn_server() -> Iterator[LiveServer]:
                                QUANTIZER_REQUIRE_AUTH="1", DJANGO_SECURE_SSL_REDIRECT="0",
                                QUANTIZER_MAX_ELEMENTS="1000000")
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)  # gunicorn.conf.py makes its own, as on a fresh machine
-        stack.manage(env, "migrate", "--noinput", "-v", "0")
-        token = subprocess.run([stack.PYTHON, "manage.py", "shell", "-c", MAKE_TOKEN], cwd=stack.ROOT, env=env,
-                               capture_output=True, text=True, timeout=120, check=True).stdout.strip().splitlines()[-1]
+        setup = subprocess.run([stack.PYTHON, "manage.py", "shell", "-c", MIGRATE_AND_MAKE_TOKEN], cwd=stack.ROOT,
+                               env=env, capture_output=True, text=True, timeout=120, check=True)
+        token = setup.stdout.strip().splitlines()[-1]
         with stack.gunicorn(env, workdir, workers=WORKERS) as server:
             yield LiveServer(server.url, token, env, server)
             problems = server.log_problems()

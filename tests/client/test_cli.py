@@ -73,6 +73,11 @@ def test_quantize_then_dequantize_files(run, fresh_id: str, tmp_path: Path) -> N
         "--zero-point", "0")
     np.testing.assert_array_equal(np.load(tmp_path / "half.npy"), dequantize_linear(codes, 0.5, 0))
 
+    np.save(tmp_path / "bad.npy", np.array([[1.0, np.inf]], np.float32))
+    invalid = run("quantize", fresh_id, str(tmp_path / "bad.npy"), "-o", str(tmp_path / "out.npy"), expect=7)
+    assert "(input." in invalid.stderr
+    assert not (tmp_path / "out.npy").exists()
+
 
 def test_calibrate_and_stats(run, fresh_id: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     run("instances", "create", fresh_id, "--set", "symmetric=true")
@@ -103,23 +108,19 @@ def test_entry_point_environment_and_exit_codes(gunicorn_server: LiveServer, tmp
     ok = shell("--json", "instances", QUANTSITE_URL=gunicorn_server.url, QUANTSITE_TOKEN=gunicorn_server.token)
     assert ok.returncode == 0
     assert "default" in json.loads(ok.stdout)
-    # --url / --token before the command win over the environment
-    ok = shell("--url", gunicorn_server.url, "--token", gunicorn_server.token, "--json", "stats", "default",
-               QUANTSITE_URL="http://127.0.0.1:1")
-    assert ok.returncode == 0
-    assert "quantize_calls" in json.loads(ok.stdout)
-
     no_token = shell("instances", QUANTSITE_URL=gunicorn_server.url)
     assert no_token.returncode == 4
     assert no_token.stderr.startswith("error: 401 ")
     assert no_token.stderr.count("\n") == 1
-    unreachable = shell("--timeout", "5", "--retries", "0", "stats", "default", QUANTSITE_URL=f"http://127.0.0.1:{stack.free_port()}",
-                        QUANTSITE_TOKEN="x")
+    unreachable = shell("--timeout", "5", "--retries", "0", "stats", "default",
+                        QUANTSITE_URL=f"http://127.0.0.1:{stack.free_port()}", QUANTSITE_TOKEN="x")
     assert unreachable.returncode == 3
     assert unreachable.stderr.count("\n") == 1
-    np.save(tmp_path / "bad.npy", np.array([[1.0, np.inf]], np.float32))
-    invalid = shell("quantize", "default", str(tmp_path / "bad.npy"), "-o", str(tmp_path / "out.npy"),
-                    QUANTSITE_URL=gunicorn_server.url, QUANTSITE_TOKEN=gunicorn_server.token)
-    assert invalid.returncode == 7
-    assert "input." in invalid.stderr
-    assert not (tmp_path / "out.npy").exists()
+
+
+def test_options_before_the_command_win_over_the_environment(gunicorn_server: LiveServer) -> None:
+    result = CliRunner().invoke(cli, ["--url", gunicorn_server.url, "--token", gunicorn_server.token, "--json",
+                                      "instances", "ls"],
+                                env={"QUANTSITE_URL": "http://127.0.0.1:1", "QUANTSITE_TOKEN": "wrong"})
+    assert result.exit_code == 0, result.output
+    assert "default" in json.loads(result.stdout)
