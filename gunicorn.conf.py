@@ -33,12 +33,14 @@ limit_request_line = int(os.environ.get("GUNICORN_LIMIT_REQUEST_LINE", "8190"))
 # Prometheus metrics (quantizers/metrics.py) from every worker: prometheus_client's multiprocess mode, whose
 # workers write their values to files in PROMETHEUS_MULTIPROC_DIR, chosen before any worker imports it. Unset, a
 # fresh private directory is made here, in the master, so that each start counts from zero, and removed when the
-# master exits; a directory given by the environment (one shared with a Celery worker on this machine, or a
-# systemd RuntimeDirectory) is used as it is and left alone.
+# master exits; a directory given by the environment (one shared with a Celery worker on this machine) is used as
+# it is, created if missing, and never cleaned.
 # (The mark survives a reload, SIGHUP, which reads this file again with the variable now set.)
 if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="quantsite-metrics-")
     os.environ["QUANTSITE_METRICS_DIR_OWNED"] = "1"
+else:
+    os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
 
 
 def child_exit(server, worker):
