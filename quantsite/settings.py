@@ -161,7 +161,7 @@ CORS_ALLOW_CREDENTIALS = False if CORS_ALLOW_ALL_ORIGINS else env.bool("QUANTIZE
 # X-Forwarded-Proto, so plain-HTTP gunicorn behind it knows the original scheme.
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=not DEBUG)
-SECURE_REDIRECT_EXEMPT = [r"^$", r"^readyz/?$"]  # probes may call gunicorn directly over HTTP
+SECURE_REDIRECT_EXEMPT = [r"^$", r"^readyz/?$", r"^metrics/?$"]  # probes and scrapers may call gunicorn directly
 SECURE_HSTS_SECONDS = env.int("DJANGO_SECURE_HSTS_SECONDS", default=0 if DEBUG else 31536000)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", default=not DEBUG)
 SECURE_HSTS_PRELOAD = env.bool("DJANGO_SECURE_HSTS_PRELOAD", default=not DEBUG)
