@@ -301,7 +301,7 @@ class _Progress:
         if now - self._written >= POLL_S or self.tensors_done == self.tensors_total:
             self._written = now
             updated = Job.objects.filter(pk=self.job_id, status=Job.Status.RUNNING).update(
-                tensors_done=self.tensors_done, bytes_done=self.bytes_done)
+                tensors_done=self.tensors_done, bytes_done=self.bytes_done, heartbeat_at=timezone.now())
             self._stop = self._stop or not updated
 
     def should_cancel(self) -> bool:
@@ -313,20 +313,29 @@ class _Progress:
 
 
 def _start(job_id: Any) -> Job | None:
-    """Mark the job running (a re-run after a crash starts again from nothing); None when it is not to run."""
-    with transaction.atomic():
-        job = Job.objects.select_for_update().filter(pk=job_id).first()
-        if job is None or job.status not in ACTIVE:
-            return None
-        if job.attempts >= settings.QUANTIZER_JOB_MAX_ATTEMPTS:
-            _finish_failed(job, MSG_WORKER_LOST.format(attempts=job.attempts), "job.worker_lost")
-            return None
-        JobLayer.objects.filter(job=job).delete()
-        job.status, job.attempts, job.started_at = Job.Status.RUNNING, job.attempts + 1, timezone.now()
-        job.tensors_done = job.bytes_done = 0
-        job.error = job.summary = job.finished_at = None
-        job.save()
-    return job
+    """Mark the job running (a re-run after a crash starts again from nothing); None when it is not to run.
+
+    A job already running with a fresh heartbeat is another worker's (Redis hands an unacknowledged message out
+    again after its visibility timeout): wait until that run ends, or its heartbeat goes stale (its worker died),
+    then take over."""
+    while True:
+        with transaction.atomic():
+            job = Job.objects.select_for_update().filter(pk=job_id).first()
+            if job is None or job.status not in ACTIVE:
+                return None
+            stale = timezone.now() - timedelta(seconds=settings.QUANTIZER_JOB_HEARTBEAT_S)
+            if job.status == Job.Status.QUEUED or job.heartbeat_at is None or job.heartbeat_at < stale:
+                if job.attempts >= settings.QUANTIZER_JOB_MAX_ATTEMPTS:
+                    _finish_failed(job, MSG_WORKER_LOST.format(attempts=job.attempts), "job.worker_lost")
+                    return None
+                JobLayer.objects.filter(job=job).delete()
+                job.status, job.attempts = Job.Status.RUNNING, job.attempts + 1
+                job.started_at = job.heartbeat_at = timezone.now()
+                job.tensors_done = job.bytes_done = 0
+                job.error = job.summary = job.finished_at = None
+                job.save()
+                return job
+        time.sleep(min(1.0, settings.QUANTIZER_JOB_HEARTBEAT_S))
 
 
 def job_run(job_id: Any, *, on_tensor: Callable[[LayerReport, int], None] | None = None) -> None:

@@ -129,6 +129,8 @@ class Job(models.Model):
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True, help_text="Written by the running worker with the "
+                                        "progress: a running job whose heartbeat is stale lost its worker.")
 
     class Meta:
         ordering = ["-created_at"]

@@ -148,6 +148,9 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": env.int("QUANTIZER_JOB_VISIBILITY_TIMEOUT_S", default=CELERY_TASK_TIME_LIMIT + 600)}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A running job whose progress (written after each tensor) is older than this lost its worker: a redelivered
+# message takes it over. Above the time of the slowest single tensor.
+QUANTIZER_JOB_HEARTBEAT_S = env.int("QUANTIZER_JOB_HEARTBEAT_S", default=120)
 # A job whose worker died this many times fails instead of being handed out again.
 QUANTIZER_JOB_MAX_ATTEMPTS = env.int("QUANTIZER_JOB_MAX_ATTEMPTS", default=3)
 

@@ -46,6 +46,7 @@ class Migration(migrations.Migration):
                 ('created_at', models.DateTimeField(auto_now_add=True, db_index=True)),
                 ('started_at', models.DateTimeField(blank=True, null=True)),
                 ('finished_at', models.DateTimeField(blank=True, null=True)),
+                ('heartbeat_at', models.DateTimeField(blank=True, help_text='Written by the running worker with the progress: a running job whose heartbeat is stale lost its worker.', null=True)),
                 ('instance', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='jobs', to='quantizers.quantizerinstance')),
             ],
             options={

@@ -11,6 +11,7 @@ import io
 import json
 import struct
 import zipfile
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ import pytest
 import safetensors.numpy as stnp
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import CommandError, call_command
+from django.utils import timezone
 
 from quantizers import jobs
 from quantizers.models import Job, JobLayer, LayerParameters
@@ -353,7 +355,8 @@ def test_a_rerun_after_a_crash_overwrites_its_partial_output(api):
     create_instance(api, "m")
     job_id = upload(api, "m", ("model.safetensors", safetensors_bytes(tensors()))).json()["job_id"]
     first = artifact(api, job_id)[1]
-    Job.objects.filter(pk=job_id).update(status="running")  # as a killed worker leaves it
+    stale = timezone.now() - timedelta(hours=1)
+    Job.objects.filter(pk=job_id).update(status="running", heartbeat_at=stale)  # as a killed worker leaves it
     out = jobs.jobs_storage().path(Job.objects.get(pk=job_id).files[0]["output"])
     Path(out).write_bytes(b"partial garbage")
     jobs.job_run(job_id)
@@ -366,7 +369,8 @@ def test_a_rerun_after_a_crash_overwrites_its_partial_output(api):
 def test_a_job_whose_worker_keeps_dying_fails(api, settings):
     create_instance(api, "m")
     job_id = upload(api, "m", ("model.safetensors", safetensors_bytes(tensors()))).json()["job_id"]
-    Job.objects.filter(pk=job_id).update(status="running", attempts=settings.QUANTIZER_JOB_MAX_ATTEMPTS)
+    Job.objects.filter(pk=job_id).update(status="running", attempts=settings.QUANTIZER_JOB_MAX_ATTEMPTS,
+                                         heartbeat_at=timezone.now() - timedelta(hours=1))
     jobs.job_run(job_id)
     job = api.get(f"/jobs/{job_id}").json()
     assert job["status"] == "failed"
@@ -435,7 +439,6 @@ def test_layer_params_come_from_the_jobs_rows_and_static_quantize_uses_them(api)
     response = api.post("/instances/m/quantize", {"data": other.tolist(), "layer_name": "layer1.weight",
                                                    "channel_dim": 0})
     assert response.status_code == 200, response.content
-    # saturates to int8
     expected = np.clip(np.rint(other.astype(np.float64) / scales.astype(np.float32)[:, None]), -128, 127)
     np.testing.assert_array_equal(np.asarray(response.json()["data"]), expected)
     assert api.get("/instances/m/parameters").json()["layer_params"]["layer1.weight"]["scale"] == params["scale"]
@@ -465,10 +468,6 @@ def test_quantize_model_runs_the_same_job_in_the_foreground(api, tmp_path, capsy
 
 
 def test_purge_jobs_removes_old_finished_jobs_and_their_files(api, jobs_root):
-    from datetime import timedelta
-
-    from django.utils import timezone
-
     create_instance(api, "m")
     old = upload(api, "m", ("model.safetensors", safetensors_bytes(tensors()))).json()["job_id"]
     young = upload(api, "m", ("model.safetensors", safetensors_bytes(tensors()))).json()["job_id"]

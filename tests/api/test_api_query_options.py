@@ -28,6 +28,10 @@ DOCUMENTED = {
     ("/instances/{instance_id}/dequantize", "post"): {"scale", "zero_point", *ARRAY_OPTIONS} - {"validate"},
     ("/instances/{instance_id}/quantize_dequantize", "post"): ARRAY_OPTIONS,
     ("/instances/{instance_id}/upload_numpy", "post"): {"operation", *ARRAY_OPTIONS},
+    ("/instances/{instance_id}/jobs", "post"): {"filename", "channel_dim"},
+    ("/jobs", "get"): {"instance_id", "status", "page"},
+    ("/jobs/{job_id}/report", "get"): {"format"},
+    ("/jobs/{job_id}/artifact", "get"): {"shard", "format"},
 }
 
 
