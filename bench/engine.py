@@ -20,6 +20,9 @@ Rows:
   per-channel           axis 0, frozen per-channel parameters / dynamic per-channel parameters
   dequantize            INT8 codes back to float32, per tensor and per channel
   quantize_dequantize   per tensor, fused fake-quantization
+  ... report=True       quantize (fixed, dynamic, per-channel) and quantize_dequantize with the quality report
+                        (SQNR, errors, range: one more read of the input and the result); the issue's bound is
+                        quantize with report <= 1.6x quantize without
   INT4 grouped (128)    symmetric INT4, one scale per 128 elements along the last axis, parameters from the data
   FP8 E4M3 dynamic      per-tensor amax scale, saturating float8 rounding
   BFLOAT16 cast         float32 -> bfloat16 (round to nearest even), answered as float32
@@ -95,16 +98,20 @@ def build_cases(x: np.ndarray, buffer_size: int) -> list[tuple[str, Callable[[],
     return [
         ("quantize fixed, validate=True", lambda: fixed.quantize(x)),
         ("quantize fixed, validate=False", lambda: fixed.quantize(x, validate=False)),
+        ("quantize fixed, report=True", lambda: fixed.quantize(x, report=True)),
         ("quantize dynamic, validate=True", lambda: dyn.quantize(x)),
         ("quantize dynamic, validate=False", lambda: dyn.quantize(x, validate=False)),
+        ("quantize dynamic, report=True", lambda: dyn.quantize(x, report=True)),
         ("per-channel fixed, validate=True", lambda: fixed_pc.quantize(x, channel_dim=0)),
         ("per-channel fixed, validate=False", lambda: fixed_pc.quantize(x, channel_dim=0, validate=False)),
         ("per-channel dynamic, validate=True", lambda: dyn_pc.quantize(x, channel_dim=0)),
         ("per-channel dynamic, validate=False", lambda: dyn_pc.quantize(x, channel_dim=0, validate=False)),
+        ("per-channel dynamic, report=True", lambda: dyn_pc.quantize(x, channel_dim=0, report=True)),
         ("dequantize per tensor", lambda: fixed.dequantize(codes)),
         ("dequantize per channel", lambda: fixed_pc.dequantize(codes_pc, channel_dim=0)),
         ("quantize_dequantize fixed", lambda: fixed.quantize_dequantize(x)),
         ("quantize_dequantize dynamic", lambda: dyn.quantize_dequantize(x)),
+        ("quantize_dequantize dynamic, report=True", lambda: dyn.quantize_dequantize(x, report=True)),
         ("INT4 grouped (128) dynamic", lambda: int4_grouped.quantize(x)),
         ("FP8 E4M3 dynamic", lambda: fp8.quantize(x)),
         ("BFLOAT16 cast", lambda: bf16.quantize(x)),
@@ -112,6 +119,14 @@ def build_cases(x: np.ndarray, buffer_size: int) -> list[tuple[str, Callable[[],
 
 
 MEMCPY = "memcpy (np.copyto, float32)"
+# (with report, the same call without): the bound is a ratio of at most REPORT_BOUND
+REPORT_PAIRS = [
+    ("quantize fixed, report=True", "quantize fixed, validate=True"),
+    ("quantize dynamic, report=True", "quantize dynamic, validate=True"),
+    ("per-channel dynamic, report=True", "per-channel dynamic, validate=True"),
+    ("quantize_dequantize dynamic, report=True", "quantize_dequantize dynamic"),
+]
+REPORT_BOUND = 1.6
 
 
 def measure(x: np.ndarray, reps: int, warmup: int, buffer_size: int) -> dict[str, float]:
@@ -194,6 +209,10 @@ def main() -> None:
 
     for name in order:
         print(row(name, results[name]))
+    print(f"\nreport cost: time with report / time without (bound {REPORT_BOUND}x)")
+    for with_report, without in REPORT_PAIRS:
+        ratios = "".join(f" | {results[with_report][s] / results[without][s]:>25.2f}x" for s in shapes)
+        print(f"{with_report:<{name_w}}{ratios}")
 
 
 if __name__ == "__main__":

@@ -31,9 +31,10 @@ from .casts import as_float, cast, checked_codes, uncast
 from .config import QuantizationConfig, QuantizationMode, QuantizationType
 from .errors import InputError, NotCalibratedError
 from .layers import LayerPlan, resolve_layer
-from .metrics import Stats, StatsDelta
+from .metrics import QualityStats, Stats, StatsDelta
 from .parameters import ParameterState, applicable_params, explicit_params, export_state, import_state, parse_state
 from .qparams import STORAGE_DTYPES, QParams, qrange
+from .quality import QualityReport, codes_report, quality_report
 from .ranges import normalize_axis
 
 F32 = np.float32
@@ -54,6 +55,7 @@ class OpResult:
     params: QParams | None
     delta: StatsDelta
     plan: LayerPlan
+    report: QualityReport | None = None  # with `report=True`: what the quantization cost (see engine.quality)
 
 
 class Quantizer:
@@ -65,6 +67,7 @@ class Quantizer:
         self.config = config or QuantizationConfig()
         self.state = ParameterState()
         self.stats = Stats()
+        self.quality = QualityStats()
         self._last_params: QParams | None = None
         self._cache = DequantCache(self.config.cache_size if self.config.enable_cache else 0)
         self._local = threading.local()
@@ -91,7 +94,11 @@ class Quantizer:
     def layer_plan(self, layer_name: str | None) -> LayerPlan:
         return resolve_layer(self.config, layer_name)
 
-    def _finish(self, result: OpResult, started: float) -> OpResult:
+    def _finish(self, result: OpResult, started: float, report_of: FloatArray | None = None) -> OpResult:
+        """Complete the statistics of `result`; with `report_of` (the input), add its quality report."""
+        if report_of is not None:
+            result.report = _report(report_of, result)
+            self.quality.add(result.report)
         result.delta.processing_time_ms = (time.perf_counter() - started) * 1000.0
         if result.params is not None:
             result.delta.last_scale, result.delta.last_zero_point = result.params.first()
@@ -164,9 +171,10 @@ class Quantizer:
         validate: bool = True,
         channel_dim: int | None = None,
         layer_name: str | None = None,
+        report: bool = False,
     ) -> OpResult:
         return self._quantize(data, validate=validate, channel_dim=channel_dim, layer_name=layer_name,
-                              dequantize_after=False)
+                              dequantize_after=False, report=report)
 
     def quantize_dequantize(
         self,
@@ -175,16 +183,21 @@ class Quantizer:
         validate: bool = True,
         channel_dim: int | None = None,
         layer_name: str | None = None,
+        report: bool = False,
     ) -> OpResult:
         return self._quantize(data, validate=validate, channel_dim=channel_dim, layer_name=layer_name,
-                              dequantize_after=True)
+                              dequantize_after=True, report=report)
 
     def _quantize(
         self, data: npt.ArrayLike, *, validate: bool, channel_dim: int | None, layer_name: str | None,
-        dequantize_after: bool,
+        dequantize_after: bool, report: bool = False,
     ) -> OpResult:
+        """With `report`, the result carries a QualityReport; a report needs the clipped count, which only a
+        validated call counts, so `report` implies `validate`."""
         started = time.perf_counter()
         x = as_float(data)
+        validate = validate or report
+        report_of = x if report else None
         if channel_dim is not None:
             normalize_axis(channel_dim, x.ndim)
         plan = self.layer_plan(layer_name)
@@ -197,7 +210,7 @@ class Quantizer:
             nonfinite = self._check_finite(x, validate=validate, lo=lo, hi=hi)
             if validate:
                 delta.clipped_values = nonfinite + overflowed
-            return self._finish(OpResult(out, qtype, None, delta, plan), started)
+            return self._finish(OpResult(out, qtype, None, delta, plan), started, report_of)
         dynamic = not self.config.quantization_mode.needs_parameters
         scaled = qtype.is_integer or qtype.is_float8
         group = self.config.group_size if scaled else 0
@@ -226,7 +239,7 @@ class Quantizer:
             out, overflowed = cast(x, qtype, dequantize_after)
             if validate:
                 delta.clipped_values = nonfinite + overflowed
-            return self._finish(OpResult(out, qtype, None, delta, plan), started)
+            return self._finish(OpResult(out, qtype, None, delta, plan), started, report_of)
 
         if group:
             gaxis = normalize_axis(-1 if channel_dim is None else channel_dim, x.ndim)
@@ -240,7 +253,7 @@ class Quantizer:
             if validate:
                 delta.clipped_values = nonfinite if dynamic else clipped
             self._last_params = params
-            return self._finish(OpResult(out, qtype, params, delta, plan), started)
+            return self._finish(OpResult(out, qtype, params, delta, plan), started, report_of)
 
         params = (small.dynamic_params(self.config, x, plan, axis, (lo, hi)) if dynamic
                   else self._stored_params(plan, x.shape, channel_dim))
@@ -252,8 +265,9 @@ class Quantizer:
             clipped = nonfinite
         else:
             # optimize_memory: fake quantization overwrites the caller's own float32 buffer (no second array).
-            in_place = (self.config.optimize_memory and dequantize_after and x is data and x.flags.writeable
-                        and x.flags.c_contiguous)
+            # A report compares with the input afterwards: never in place then.
+            in_place = (self.config.optimize_memory and dequantize_after and not report and x is data
+                        and x.flags.writeable and x.flags.c_contiguous)
             out, clipped = self._quantize_integer(
                 x, params, plan, dequantize_after, nan_to_zero_point=has_nonfinite if dynamic or validate else None,
                 count_clipped=validate and self._may_clip(params, *qrange(plan.quantization_type, plan.num_bits),
@@ -262,7 +276,7 @@ class Quantizer:
         if validate:
             delta.clipped_values = clipped
         self._last_params = params
-        return self._finish(OpResult(out, qtype, params, delta, plan), started)
+        return self._finish(OpResult(out, qtype, params, delta, plan), started, report_of)
 
     def _quantize_integer(self, x: FloatArray, params: QParams, plan: LayerPlan, dequantize_after: bool, *,
                           nan_to_zero_point: bool | None, count_clipped: bool, in_place: bool
@@ -521,6 +535,7 @@ class Quantizer:
             "elements": collector.elements,
             "range_min": np.asarray(lo_r, F32).tolist(),
             "range_max": np.asarray(hi_r, F32).tolist(),
+            "histogram": collector.display_histogram(),
         }
         self.config = self.config.replace(quantization_mode=QuantizationMode.CALIBRATED)
         self._cache.clear()
@@ -562,6 +577,7 @@ class Quantizer:
 
     def reset_stats(self) -> None:
         self.stats = Stats()
+        self.quality = QualityStats()
 
     def clear_cache(self) -> None:
         self._cache.clear()
@@ -569,6 +585,25 @@ class Quantizer:
     @property
     def cache_entries(self) -> int:
         return len(self._cache)
+
+
+def _report(x: FloatArray, result: OpResult) -> QualityReport:
+    """The quality report of a quantize result against its input `x`: the answer itself when it is dequantized
+    values (fake quantization, FLOAT16, BFLOAT16, NONE), else its codes dequantized exactly as `dequantize` would
+    (integer codes as float32((q - zp) * scale), FP8 values times their scale). Per-channel parameters give
+    per-channel SQNR along their axis; blocks are reported per tensor."""
+    clipped, params, out = result.delta.clipped_values, result.params, result.data
+    if params is None or result.delta.dequantize_calls:
+        axis = params.axis if params is not None and params.per_channel else None
+        return quality_report(x, out, clipped, axis)
+    if params.block_size is not None and params.axis is not None:
+        with np.errstate(over="ignore"):
+            dequantized = formats.dequantize_blocked(out, params.scale, params.zero_point, params.axis,
+                                                     params.block_size)
+        return quality_report(x, dequantized, clipped)
+    zero_point = 0 if result.quantization_type.is_float8 else params.zero_point
+    with np.errstate(over="ignore"):
+        return codes_report(x, out, params.scale, zero_point, clipped, params.axis)
 
 
 def _fp8_name(qtype: QuantizationType) -> str:

@@ -14,7 +14,7 @@ from typing import Any
 
 from django.db import connections, router, transaction
 
-from engine import COUNTERS, OpResult, Quantizer
+from engine import COUNTERS, QUALITY_COUNTERS, QUALITY_LATEST, OpResult, Quantizer, quality_delta
 
 from . import registry
 from .models import QuantizerInstance, QuantizerStats
@@ -37,14 +37,21 @@ def _select_sql(alias: str) -> str:
 
 
 @functools.cache
-def _update_sql(alias: str, added: tuple[str, ...], stored: tuple[str, ...]) -> str:
-    """The UPDATE of record_stats for these added and stored columns, written once per combination (a handful)."""
+def _update_sql(alias: str, added: tuple[str, ...], stored: tuple[str, ...], lowest: tuple[str, ...] = ()) -> str:
+    """The UPDATE of record_stats for these added, stored and lowest-kept columns, written once per combination (a
+    handful). A lowest-kept column takes the new value when it is null or greater (a CASE both databases run, where
+    LEAST / MIN(a, b) differ on nulls); its value is given twice."""
     meta = QuantizerStats._meta
     qn = connections[alias].ops.quote_name
     table = qn(meta.db_table)
-    assignments = [f"{qn(meta.get_field(name).column)} = ({table}.{qn(meta.get_field(name).column)} + %s)"
-                   for name in added]
+
+    def column(name: str) -> str:
+        return f"{table}.{qn(meta.get_field(name).column)}"
+
+    assignments = [f"{qn(meta.get_field(name).column)} = ({column(name)} + %s)" for name in added]
     assignments += [f"{qn(meta.get_field(name).column)} = %s" for name in stored]
+    assignments += [f"{qn(meta.get_field(name).column)} = CASE WHEN {column(name)} IS NULL OR {column(name)} > %s "
+                    f"THEN %s ELSE {column(name)} END" for name in lowest]
     return f"UPDATE {table} SET {', '.join(assignments)} WHERE {table}.{qn(meta.pk.column)} = %s"
 
 
@@ -67,21 +74,32 @@ def run_state(instance_id: str) -> tuple[Quantizer, Any]:
 
 
 def record_stats(instance_id: str, result: OpResult, *, quantized: bool) -> None:
-    """One UPDATE: the counters added in SQL, as F() expressions would be, and the parameters used stored."""
+    """One UPDATE: the counters added in SQL, as F() expressions would be, and the parameters used stored; with a
+    quality report, its counters added, its SQNR stored as the latest and kept if lowest, in the same UPDATE."""
     delta = result.delta
     added: dict[str, Any] = {name: getattr(delta, name) for name in COUNTERS if getattr(delta, name)}
     added["processing_time_ms"] = delta.processing_time_ms
     stored: dict[str, Any] = {}
+    lowest: dict[str, Any] = {}
     if delta.last_scale is not None:
         stored["last_scale"] = delta.last_scale
         stored["last_zero_point"] = delta.last_zero_point
     if quantized and result.params is not None:
         stored["last_params"] = result.params.to_dict()
+    if result.report is not None:
+        for name, value in quality_delta(result.report).items():
+            if name in QUALITY_COUNTERS:
+                added[name] = value
+            elif name in QUALITY_LATEST:
+                stored[name] = value
+            elif value is not None:  # an exact reconstruction (null SQNR) never lowers the lowest
+                lowest[name] = value
     connection = connections[router.db_for_write(QuantizerStats)]
     meta = QuantizerStats._meta
     params = [meta.get_field(name).get_db_prep_save(value, connection)
-              for name, value in [*added.items(), *stored.items()]]
-    sql = _update_sql(connection.alias, tuple(added), tuple(stored))
+              for name, value in [*added.items(), *stored.items(), *[(n, v) for n, v in lowest.items()
+                                                                   for _ in range(2)]]]
+    sql = _update_sql(connection.alias, tuple(added), tuple(stored), tuple(lowest))
     with transaction.mark_for_rollback_on_error(using=connection.alias), connection.cursor() as cursor:
         cursor.execute(sql, [*params, instance_id])
 

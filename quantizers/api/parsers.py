@@ -104,6 +104,29 @@ class OctetStreamParser(BaseParser):
         return {"data": raw_decode(raw, shape=shape, dtype=dtype, max_elements=max_elements())}
 
 
+MSG_BAD_SPEC = "the spec part must be a JSON object (candidates and target): {error}"
+
+
+class EvaluateUploadParser(MultiPartParser):
+    """A multipart form with the array as a .npy `file` part and, optionally, a `spec` part (a form field or a file)
+    holding the JSON object of candidates and target: {"data": array, "spec": object}."""
+
+    def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> Any:
+        form = super().parse(stream, media_type, parser_context)
+        upload = form.files.get("file")
+        if upload is None:
+            raise BadRequest(MSG_NO_FILE, field="file")
+        if not (upload.name or "").lower().endswith(".npy"):
+            raise BadRequest("the file must be a .npy file (name ending in .npy)", field="file")
+        spec_file = form.files.get("spec")
+        raw = spec_file.read() if spec_file is not None else form.data.get("spec", "{}")
+        try:
+            spec = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise BadRequest(MSG_BAD_SPEC.format(error=exc), field="spec") from None
+        return {"data": decode_npy(upload.read(), max_elements=max_elements()), "spec": spec}
+
+
 class NpyUploadParser(MultiPartParser):
     """A multipart form whose `file` field holds a .npy file (`curl -F file=@a.npy`), decoded as NpyParser does."""
 

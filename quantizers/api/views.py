@@ -20,18 +20,20 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from engine import OpResult, QParams, QuantizationType, wire_codes
+from engine import OpResult, QParams, QualityReport, QuantizationType, wire_codes
 
 from .. import health, jobs, metrics, selectors, services
 from ..exceptions import BadRequest
 from ..permissions import MetricsAccess
 from . import options
 from .documentation import documentation
-from .parsers import MSG_NO_FILE, NpyParser, NpyUploadParser, OctetStreamParser, OrjsonParser
+from .parsers import MSG_NO_FILE, EvaluateUploadParser, NpyParser, NpyUploadParser, OctetStreamParser, OrjsonParser
 from .renderers import CheckpointRenderer, CsvRenderer, NpyRenderer, NpzRenderer, OctetStreamRenderer, OrjsonRenderer
 from .serializers import (
     CalibrationSerializer,
     DequantizationSerializer,
+    EvaluationSerializer,
+    EvaluationSpecSerializer,
     ImportExportParamsSerializer,
     QuantizationParamsSerializer,
     QuantizationSerializer,
@@ -158,15 +160,17 @@ class InstanceViewSet(QueryOptionsMixin, viewsets.ViewSet):
         result = services.instance_run(
             instance_id=instance_id, operation=operation, data=body["data"], validate=body.get("validate", True),
             channel_dim=body["channel_dim"], layer_name=body["layer_name"], finite_only=_answers_json(request),
-            **(explicit if operation == "dequantize" else {}),
+            **(explicit if operation == "dequantize" else {"report": body.get("report", False)}),
         )
         out: dict[str, Any] = {"data": result.data}
         if operation == "quantize":
             out["quantization_type"] = result.quantization_type.name
         out["original_shape"] = _shape(body["data"])
+        if result.report is not None:
+            out["report"] = result.report.to_dict()
         return _array_answer(out, result, codes=operation == "quantize")
 
-    @action(detail=True, methods=["post"], **ARRAY_IO)
+    @action(detail=True, methods=["post"], **{**ARRAY_IO, "query_options": options.QUANTIZE_BODY})
     def quantize(self, request: Request, instance_id: str) -> Response:
         return self._run(request, instance_id, "quantize")
 
@@ -174,7 +178,7 @@ class InstanceViewSet(QueryOptionsMixin, viewsets.ViewSet):
     def dequantize(self, request: Request, instance_id: str) -> Response:
         return self._run(request, instance_id, "dequantize")
 
-    @action(detail=True, methods=["post"], **ARRAY_IO)
+    @action(detail=True, methods=["post"], **{**ARRAY_IO, "query_options": options.QUANTIZE_BODY})
     def quantize_dequantize(self, request: Request, instance_id: str) -> Response:
         return self._run(request, instance_id, "quantize_dequantize")
 
@@ -205,6 +209,18 @@ class InstanceViewSet(QueryOptionsMixin, viewsets.ViewSet):
             "per_channel_scales": exported["per_channel_scales"],
             "per_channel_zero_points": exported["per_channel_zero_points"],
         })
+
+    @action(detail=True, methods=["post"], parser_classes=[OrjsonParser, EvaluateUploadParser])
+    def evaluate(self, request: Request, instance_id: str) -> Response:
+        payload = request.data
+        if isinstance(payload, dict) and isinstance(payload.get("data"), np.ndarray) and "spec" in payload:
+            data, spec = payload["data"], _valid_data(EvaluationSpecSerializer, payload["spec"])
+        else:
+            spec = _valid(EvaluationSerializer, request)
+            data = spec["data"]
+        evaluation = services.instance_evaluate(instance_id=instance_id, data=data, candidates=spec["candidates"],
+                                                min_sqnr_db=(spec["target"] or {}).get("min_sqnr_db"))
+        return Response(evaluation.to_dict())
 
     @action(detail=True, methods=["post"])
     def compute_params(self, request: Request, instance_id: str) -> Response:
@@ -332,7 +348,11 @@ def _json_object(request: Request) -> dict[str, Any]:
 
 
 def _valid(serializer_cls: type[serializers.Serializer], request: Request) -> dict[str, Any]:
-    serializer = serializer_cls(data=request.data)
+    return _valid_data(serializer_cls, request.data)
+
+
+def _valid_data(serializer_cls: type[serializers.Serializer], data: Any) -> dict[str, Any]:
+    serializer = serializer_cls(data=data)
     serializer.is_valid(raise_exception=True)
     return dict(serializer.validated_data)
 
@@ -371,6 +391,16 @@ class ArrayAnswer(Response):
     wire: tuple[np.ndarray, str] | None = None
 
 
+# The report's scalar figures that binary answers carry in headers (null SQNR as `null`, as in JSON).
+REPORT_HEADERS = {"X-Report-Sqnr-Db": "sqnr_db", "X-Report-Max-Abs-Error": "max_abs_error",
+                  "X-Report-Rms-Error": "rms_error", "X-Report-Clipped": "clipped"}
+
+
+def report_headers(report: QualityReport) -> dict[str, str]:
+    figures = report.to_dict()
+    return {header: "null" if figures[name] is None else repr(figures[name]) for header, name in REPORT_HEADERS.items()}
+
+
 def _flat(values: Any) -> list[Any]:
     """Nested lists (block parameters) or one number, flattened in C order."""
     if isinstance(values, list):
@@ -388,6 +418,9 @@ def _array_answer(out: dict[str, Any], result: OpResult, codes: bool = False) ->
     if codes and isinstance(out.get("data"), np.ndarray):
         response.wire = wire_codes(out["data"], result.quantization_type)
     response["X-Quantization-Type"] = result.quantization_type.name
+    if result.report is not None:
+        for header, value in report_headers(result.report).items():
+            response[header] = value
     if result.params is None:
         return response
     if result.params.axis is not None:
