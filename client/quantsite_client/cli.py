@@ -29,6 +29,7 @@ try:
 except ImportError as exc:  # pragma: no cover - the cli extra is not installed
     raise SystemExit("the quantsite command needs the cli extra: pip install 'quantsite-client[cli]'") from exc
 
+from .arrays import BIT_PATTERN_TYPES
 from .client import DEFAULT_URL, QuantsiteClient
 from .errors import QuantsiteError
 
@@ -159,13 +160,14 @@ def quantize(c: Context, instance_id: str, source: Path, output: Path, report: b
     array = np.load(source, allow_pickle=False)
     with c.client() as client:
         result = client.quantize(instance_id, array, report=report, channel_dim=channel_dim, layer_name=layer_name)
+    codes = _storable(result.codes)
     if output.suffix == ".npz":
-        members = {"data": result.codes, "scale": result.scale, "zero_point": result.zero_point,
+        members = {"data": codes, "scale": result.scale, "zero_point": result.zero_point,
                    "axis": result.axis, "block_size": result.block_size}
         kept: dict[str, Any] = {name: np.asarray(value) for name, value in members.items() if value is not None}
         np.savez(output, **kept)
     else:
-        np.save(output, result.codes, allow_pickle=False)
+        np.save(output, codes, allow_pickle=False)
     summary = {"output": str(output), "quantization_type": result.quantization_type,
                "shape": list(result.codes.shape), "dtype": str(result.codes.dtype), "scale": result.scale,
                "zero_point": result.zero_point, "axis": result.axis, "report": result.report}
@@ -289,6 +291,14 @@ def _assignments(settings: Sequence[str]) -> dict[str, Any]:
         except ValueError:
             out[key.strip()] = raw
     return out
+
+
+def _storable(codes: np.ndarray) -> np.ndarray:
+    """float8 / bfloat16 codes as their bit patterns (uint8 / uint16), as the server's .npy answers carry them:
+    numpy's .npy format has no such dtypes, and dequantize reads the bit patterns back by the instance's type."""
+    if codes.dtype.name in BIT_PATTERN_TYPES:
+        return codes.view(np.uint8 if codes.dtype.itemsize == 1 else np.uint16)
+    return codes
 
 
 def _numbers(raw: str | None, kind: type) -> Any:

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import ml_dtypes
 import numpy as np
 import pytest
 from click.testing import CliRunner, Result
@@ -124,3 +125,17 @@ def test_options_before_the_command_win_over_the_environment(gunicorn_server: Li
                                 env={"QUANTSITE_URL": "http://127.0.0.1:1", "QUANTSITE_TOKEN": "wrong"})
     assert result.exit_code == 0, result.output
     assert "default" in json.loads(result.stdout)
+
+
+def test_float8_codes_through_files(run, fresh_id: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    run("instances", "create", fresh_id, "--set", "quantization_type=FP8_E4M3")
+    x = RNG.standard_normal((8, 8)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    run("quantize", fresh_id, str(tmp_path / "x.npy"), "-o", str(tmp_path / "q.npz"))
+    with np.load(tmp_path / "q.npz", allow_pickle=False) as archive:
+        bits, scale = archive["data"], np.float32(archive["scale"])
+    assert bits.dtype == np.uint8  # the float8 bit patterns, as the server's .npy answers carry them
+    values = bits.view(ml_dtypes.float8_e4m3fn)
+    np.testing.assert_array_equal(values, (x / scale).astype(ml_dtypes.float8_e4m3fn))
+    run("dequantize", fresh_id, str(tmp_path / "q.npz"), "-o", str(tmp_path / "back.npy"))
+    np.testing.assert_array_equal(np.load(tmp_path / "back.npy"), values.astype(np.float32) * scale)

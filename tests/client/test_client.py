@@ -108,6 +108,17 @@ def test_quantize_per_channel(qs: QuantsiteClient, fresh_id: str) -> None:
     np.testing.assert_array_equal(qs.dequantize(fresh_id, q), dequantize_linear(q.codes, scales[:, None], 0))
 
 
+def test_hundreds_of_channels_round_trip(qs: QuantsiteClient, fresh_id: str) -> None:
+    """Every channel's parameters come with the codes (.npz; headers stop at 64 channels), and go back to
+    dequantize although they do not fit in a request line."""
+    qs.create_instance(fresh_id, symmetric=True, per_channel=True)
+    x = RNG.standard_normal((600, 4)).astype(np.float32)
+    q = qs.quantize(fresh_id, x, channel_dim=0)
+    scales = (np.abs(x).max(axis=1) / np.float32(127)).astype(np.float32)
+    np.testing.assert_array_equal(q.scale, scales)
+    np.testing.assert_array_equal(qs.dequantize(fresh_id, q), dequantize_linear(q.codes, scales[:, None], 0))
+
+
 def test_float8_codes_come_back_as_ml_dtypes(qs: QuantsiteClient, fresh_id: str) -> None:
     qs.create_instance(fresh_id, quantization_type="FP8_E4M3")
     x = RNG.standard_normal((8, 8)).astype(np.float32)
