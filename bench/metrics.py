@@ -4,13 +4,15 @@ counter, in multiprocess mode as under gunicorn) and without them, beside a bare
 
 Run from the repository root:
 
-    python bench/metrics.py                # 2000 requests per row and round, median of 5 rounds
-    python bench/metrics.py --requests 5000 --rounds 7
+    python bench/metrics.py                # 40 chunks of 100 requests per row and configuration
+    python bench/metrics.py --chunks 80 --chunk 200
 
-Each round runs every configuration in a fresh subprocess, in turn (a slow spell of a shared machine then touches
-all rows alike). Rows: GET / (the cheapest route: the middleware's share is largest) and the spec's small quantize
-(2x3 JSON, the stats UPDATE on SQLite included). The figure to read is the difference with - without, in
-microseconds per request, and its share of the request.
+Both configurations live in one process (two WSGI handlers, built with and without the middleware; the operation
+counter switched off for the second) and run in alternating chunks, in a random order, so a slow spell of a
+shared machine touches both alike; each figure is the median over chunks of microseconds per request, and the
+difference is taken chunk by chunk (paired). Rows: GET / (the cheapest route: the middleware's share is largest)
+and the spec's small quantize (2x3 JSON, its statistics UPDATE on SQLite included). The last rows time the
+metrics' own work alone: the middleware around an answer made in advance, and the operation counter of one call.
 """
 
 from __future__ import annotations
@@ -19,13 +21,13 @@ import argparse
 import io
 import json
 import os
+import random
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = json.dumps({"data": [[1.2, 3.4, 5.6], [7.8, 9.0, 2.1]]}).encode()
@@ -42,13 +44,13 @@ def environ(method: str, path: str, body: bytes) -> dict[str, object]:
     }
 
 
-def time_app(app, method: str, path: str, body: bytes, requests: int) -> float:  # type: ignore[no-untyped-def]
+def time_app(app, method: str, path: str, body: bytes, requests: int, warmup: int = 50) -> float:  # type: ignore[no-untyped-def]
     """Microseconds per request, the answer's body read as a server would."""
     def start_response(status: str, headers: list[tuple[str, str]], exc_info: object = None) -> None:
         if not status.startswith("200"):
             raise RuntimeError(f"{method} {path}: {status}")
 
-    for _ in range(50):  # warm-up: imports, caches, the first queries
+    for _ in range(warmup):  # imports, caches, the first queries
         b"".join(app(environ(method, path, body), start_response))
     started = time.perf_counter()
     for _ in range(requests):
@@ -91,68 +93,68 @@ def micro(requests: int) -> dict[str, float]:
     return timings
 
 
-def child(mode: str, requests: int) -> None:
-    """One configuration in this process; prints {row: microseconds per request} as JSON."""
-    if mode == "bare":
-        print(json.dumps({row: time_app(hello, *spec, requests) for row, spec in ROWS.items()}))
-        return
+def child(chunks: int, chunk: int) -> None:
+    """Both configurations in this process, alternating; prints the table."""
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="bench-metrics-")  # as gunicorn.conf.py
     sys.path[0] = str(ROOT)  # not bench/, whose http.py would shadow the standard library's http package
+    import logging
+
     import django
     from django.conf import settings
 
     django.setup()
-    if mode == "without":
-        settings.MIDDLEWARE = [m for m in settings.MIDDLEWARE if m != "quantizers.metrics.MetricsMiddleware"]
-        from quantizers import metrics
-
-        metrics.operation_done = lambda *args, **kwargs: None  # type: ignore[assignment]
-    import logging
-
     logging.disable(logging.CRITICAL)
-    from django.core.wsgi import get_wsgi_application
+    from django.core.handlers.wsgi import WSGIHandler
 
-    app = get_wsgi_application()
-    timings = {row: time_app(app, *spec, requests) for row, spec in ROWS.items()}
-    if mode == "with":
-        timings.update(micro(requests * 10))
-    print(json.dumps(timings))
+    from quantizers import metrics
+
+    with_metrics = WSGIHandler()
+    settings.MIDDLEWARE = [m for m in settings.MIDDLEWARE if m != "quantizers.metrics.MetricsMiddleware"]
+    without_metrics = WSGIHandler()
+    counting = metrics.operation_done
+
+    def counter_off(*args: object, **kwargs: object) -> None:
+        return None
+
+    apps = {"bare WSGI": (hello, counting), "without": (without_metrics, counter_off),
+            "with": (with_metrics, counting)}
+    print(f"{'row':16} {'bare WSGI':>10} {'without':>10} {'with':>10} {'metrics':>10} {'share':>7}   (us/request, "
+          f"median of {chunks} chunks of {chunk})")
+    small_without = 0.0
+    order = random.Random(13)
+    for row, spec in ROWS.items():
+        times: dict[str, list[float]] = {name: [] for name in apps}
+        for _ in range(chunks):
+            for name in order.sample(list(apps), len(apps)):  # a fresh order each chunk: no position favoured
+                app, operation_done = apps[name]
+                metrics.operation_done = operation_done  # type: ignore[assignment]
+                times[name].append(time_app(app, *spec, chunk, warmup=5 if times[name] else 50))
+        metrics.operation_done = counting  # type: ignore[assignment]
+        bare, without, with_ = (statistics.median(times[name]) for name in apps)
+        paired = statistics.median(w - wo for w, wo in zip(times["with"], times["without"], strict=True))
+        print(f"{row:16} {bare:10.1f} {without:10.1f} {with_:10.1f} {paired:10.1f} {paired / without:7.1%}")
+        small_without = without
+    for row, alone in micro(chunks * chunk).items():
+        print(f"{row + ' alone':28} {alone:6.1f} us per request ({alone / small_without:.1%} of a small quantize "
+              "without)")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--requests", type=int, default=2000)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--child", choices=["with", "without", "bare"])
+    parser.add_argument("--chunks", type=int, default=40)
+    parser.add_argument("--chunk", type=int, default=100)
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.child, args.requests)
+        child(args.chunks, args.chunk)
         return
     workdir = Path(tempfile.mkdtemp(prefix="bench-metrics-db-"))
     env = {**os.environ, "DJANGO_DEBUG": "1", "DATABASE_URL": f"sqlite:///{workdir / 'db.sqlite3'}",
            "DJANGO_SETTINGS_MODULE": "quantsite.settings", "QUANTIZER_REQUIRE_AUTH": "0"}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True)
-    figures: dict[str, dict[str, list[float]]] = {mode: {} for mode in ("with", "without", "bare")}
-    for _ in range(args.rounds):
-        for mode in figures:
-            out: Any = subprocess.run([sys.executable, __file__, "--child", mode, "--requests", str(args.requests)],
-                                 cwd=ROOT, env=env, capture_output=True, text=True)
-            if out.returncode:
-                sys.exit(f"{mode} failed:\n{out.stderr[-3000:]}")
-            out = out.stdout
-            for row, micros in json.loads(out.strip().splitlines()[-1]).items():
-                figures[mode].setdefault(row, []).append(micros)
-    print(f"{'row':16} {'bare WSGI':>10} {'without':>10} {'with':>10} {'metrics':>10} {'share':>7}   (us/request, "
-          f"median of {args.rounds} rounds of {args.requests})")
-    for row in ROWS:
-        bare, without, with_ = (statistics.median(figures[mode][row]) for mode in ("bare", "without", "with"))
-        print(f"{row:16} {bare:10.1f} {without:10.1f} {with_:10.1f} {with_ - without:10.1f} "
-              f"{(with_ - without) / without:7.1%}")
-    small = statistics.median(figures["without"]["small quantize"])
-    for row in ("middleware", "operation counter"):
-        alone = statistics.median(figures["with"][row])
-        print(f"{row + ' alone':28} {alone:6.1f} us per request ({alone / small:.1%} of a small quantize without)")
+    subprocess.run([sys.executable, __file__, "--child", "--chunks", str(args.chunks), "--chunk", str(args.chunk)],
+                   cwd=ROOT, env=env, check=True)
 
 
 if __name__ == "__main__":
