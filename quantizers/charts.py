@@ -29,10 +29,12 @@ def _number(value: float) -> str:
 
 
 def _svg(title: str, body: SafeString, css_class: str) -> SafeString:
+    """The chart in a figure whose caption is its title (also the SVG's accessible name)."""
     return format_html(
+        '<figure class="chart"><figcaption>{}</figcaption>'
         '<svg xmlns="http://www.w3.org/2000/svg" class="chart {}" viewBox="0 0 {} {}" width="{}" height="{}" '
-        'role="img" aria-label="{}"><title>{}</title>{}</svg>',
-        css_class, WIDTH, HEIGHT, WIDTH, HEIGHT, title, title, body)
+        'role="img" aria-label="{}"><title>{}</title>{}</svg></figure>',
+        title, css_class, WIDTH, HEIGHT, WIDTH, HEIGHT, title, title, body)
 
 
 def _axis(lo: float, hi: float, y_of: object) -> SafeString:

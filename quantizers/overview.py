@@ -13,7 +13,7 @@ from engine import QUALITY_FIELDS, STATS_FIELDS, QuantizationConfig, grid_extent
 
 from . import registry
 from .charts import bar_chart, histogram_chart
-from .models import QuantizerInstance
+from .models import Job, QuantizerInstance
 
 MAX_CHANNEL_BARS = 512  # beyond, the scales chart shows the first ones (its title says how many)
 
@@ -107,10 +107,19 @@ def layer_sqnr_chart(layers: Sequence[tuple[str, float | None]], job_label: str)
     return bar_chart(list(layers), title=f"per-layer SQNR of {job_label}", unit=" dB", css_class="layers")
 
 
+def latest_job_chart(instance: QuantizerInstance) -> SafeString | None:
+    """The per-layer SQNR of the instance's latest succeeded model job, in checkpoint order."""
+    job = instance.jobs.filter(status=Job.Status.SUCCEEDED).order_by("-finished_at", "-created_at").first()
+    if job is None:
+        return None
+    layers = list(job.layers.order_by("position").values_list("name", "sqnr_db"))
+    return layer_sqnr_chart(layers, f"job {str(job.pk)[:8]} ({len(layers)} tensors)")
+
+
 def instance_overview(instance: QuantizerInstance) -> dict[str, Any]:
     """The context of the admin's side panel for a saved instance."""
     config = QuantizationConfig.from_dict(instance.config)
     exported = registry.active().get(instance).export_parameters()
-    charts = [chart for chart in (calibration_histogram(exported, config), channel_scales_chart(exported))
-              if chart is not None]
+    charts = [chart for chart in (calibration_histogram(exported, config), channel_scales_chart(exported),
+                                  latest_job_chart(instance)) if chart is not None]
     return {"parameter_rows": parameter_rows(exported), "stats_rows": stats_rows(instance.stats), "charts": charts}
