@@ -26,7 +26,7 @@ from .errors import (
     ParameterError,
 )
 from .evaluation import Candidate, Evaluation, evaluate, needs_calibration, standard_grid
-from .jobs import REPORT_FIELDS, LayerReport, quantize_checkpoint, summarize
+from .jobs import REPORT_FIELDS, LayerReport, quantize_checkpoint, summarize, warm_job_kernels
 from .metrics import (
     COUNTERS,
     QUALITY_COUNTERS,
@@ -108,5 +108,6 @@ __all__ = [
     "sqnr_from_sums",
     "standard_grid",
     "summarize",
+    "warm_job_kernels",
     "wire_codes",
 ]

@@ -19,7 +19,9 @@ import dataclasses
 import math
 import mmap
 import os
+import queue
 import struct
+import threading
 import zipfile
 from collections.abc import Iterator
 from typing import Any, BinaryIO, Final
@@ -168,7 +170,9 @@ def _mapped(file: BinaryIO, offset: int, nbytes: int, dtype: np.dtype[Any], shap
             order: str = "C") -> Iterator[npt.NDArray[Any]]:
     """A read-only array over bytes [offset, offset + nbytes) of an open file, unmapped when the block ends."""
     if nbytes == 0:
-        yield np.empty(shape, dtype, order=order)  # type: ignore[call-overload]
+        empty = np.empty(shape, dtype, order=order)  # type: ignore[call-overload]
+        empty.flags.writeable = False
+        yield empty
         return
     start = offset // _PAGE * _PAGE
     mm = mmap.mmap(file.fileno(), offset - start + nbytes, access=mmap.ACCESS_READ, offset=start)
@@ -309,6 +313,41 @@ class NpzReader(CheckpointReader):
 
 
 # ---------------------------------------------------------------------- writers
+class BackgroundFile:
+    """Sequential writes handed to a thread, so that the next tensor is computed while the last one is written
+    (file writes release the GIL; on a busy disk a write can take longer than the quantization). At most
+    `depth` writes wait, each holding its array; the first error is raised by the next `write` or by `finish`."""
+
+    def __init__(self, file: BinaryIO, depth: int = 1) -> None:
+        self._file = file
+        self._queue: queue.Queue[memoryview | None] = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._drain, name="checkpoint-writer", daemon=True)
+        self._thread.start()
+
+    def _drain(self) -> None:
+        while (item := self._queue.get()) is not None:
+            if self._error is None:
+                try:
+                    self._file.write(item)
+                except BaseException as exc:  # handed to the job's thread
+                    self._error = exc
+
+    def write(self, data: memoryview | bytes) -> int:
+        if self._error is not None:
+            raise self._error
+        view = memoryview(data)
+        self._queue.put(view)
+        return view.nbytes
+
+    def finish(self) -> None:
+        """Wait for every write; raise the first error."""
+        self._queue.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+
 class CheckpointWriter:
     """Writes tensors in a fixed order to an open binary file, each as soon as it exists."""
 
@@ -328,7 +367,7 @@ class SafetensorsWriter(CheckpointWriter):
     """The header first (every output tensor's dtype and shape is known from the plan), then each tensor's bytes
     in the layout's order; `write` checks each against the layout, `close` that nothing is missing."""
 
-    def __init__(self, file: BinaryIO, layout: list[tuple[str, str, tuple[int, ...]]],
+    def __init__(self, file: BinaryIO | BackgroundFile, layout: list[tuple[str, str, tuple[int, ...]]],
                  metadata: dict[str, str]) -> None:
         self._file = file
         self._layout = layout
@@ -351,8 +390,7 @@ class SafetensorsWriter(CheckpointWriter):
 
 # numpy has no bfloat16 or float8 dtype an .npy reader knows: their bit patterns, as the API's .npz answers carry.
 NPZ_BITS: Final[dict[str, np.dtype[Any]]] = {
-    "BF16": np.dtype("<u2"), "F8_E4M3": np.dtype("u1"), "F8_E5M2": np.dtype("u1"),
-}
+    "BF16": np.dtype("<u2"), "F8_E4M3": np.dtype("u1"), "F8_E5M2": np.dtype("u1")}
 
 
 class NpzWriter(CheckpointWriter):
@@ -377,9 +415,12 @@ class NpzWriter(CheckpointWriter):
         self._zip.close()
 
 
-def writer_for(fmt: str, file: BinaryIO, layout: list[tuple[str, str, tuple[int, ...]]],
+def writer_for(fmt: str, file: BinaryIO | BackgroundFile, layout: list[tuple[str, str, tuple[int, ...]]],
                metadata: dict[str, str]) -> CheckpointWriter:
-    return SafetensorsWriter(file, layout, metadata) if fmt == "safetensors" else NpzWriter(file)
+    if fmt == "safetensors":
+        return SafetensorsWriter(file, layout, metadata)
+    assert not isinstance(file, BackgroundFile)  # zipfile seeks back to complete each member's header
+    return NpzWriter(file)
 
 
 def numpy_dtype(fmt: str, dtype: str) -> np.dtype[Any]:

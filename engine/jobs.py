@@ -26,8 +26,8 @@ channel ([out, 1] for a 2-D weight along 0), ONNX's block shape per group. FLOAT
 BF16 values, no scale. Kept and skipped tensors are byte-identical.
 
 Report figures are computed against the float32 input with the exact dequantized values, (q - zp) * scale in
-float32 as dequantize gives them, in blocks of rows (float64 sums): SQNR 10 log10(sum x^2 / sum (x - x^)^2)
-(None when the reconstruction is exact or the input all zero), max and RMS error, clipped count.
+float32 as dequantize gives them (engine/figures.py): SQNR 10 log10(sum x^2 / sum (x - x^)^2) (None when the
+reconstruction is exact or the input all zero), max and RMS error; the clipped count is the quantize's own.
 """
 
 from __future__ import annotations
@@ -39,7 +39,9 @@ import math
 import os
 import time
 from collections.abc import Callable
-from typing import Any, BinaryIO, Final
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as futures_wait
+from typing import TYPE_CHECKING, Any, BinaryIO, Final
 
 import ml_dtypes
 import numpy as np
@@ -47,7 +49,7 @@ import numpy.typing as npt
 
 from . import formats, kernels
 from .calibration import RangeCollector
-from .checkpoint import CheckpointReader, TensorInfo, checkpoint_format, open_checkpoint, writer_for
+from .checkpoint import BackgroundFile, CheckpointReader, TensorInfo, checkpoint_format, open_checkpoint, writer_for
 from .config import CalibrationMethod, QuantizationConfig, QuantizationMode, QuantizationType
 from .errors import CheckpointError, InputError, JobCancelled
 from .layers import LayerPlan, resolve_layer
@@ -55,12 +57,19 @@ from .parameters import ParameterState
 from .qparams import STORAGE_DTYPES, QParams, f32_float, qrange
 from .quantizer import OpResult, Quantizer
 from .ranges import normalize_axis, params_for_range
+from .safetensors import DTYPES as SAFETENSORS_DTYPES
 from .safetensors import FLOAT_DTYPES
+
+if TYPE_CHECKING:
+    from .figures import Figures
 
 F32 = np.float32
 PRODUCER: Final = "quantsite"
 PARTIAL_SUFFIX: Final = ".partial"
-METRICS_BLOCK: Final = 64 * 1024  # elements per block of the error figures (512 KiB of float64: in L2)
+# Two tensors are in flight together only when their footprints fit in 2 x the largest tensor: smaller tensors
+# overlap (figures beside the next quantize), the largest go one at a time, so that with the writer's queue the
+# peak stays within 2.5 x the largest tensor above the process's own baseline.
+OVERLAP_FACTOR: Final = 2.0
 FORMAT_NOTE: Final = ("codes under the tensor's name (I8: INT8 and INT4, U8: UINT8 and UINT4, one code per byte; "
                       "I16; F8_E4M3 / F8_E5M2; F16 / BF16 values for FLOAT16 / BFLOAT16 layers); <name>_scale F32, "
                       "shaped to broadcast against the tensor; <name>_zero_point in the codes' dtype when not 0; "
@@ -96,16 +105,26 @@ class LayerReport:
     bytes_in: int
     bytes_out: int
     ms: float
-    params: dict[str, Any] | None = None
+    qparams: QParams | None = dataclasses.field(default=None, repr=False, compare=False)
+
+    @property
+    def params(self) -> dict[str, Any] | None:
+        """Today's layer_params entry {"scale", "zero_point", "channel_dim"} of an integer per-tensor or
+        per-channel layer; None for what stored layer parameters cannot express (casts, FP8, blocks). Built when
+        asked for: the shortest decimal of thousands of float32 scales takes milliseconds."""
+        p = self.qparams
+        if p is None or p.block_size is not None or self.quantization_type is None or \
+                not QuantizationType[self.quantization_type].is_integer:
+            return None
+        d = p.to_dict()
+        return {"scale": d["scale"], "zero_point": d["zero_point"], "channel_dim": d["axis"]}
 
     def to_dict(self) -> dict[str, Any]:
-        """The report row (without params)."""
-        out = dataclasses.asdict(self)
-        del out["params"]
-        return out
+        """The report row (without the parameters)."""
+        return {name: getattr(self, name) for name in REPORT_FIELDS}
 
 
-REPORT_FIELDS: Final = tuple(f.name for f in dataclasses.fields(LayerReport) if f.name != "params")
+REPORT_FIELDS: Final = tuple(f.name for f in dataclasses.fields(LayerReport) if f.name != "qparams")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -213,8 +232,13 @@ def quantize_checkpoint(
         layout: Layout = [out for p in plans for out in p.outputs]
         try:
             with open(partial, "wb") as file:
-                reports = _run(reader, plans, _writer(fmt, file, layout, reader, config, metadata), config,
-                               on_tensor, should_cancel)
+                sink = BackgroundFile(file) if fmt == "safetensors" else file
+                try:
+                    reports = _run(reader, plans, _writer(fmt, sink, layout, reader, config, metadata), config,
+                                   on_tensor, should_cancel)
+                finally:
+                    if isinstance(sink, BackgroundFile):
+                        sink.finish()  # the writes end before the file closes, failed job or not
             os.replace(partial, dst)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
@@ -223,8 +247,8 @@ def quantize_checkpoint(
     return reports
 
 
-def _writer(fmt: str, file: BinaryIO, layout: Layout, reader: CheckpointReader, config: QuantizationConfig,
-            metadata: dict[str, str] | None) -> Any:
+def _writer(fmt: str, file: BinaryIO | BackgroundFile, layout: Layout, reader: CheckpointReader,
+            config: QuantizationConfig, metadata: dict[str, str] | None) -> Any:
     meta = {**reader.metadata, "producer": PRODUCER, "quantization_config": json.dumps(config.to_dict(),
                                                                                        sort_keys=True),
             "quantsite_format": FORMAT_NOTE, **(metadata or {})}
@@ -233,26 +257,77 @@ def _writer(fmt: str, file: BinaryIO, layout: Layout, reader: CheckpointReader, 
 
 def _run(reader: CheckpointReader, plans: list[TensorPlan], writer: Any, config: QuantizationConfig,
          on_tensor: OnTensor | None, should_cancel: ShouldCancel | None) -> list[LayerReport]:
+    """Tensor by tensor, in the file's order. A quantized tensor's error figures are computed on a second thread
+    while the next tensor is read and quantized (its mapping stays open until they are done), when the two fit in
+    the overlap budget; the reports still come out, and `on_tensor` is still called, in order."""
+    budget = OVERLAP_FACTOR * max((p.info.nbytes for p in plans), default=0)
     quantizers = _Quantizers(config)
     reports: list[LayerReport] = []
     done = 0
-    for plan in plans:
-        if should_cancel is not None and should_cancel():
-            raise JobCancelled(f"the job was cancelled after {len(reports)} of {len(plans)} tensors")
-        started = time.perf_counter()
-        if plan.action == "quantized":
-            report = _quantize_tensor(reader, plan, writer, config, quantizers)
-        else:
-            with reader.tensor(plan.info.name) as raw:
-                written = writer.write(plan.info.name, raw)
-            report = _plain_report(plan, written)
-        report.ms = (time.perf_counter() - started) * 1000.0
+
+    def finish(item: _Pending) -> None:
+        nonlocal done
+        report = item.report()
         reports.append(report)
-        done += plan.info.nbytes
+        done += report.bytes_in
         if on_tensor is not None:
             on_tensor(report, done)
+
+    pending: _Pending | None = None
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="job-figures") as figures:
+        try:
+            for plan in plans:
+                if should_cancel is not None and should_cancel():
+                    raise JobCancelled(f"the job was cancelled after {len(reports)} of {len(plans)} tensors")
+                if pending is not None and pending.footprint + _footprint(plan) > budget:
+                    finish(pending)  # the two would not fit together: this tensor waits
+                    pending = None
+                if plan.action == "quantized":
+                    current = _quantize_tensor(reader, plan, writer, config, quantizers, figures)
+                else:
+                    started = time.perf_counter()
+                    with reader.tensor(plan.info.name) as raw:
+                        written = writer.write(plan.info.name, raw)
+                    current = _Pending(_plain_report(plan, written), started, footprint=_footprint(plan))
+                if pending is not None:
+                    finish(pending)
+                pending = current
+            if pending is not None:
+                finish(pending)
+                pending = None
+        finally:
+            if pending is not None:
+                pending.abandon()
     writer.close()
     return reports
+
+
+class _Pending:
+    """A tensor written, whose report may still wait for its figures (and then releases the tensor's mapping)."""
+
+    def __init__(self, report: LayerReport, started: float, figures: Future[Figures] | None = None,
+                 mapping: contextlib.ExitStack | None = None, footprint: int = 0) -> None:
+        self._report, self._started, self._figures, self._mapping = report, started, figures, mapping
+        self.footprint = footprint  # bytes it holds until its report is done
+
+    def report(self) -> LayerReport:
+        report = self._report
+        if self._figures is not None:
+            try:
+                report.sqnr_db, report.max_abs_error, report.rms_error = self._figures.result()
+            finally:
+                self.abandon()
+        report.ms = (time.perf_counter() - self._started) * 1000.0
+        return report
+
+    def abandon(self) -> None:
+        """Wait for the figures (they read the mapping), then unmap."""
+        if self._figures is not None:
+            futures_wait([self._figures])
+            self._figures = None
+        if self._mapping is not None:
+            self._mapping.close()
+            self._mapping = None
 
 
 def _plain_report(plan: TensorPlan, written: int) -> LayerReport:
@@ -291,27 +366,44 @@ class _Quantizers:
 
 
 def _quantize_tensor(reader: CheckpointReader, plan: TensorPlan, writer: Any, config: QuantizationConfig,
-                     quantizers: _Quantizers) -> LayerReport:
+                     quantizers: _Quantizers, figures: ThreadPoolExecutor) -> _Pending:
+    """Quantize and write one tensor; its error figures are left running on `figures`."""
+    started = time.perf_counter()
     info = plan.info
     layer = plan.layer
     assert layer is not None
-    qtype = layer.quantization_type
-    with reader.float32(info.name) as x:
+    mapping = contextlib.ExitStack()
+    try:
+        x = mapping.enter_context(reader.float32(info.name))
         frozen = None
-        if (plan.scheme in ("per_tensor", "per_channel") and config.calibration_method in _RANGE_METHODS):
+        if plan.scheme in ("per_tensor", "per_channel") and config.calibration_method in _RANGE_METHODS:
             frozen = _calibrated_params(config, plan, x)
         result = quantizers.get(plan, frozen).quantize(x, channel_dim=plan.axis)
         outputs = _outputs(plan, result)
-        figures = _figures(x, plan, result, finite=config.error_on_nan and config.error_on_inf)
-    written = sum(writer.write(name, arr) for (name, _, _), arr in zip(plan.outputs, outputs, strict=True))
+        written = sum(writer.write(name, arr) for (name, _, _), arr in zip(plan.outputs, outputs, strict=True))
+        running = figures.submit(_figures, x, plan, result, finite=config.error_on_nan and config.error_on_inf)
+    except BaseException:
+        mapping.close()
+        raise
     params = result.params
     scales = None if params is None else params.scale
-    return LayerReport(
-        info.name, list(info.shape), info.dtype, "quantized", qtype.name, plan.scheme,
+    report = LayerReport(
+        info.name, list(info.shape), info.dtype, "quantized", layer.quantization_type.name, plan.scheme,
         plan.axis if plan.scheme in ("per_channel", "per_group") else None,
         None if scales is None else f32_float(np.min(scales)), None if scales is None else f32_float(np.max(scales)),
-        figures[0], figures[1], figures[2], int(result.delta.clipped_values), math.prod(info.shape), info.nbytes,
-        written, 0.0, _layer_params(plan, params))
+        None, None, None, int(result.delta.clipped_values), math.prod(info.shape), info.nbytes, written, 0.0, params)
+    return _Pending(report, started, running, mapping, _footprint(plan))
+
+
+def _footprint(plan: TensorPlan) -> int:
+    """Bytes a tensor holds while it is processed: its float32 values (mapped, or converted), the quantizer's
+    float32 results for the float types, and its outputs."""
+    if plan.action != "quantized":
+        return plan.info.nbytes
+    values = math.prod(plan.info.shape)
+    floats = 4 * values if plan.qtype.is_float8 or plan.qtype is QuantizationType.BFLOAT16 else 0
+    outputs = sum(math.prod(shape) * SAFETENSORS_DTYPES[dtype].itemsize for _, dtype, shape in plan.outputs)
+    return 4 * values + floats + outputs
 
 
 def _calibrated_params(config: QuantizationConfig, plan: TensorPlan, x: npt.NDArray[np.float32]) -> QParams:
@@ -361,87 +453,32 @@ def _outputs(plan: TensorPlan, result: OpResult) -> list[npt.NDArray[Any]]:
     return arrays
 
 
-def _layer_params(plan: TensorPlan, params: QParams | None) -> dict[str, Any] | None:
-    """Today's layer_params entry (scale, zero_point, channel_dim) of an integer per-tensor / per-channel layer;
-    None for what the stored layer parameters cannot express (casts, FP8, blocks)."""
-    if params is None or not plan.qtype.is_integer or params.block_size is not None:
-        return None
-    d = params.to_dict()
-    return {"scale": d["scale"], "zero_point": d["zero_point"], "channel_dim": d["axis"]}
-
-
 # ---------------------------------------------------------------------- error figures
-def _figures(x: npt.NDArray[np.float32], plan: TensorPlan, result: OpResult, *,
-             finite: bool) -> tuple[float | None, float | None, float | None]:
-    """(SQNR dB, max |x - x^|, RMS error) of the tensor against its exact reconstruction, over its finite
-    values (`finite`: the quantize refused any other, so there is nothing to filter)."""
-    qtype = plan.qtype
+def _figures(x: npt.NDArray[np.float32], plan: TensorPlan, result: OpResult, *, finite: bool) -> Figures:
+    """The tensor's error figures against its exact reconstruction (engine/figures.py)."""
+    from .figures import error_figures  # numba (~60 MB resident) loads in the processes that run jobs only
     params = result.params
     data = result.data
-    if plan.scheme == "per_group":
-        assert params is not None
+    if params is None:  # FLOAT16 / BFLOAT16: the values themselves
+        return error_figures(x, data, None, None, None, finite=finite)
+    if params.block_size is not None:
         assert params.axis is not None
-        assert params.block_size is not None
-        if qtype.is_float8:
+        if plan.qtype.is_float8:
             full = np.repeat(params.scale, params.block_size, axis=params.axis)
-            full = np.take(full, np.arange(x.shape[params.axis]), axis=params.axis)
-            xhat = (data * full).astype(F32)
+            xhat = (data * np.take(full, np.arange(x.shape[params.axis]), axis=params.axis)).astype(F32)
         else:
             xhat = formats.dequantize_blocked(data, params.scale, params.zero_point, params.axis, params.block_size)
-        return _summed([(x.reshape(-1), xhat.reshape(-1))], finite)
-    if params is None:  # FLOAT16 / BFLOAT16: the values themselves
-        return _summed(_blocks(x, data, None, None, None), finite)
-    scale = params.scale.astype(F32)
-    zp = None if qtype.is_float8 or not np.any(params.zero_point) else params.zero_point.astype(F32)
-    return _summed(_blocks(x, data, scale, zp, params.axis), finite)
+        return error_figures(x, xhat, None, None, None, finite=finite)
+    zp = None if plan.qtype.is_float8 else params.zero_point.astype(F32)
+    return error_figures(x, data, params.scale, zp, params.axis, finite=finite)
 
 
-def _blocks(x: npt.NDArray[np.float32], codes: npt.NDArray[Any], scale: npt.NDArray[np.float32] | None,
-            zp: npt.NDArray[np.float32] | None, axis: int | None) -> Any:
-    """(x block, x^ block) pairs of about METRICS_BLOCK elements: x^ = (q - zp) * scale in float32 (the
-    dequantize definition), per channel along `axis`."""
-    outer, channels, inner = kernels.as_3d(x.shape, axis)
-    x3 = x.reshape(outer, channels, inner)
-    q3 = codes.reshape(outer, channels, inner)
-    s3 = None if scale is None else scale.reshape(1, -1, 1)
-    z3 = None if zp is None else zp.reshape(1, -1, 1)
-    row = channels * inner
-    if row <= METRICS_BLOCK:
-        step = max(1, METRICS_BLOCK // row)
-        pieces = ((slice(o, o + step), slice(None)) for o in range(0, outer, step))
-    else:
-        cstep = max(1, METRICS_BLOCK // inner)
-        pieces = ((slice(o, o + 1), slice(c, c + cstep)) for o in range(outer) for c in range(0, channels, cstep))
-    for so, sc in pieces:
-        xb = x3[so, sc]
-        xh = q3[so, sc].astype(F32)
-        if z3 is not None:
-            np.subtract(xh, z3[:, sc], out=xh)
-        if s3 is not None:
-            np.multiply(xh, s3[:, sc], out=xh)
-        yield xb, xh
+def warm_job_kernels() -> None:
+    """Import numba and load the job's compiled kernels: call once when a job worker starts (not needed for
+    correctness; the first job would do it, at about half a second of CPU)."""
+    from .figures import warm
 
-
-def _summed(pairs: Any, finite: bool) -> tuple[float | None, float | None, float | None]:
-    signal = noise = 0.0
-    worst = 0.0
-    count = 0
-    for xb, xh in pairs:
-        x64 = np.asarray(xb, np.float64).reshape(-1)
-        d = np.subtract(x64, xh.reshape(-1), dtype=np.float64)
-        if not finite and not np.isfinite(x64).all():  # NaN / Inf allowed by the config: finite values only
-            keep = np.isfinite(x64)
-            x64, d = x64[keep], d[keep]
-        count += x64.size
-        signal += float(np.dot(x64, x64))
-        noise += float(np.dot(d, d))
-        if d.size:
-            np.abs(d, out=d)
-            worst = max(worst, float(d.max()))
-    if count == 0:
-        return None, None, None
-    sqnr = None if noise == 0.0 or signal == 0.0 else 10.0 * math.log10(signal / noise)
-    return sqnr, worst, math.sqrt(noise / count)
+    warm()
 
 
 # ---------------------------------------------------------------------- summary

@@ -4,6 +4,9 @@ dies (CELERY_TASK_ACKS_LATE, CELERY_TASK_REJECT_ON_WORKER_LOST); job_run is idem
 from __future__ import annotations
 
 from celery import shared_task
+from celery.signals import worker_process_init
+
+from engine import warm_job_kernels
 
 from . import jobs
 
@@ -11,3 +14,9 @@ from . import jobs
 @shared_task(name="quantizers.run_job", acks_late=True, reject_on_worker_lost=True)
 def run_job(job_id: str) -> None:
     jobs.job_run(job_id)
+
+
+@worker_process_init.connect
+def _warm(**_: object) -> None:
+    """Each worker process loads the job kernels (numba) when it starts, not during its first job."""
+    warm_job_kernels()

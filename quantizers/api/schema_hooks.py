@@ -4,7 +4,8 @@ Registered in SPECTACULAR_SETTINGS["POSTPROCESSING_HOOKS"] after drf-spectacular
 describe what the server really enforces, so that a client (or schemathesis) generating requests from it is not
 surprised:
 
-- `instance_id` path parameters carry the id pattern the services check (1-64 of A-Z a-z 0-9 _ -);
+- `instance_id` path parameters carry the id pattern the services check (1-64 of A-Z a-z 0-9 _ -), `job_id` ones
+  are UUIDs;
 - request bodies reject unknown keys (`additionalProperties: false`), as `StrictSerializer` and the engine's
   config validation do, and a body with required fields is a required body;
 - array values are float32: their JSON numbers are bounded by the float32 range;
@@ -71,6 +72,7 @@ def postprocess_schema(result: dict[str, Any], generator: Any = None, request: A
     _layer_overrides(schemas)
     for op in operations.values():
         _instance_id_pattern(op)
+        _job_id_format(op)
         _body_required(op, schemas)
         _json_errors(op)
         _extra_errors(op, result)
@@ -123,6 +125,13 @@ def _instance_id_pattern(op: dict[str, Any]) -> None:
         if param.get("in") == "path" and param.get("name") == "instance_id":
             param["schema"] = {"type": "string", "pattern": INSTANCE_ID_PATTERN, "minLength": 1, "maxLength": 64}
             param.setdefault("description", "1-64 characters of A-Z a-z 0-9 _ -")
+
+
+def _job_id_format(op: dict[str, Any]) -> None:
+    for param in op.get("parameters", []):
+        if param.get("in") == "path" and param.get("name") == "job_id":
+            param["schema"] = {"type": "string", "format": "uuid"}
+            param.setdefault("description", "The job's id, as POST /instances/{instance_id}/jobs answered it")
 
 
 def _body_required(op: dict[str, Any], schemas: dict[str, Any]) -> None:

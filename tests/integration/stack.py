@@ -461,15 +461,16 @@ class Deployment:
 
 
 @contextlib.contextmanager
-def deployed(kind: str, database: Database, workdir: Path, *, workers: int = WORKERS, static: bool = True
-             ) -> Iterator[Deployment]:
+def deployed(kind: str, database: Database, workdir: Path, *, workers: int = WORKERS, static: bool = True,
+             env_overrides: Mapping[str, str] | None = None) -> Iterator[Deployment]:
     """migrate and collectstatic with the production environment (DEBUG off), gunicorn, then nginx in front of it
     with TLS and a config generated from deploy/nginx.conf; both stopped on the way out (the database is the
-    caller's). static=False skips collectstatic (an empty static root) for tests of the API alone."""
+    caller's). static=False skips collectstatic (an empty static root) for tests of the API alone; env_overrides
+    are added to the production environment."""
     server: Gunicorn | None = None
     proxy: Nginx | None = None
     try:
-        env = django_env(database.url, workdir / "static")
+        env = django_env(database.url, workdir / "static", **(env_overrides or {}))
         if static:
             deploy_steps(env)
         else:
