@@ -20,7 +20,8 @@ MAX_ROUNDS = 25
 
 
 def scrape(server: LiveServer) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    response = httpx.get(server.url + "/metrics", headers={"Authorization": f"Token {server.token}"}, timeout=30)
+    headers = {"Authorization": f"Token {server.token}"} if server.token else {}
+    response = httpx.get(server.url + "/metrics", headers=headers, timeout=30)
     assert response.status_code == 200
     assert response.headers["Content-Type"].startswith("text/plain")
     return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
