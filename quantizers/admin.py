@@ -7,9 +7,11 @@ import json
 from typing import Any
 
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.db.models import F, QuerySet
-from django.http import HttpRequest, HttpResponse
-from django.urls import reverse
+from django.http import FileResponse, HttpRequest, HttpResponse
+from django.shortcuts import redirect
+from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
@@ -278,9 +280,25 @@ class JobAdmin(admin.ModelAdmin):
     def artifact_links(self, obj: Job) -> str:
         if obj.status != Job.Status.SUCCEEDED:
             return "-"
-        links = jobs.links(obj)["artifact"]
-        return format_html_join(mark_safe("<br>"), '<a href="{}?shard={}">{}</a>', (
-            (links, n, jobs.artifact_name(f["filename"])) for n, f in enumerate(obj.files)))
+        return format_html_join(mark_safe("<br>"), '<a href="{}">{}</a>', (
+            (reverse("admin:quantizers_job_artifact", args=[obj.pk, n]), jobs.artifact_name(f["filename"]))
+            for n, f in enumerate(obj.files)))
+
+    def get_urls(self) -> list[Any]:
+        # The artifact for the admin's own session (the API's /jobs/{id}/artifact takes a token).
+        download = self.admin_site.admin_view(self.artifact_download)
+        return [path("<uuid:job_id>/artifact/<int:shard>/", download, name="quantizers_job_artifact"),
+                *super().get_urls()]
+
+    def artifact_download(self, request: HttpRequest, job_id: Any, shard: int) -> HttpResponse:
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        try:
+            file, filename = jobs.job_artifact(job_id, shard)
+        except ServiceError as exc:
+            self.message_user(request, exc.detail, messages.ERROR)
+            return redirect(reverse("admin:quantizers_job_change", args=[job_id]))
+        return FileResponse(file, as_attachment=True, filename=filename, content_type="application/octet-stream")
 
     @admin.display(description="report (lowest SQNR first)")
     def report_view(self, obj: Job) -> str:

@@ -477,6 +477,25 @@ def test_purge_jobs_removes_old_finished_jobs_and_their_files(api, jobs_root):
     assert all(young in str(p) for p in stored_files(jobs_root))
 
 
+# ---------------------------------------------------------------------------- with a broker
+def test_with_a_broker_the_job_is_queued_after_commit(api, settings, monkeypatch):
+    from quantizers import tasks
+
+    settings.CELERY_BROKER_URL = "redis://127.0.0.1:1/0"  # never reached: delay() is replaced
+    sent = []
+    monkeypatch.setattr(tasks.run_job, "delay", lambda job_id: sent.append((job_id, Job.objects.get(pk=job_id))))
+    create_instance(api, "m")
+    response = upload(api, "m", ("model.safetensors", safetensors_bytes(tensors())))
+    assert response.status_code == 202
+    assert response.json()["status"] == "queued"
+    [(job_id, job)] = sent  # enqueued once, after the commit (the row was visible)
+    assert job_id == response.json()["job_id"]
+    assert job.status == "queued"
+    assert api.get(f"/jobs/{job_id}/artifact").status_code == 409
+    tasks.run_job.apply(args=[job_id])  # the task's body, as a worker runs it
+    assert api.get(f"/jobs/{job_id}").json()["status"] == "succeeded"
+
+
 # ---------------------------------------------------------------------------- admin
 def test_admin_jobs_list_page_and_actions(api, admin_client):
     create_instance(api, "m")
@@ -489,10 +508,15 @@ def test_admin_jobs_list_page_and_actions(api, admin_client):
     assert page.status_code == 200
     html = page.content.decode()
     assert "layer1.weight" in html
-    assert f"/jobs/{job_id}/artifact?shard=0" in html
-    layers = admin_client.get(f"/admin/quantizers/joblayer/?job__id__exact={job_id}&o=4")  # sorted by SQNR
+    download = f"/admin/quantizers/job/{job_id}/artifact/0/"
+    assert download in html
+    assert b"".join(admin_client.get(download).streaming_content) == artifact(api, job_id)[1]
+    layers = admin_client.get(f"/admin/quantizers/joblayer/?job__id__exact={job_id}&o=3")  # by SQNR (index 3)
     assert layers.status_code == 200
-    assert b"layer2.weight" in layers.content
+    rows = [r for r in api.get(f"/jobs/{job_id}/report").json()["layers"] if r["sqnr_db"] is not None]
+    by_sqnr = [r["name"] for r in sorted(rows, key=lambda r: r["sqnr_db"])]
+    text = layers.content.decode()
+    assert sorted(by_sqnr, key=lambda name: text.index(f">{name}<")) == by_sqnr  # listed lowest SQNR first
     action = admin_client.post("/admin/quantizers/job/", {"action": "rerun_jobs", "_selected_action": [job_id]})
     assert action.status_code == 302
     assert Job.objects.get(pk=job_id).status == "succeeded"
