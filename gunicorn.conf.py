@@ -7,6 +7,8 @@ request is not kept waiting behind a large one).
 
 import gc
 import os
+import shutil
+import tempfile
 import time
 
 bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
@@ -29,6 +31,31 @@ max_requests_jitter = int(os.environ.get("GUNICORN_MAX_REQUESTS_JITTER", str(max
 # gunicorn's own check (an HTML 414) guards a gunicorn reached directly. 0 turns it off (the schemathesis run,
 # which talks to gunicorn directly and should meet the application's JSON answers).
 limit_request_line = int(os.environ.get("GUNICORN_LIMIT_REQUEST_LINE", "8190"))
+
+
+# Prometheus metrics (quantizers/metrics.py) from every worker: prometheus_client's multiprocess mode, whose
+# workers write their values to files in PROMETHEUS_MULTIPROC_DIR, chosen before any worker imports it. Unset, a
+# fresh private directory is made here, in the master, so that each start counts from zero, and removed when the
+# master exits; a directory given by the environment (one shared with a Celery worker on this machine) is used as
+# it is, created if missing, and never cleaned.
+# (The mark survives a reload, SIGHUP, which reads this file again with the variable now set.)
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="quantsite-metrics-")
+    os.environ["QUANTSITE_METRICS_DIR_OWNED"] = "1"
+else:
+    os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
+
+
+def child_exit(server, worker):
+    # A dead worker's counters stay (summed into every scrape); only its live gauges, if any, must go.
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    if os.environ.get("QUANTSITE_METRICS_DIR_OWNED"):
+        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
 
 
 # Memory after large requests. Django and DRF leave every request in reference cycles (request <-> view via

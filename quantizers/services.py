@@ -28,7 +28,7 @@ from engine import (
     evaluate,
 )
 
-from . import hotpath, jobs, registry
+from . import hotpath, jobs, metrics, registry
 from .arrays import max_elements
 from .exceptions import BadRequest, DefaultInstanceProtected, InstanceExists, InstanceNotFound
 from .models import DEFAULT_INSTANCE_ID, Job, QuantizerInstance, QuantizerParameters, QuantizerStats
@@ -159,6 +159,7 @@ def instance_run(
         if not_finite:
             raise BadRequest(MSG_NOT_FINITE.format(count=not_finite), field="data", code="output.not_finite")
     hotpath.record_stats(instance_id, result, quantized=operation != "dequantize")
+    metrics.operation_done(instance_id, operation, result)
     return result
 
 

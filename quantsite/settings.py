@@ -37,6 +37,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "quantizers.metrics.MetricsMiddleware",  # outermost: every answer counted, the other middleware's included
     "quantizers.observability.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -168,7 +169,7 @@ if not (CORS_ALLOW_ALL_ORIGINS or CORS_ALLOWED_ORIGINS):
 # X-Forwarded-Proto, so plain-HTTP gunicorn behind it knows the original scheme.
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=not DEBUG)
-SECURE_REDIRECT_EXEMPT = [r"^$", r"^readyz/?$"]  # probes may call gunicorn directly over HTTP
+SECURE_REDIRECT_EXEMPT = [r"^$", r"^readyz/?$", r"^metrics/?$"]  # probes and scrapers may call gunicorn directly
 SECURE_HSTS_SECONDS = env.int("DJANGO_SECURE_HSTS_SECONDS", default=0 if DEBUG else 31536000)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", default=not DEBUG)
 SECURE_HSTS_PRELOAD = env.bool("DJANGO_SECURE_HSTS_PRELOAD", default=not DEBUG)
@@ -181,6 +182,8 @@ CSRF_FAILURE_VIEW = "quantizers.exceptions.json_csrf_failure"  # JSON 403 (the a
 # Token authentication (tokens managed in the admin) on every API route but GET / and GET /readyz; on by default
 # whenever DEBUG is off, off in the quick start.
 QUANTIZER_REQUIRE_AUTH = env.bool("QUANTIZER_REQUIRE_AUTH", default=not DEBUG)
+# GET /metrics needs the same token unless this opens it (a scraper on a private network).
+QUANTIZER_METRICS_PUBLIC = env.bool("QUANTIZER_METRICS_PUBLIC", default=False)
 
 # ---------------------------------------------------------------------------- DRF and OpenAPI
 REST_FRAMEWORK = {

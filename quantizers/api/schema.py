@@ -86,6 +86,8 @@ def _array_operation(summary: str, request: type[serializers.Serializer], answer
 extend_schema(summary="Health check", responses={200: HealthResponse}, tags=["health"], auth=[])(views.Root)
 extend_schema(summary="Readiness: database reachable and migrations applied",
               responses={200: HealthResponse, 503: ErrorResponse}, tags=["health"], auth=[])(views.Readyz)
+extend_schema(summary="Prometheus metrics (text format); the API's token unless QUANTIZER_METRICS_PUBLIC",
+              tags=["health"], responses={(200, "text/plain"): OpenApiTypes.STR})(views.Metrics)
 extend_schema(summary="API documentation and examples, generated from the OpenAPI schema", tags=["health"],
               responses={200: OpenApiTypes.OBJECT})(views.Documentation)
 

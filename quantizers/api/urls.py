@@ -61,6 +61,7 @@ urlpatterns = [
     re_path(r"^$", views.Root.as_view(), name="root"),
     *sorted(router.urls, key=lambda pattern: pattern.name not in HOT_ROUTES),  # stable: the rest keep their order
     route("readyz", views.Readyz.as_view(), "readyz"),
+    route("metrics", views.Metrics.as_view(), "metrics"),
     route("documentation", views.Documentation.as_view(), "documentation"),
     *job_router.urls,
 ]

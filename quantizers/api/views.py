@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 from django.core.files.uploadedfile import UploadedFile
 from django.core.files.uploadhandler import TemporaryFileUploadHandler
-from django.http import FileResponse
+from django.http import FileResponse, HttpResponse
 from django.http.multipartparser import MultiPartParserError
 from rest_framework import exceptions as drf_exceptions
 from rest_framework import pagination, serializers, status, viewsets
@@ -23,8 +23,9 @@ from rest_framework.views import APIView
 
 from engine import OpResult, QParams, QualityReport, QuantizationType, wire_codes
 
-from .. import health, jobs, selectors, services
+from .. import health, jobs, metrics, selectors, services
 from ..exceptions import BadRequest
+from ..permissions import MetricsAccess
 from . import options
 from .documentation import documentation
 from .parsers import MSG_NO_FILE, EvaluateUploadParser, NpyParser, NpyUploadParser, OctetStreamParser, OrjsonParser
@@ -101,6 +102,19 @@ class Readyz(QueryOptionsMixin, APIView):
         if problem:
             return Response({"detail": problem, "code": "not_ready"}, status=503)
         return Response({"status": "ready", "service": SERVICE})
+
+
+class Metrics(QueryOptionsMixin, APIView):
+    """Prometheus' text format. Errors (401) stay JSON whatever a scraper accepts."""
+
+    permission_classes = [MetricsAccess]
+
+    def perform_content_negotiation(self, request: Request, force: bool = False) -> Any:
+        return super().perform_content_negotiation(request, force=True)
+
+    def get(self, request: Request) -> HttpResponse:
+        body, content_type = metrics.exposition()
+        return HttpResponse(body, content_type=content_type)
 
 
 class Documentation(QueryOptionsMixin, APIView):
