@@ -14,7 +14,7 @@ from django.core.files.uploadhandler import TemporaryFileUploadHandler
 from django.http import FileResponse, HttpResponse
 from django.http.multipartparser import MultiPartParserError
 from rest_framework import exceptions as drf_exceptions
-from rest_framework import pagination, serializers, status, viewsets
+from rest_framework import pagination, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
