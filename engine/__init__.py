@@ -45,7 +45,7 @@ from .metrics import (
 from .npy import decode_npy, encode_npy, encode_npz, raw_decode
 from .parameters import STATE_KEYS
 from .qparams import QParams, qrange, scale_zero_point
-from .quality import QualityReport, codes_report, grid_extent, quality_report, sqnr_from_sums
+from .quality import QualityReport, grid_extent, quality_report, sqnr_from_sums
 from .quantizer import OpResult, Quantizer
 from .wire import PACKED_DTYPES, WIRE_DTYPES, pack_int4, wire_codes
 
@@ -89,7 +89,6 @@ __all__ = [
     "StatsDelta",
     "TensorInfo",
     "checkpoint_format",
-    "codes_report",
     "decode_npy",
     "encode_npy",
     "encode_npz",

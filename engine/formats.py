@@ -92,15 +92,17 @@ def block_minmax(x: FloatArray, axis: int, block_size: int, raw: bool = False,
 
 def quantize_blocked(x: FloatArray, scale: FloatArray, zero_point: npt.NDArray[np.int64], axis: int,
                      block_size: int, qmin: int, qmax: int, out_dtype: Any, dequantize_after: bool,
-                     count_clipped: bool) -> tuple[npt.NDArray[Any], int]:
+                     count_clipped: bool, report: bool = False
+                     ) -> tuple[npt.NDArray[Any], int, kernels.Sums | None]:
     """Blocked QuantizeLinear (codes in `out_dtype`) or, with `dequantize_after`, QuantizeLinear then
     DequantizeLinear (float32). NaN gets its block's zero point's code (0.0 fake-quantized). Returns the result
-    and the number of clipped elements (NaN included) when `count_clipped`, else 0."""
+    and the number of clipped elements (NaN included) when `count_clipped`, else 0, and with `report` the quality
+    report's sums of the same pass."""
     x = np.ascontiguousarray(x, dtype=F32)
     out = np.empty(x.shape, F32 if dequantize_after else out_dtype)
-    clipped = kernels.run_quantize(x, out, kernels.layout(x.shape, axis, block_size), scale, zero_point, qmin, qmax,
-                                   dequantize_after)
-    return out, clipped if count_clipped else 0
+    clipped, sums = kernels.run_quantize(x, out, kernels.layout(x.shape, axis, block_size), scale, zero_point, qmin,
+                                         qmax, dequantize_after, report=report)
+    return out, clipped if count_clipped else 0, sums
 
 
 def dequantize_blocked(codes: npt.NDArray[Any], scale: FloatArray, zero_point: npt.NDArray[np.int64], axis: int,
@@ -166,18 +168,17 @@ def _fp8_constants(fmt: str) -> tuple[np.uint32, np.uint32]:
 
 
 def quantize_fp8(x: FloatArray, scale: npt.ArrayLike, axis: int | None, block_size: int | None, fmt: str,
-                 dequantize_after: bool) -> tuple[FloatArray, int]:
+                 dequantize_after: bool, report: bool = False) -> tuple[FloatArray, int, kernels.Sums | None]:
     """float8 QuantizeLinear (saturate=1) of `x` with per-tensor, per-channel (`axis`) or per-block scales: the
     float8 values decoded to float32 or, with `dequantize_after`, times the scale. Also the count of values that
-    saturated (|x / scale| beyond FP8_LIMIT, +-inf) or are NaN."""
+    saturated (|x / scale| beyond FP8_LIMIT, +-inf) or are NaN, and with `report` the quality report's sums."""
     x = np.ascontiguousarray(x, dtype=F32)
     out = np.empty(x.shape, F32)
     top = FP8_MAX[fmt]
     scale = np.asarray(scale, F32)
-    clipped = kernels.run_quantize(x, out, kernels.layout(x.shape, axis, block_size), scale,
-                                   np.zeros(scale.shape, F32), -FP8_LIMIT[fmt], top, dequantize_after, kernels.FP8,
-                                   _fp8_constants(fmt))
-    return out, clipped
+    return (out, *kernels.run_quantize(x, out, kernels.layout(x.shape, axis, block_size), scale,
+                                       np.zeros(scale.shape, F32), -FP8_LIMIT[fmt], top, dequantize_after,
+                                       kernels.FP8, _fp8_constants(fmt), report=report))
 
 
 def fp8_round(v: FloatArray, fmt: str) -> FloatArray:

@@ -68,67 +68,185 @@ def _code(v: Any, s: Any, z: Any, lo: Any, hi: Any, kind: Any, emin_bits: Any, o
 
 # ---------------------------------------------------------------------- quantize
 _OUT_TYPES = ("int8", "uint8", "int16", "float32")
+_SUMS = "float64[::1], float64[::1], float64[::1]"  # per-parameter signal, noise; [error, max |e|, min x, max x]
 _QSEG = "int64(float32[::1], {0}[::1], int64, int64, float32[::1], float32[::1], float32, float32, boolean, int64, " \
-        "uint32, uint32)"
+        "uint32, uint32, " + _SUMS + ")"
 _QROW = "int64(float32[::1], {0}[::1], int64, int64, int64, float32[::1], float32[::1], float32, float32, boolean, " \
-        "int64, uint32, uint32)"
+        "int64, uint32, uint32, " + _SUMS + ")"
 
 
-@kernel(*(_QSEG.format(t) for t in _OUT_TYPES))
-def _quantize_segments(x: Any, out: Any, d: Any, seg: Any, scale: Any, zp: Any, lo: Any, hi: Any, fake: Any,
-                       kind: Any, emin_bits: Any, offset: Any) -> Any:
-    nb = (d + seg - 1) // seg
-    acc = np.zeros(LANES, np.int32)
-    total = 0
-    for r in range(x.size // d):
-        for k in range(nb):
-            s, z = scale[r * nb + k], zp[r * nb + k]
-            a = r * d + k * seg
-            b = r * d + min(d, (k + 1) * seg)
-            m = a + (b - a) // LANES * LANES
-            for i0 in range(a, m, LANES):
+def _quantize_kernels(report: bool) -> tuple[Any, Any]:
+    """The segments and rows quantize kernels; with `report` (a compile-time constant: the plain kernels carry no
+    trace of it) they also sum, in the same pass, what the quality report needs of each value's error
+    e = x^ - x (x^ the dequantized value (c - zp) * scale in float32, e a float32 difference): sum x^2 and sum e^2
+    per parameter (in float64: their lanes, then the parameter's slot), sum e (float64), max |e|, min and max x.
+    NaN and infinities are not masked here: they make the figures non-finite, and the caller then redoes the
+    report with `compare`, which leaves them out."""
+
+    @kernel(*(_QSEG.format(t) for t in _OUT_TYPES))
+    def segments(x: Any, out: Any, d: Any, seg: Any, scale: Any, zp: Any, lo: Any, hi: Any, fake: Any,
+                 kind: Any, emin_bits: Any, offset: Any, psig: Any, pnoise: Any, acc_out: Any) -> Any:
+        nb = (d + seg - 1) // seg
+        acc = np.zeros(LANES, np.int32)
+        total = 0
+        sig = np.zeros(LANES, np.float64)
+        noi = np.zeros(LANES, np.float64)
+        err = np.zeros(LANES, np.float64)
+        worst = np.zeros(LANES, np.float32)
+        xlo = np.full(LANES, np.inf, np.float32)
+        xhi = np.full(LANES, -np.inf, np.float32)
+        for r in range(x.size // d):
+            for k in range(nb):
+                s, z = scale[r * nb + k], zp[r * nb + k]
+                a = r * d + k * seg
+                b = r * d + min(d, (k + 1) * seg)
+                m = a + (b - a) // LANES * LANES
+                for i0 in range(a, m, LANES):
+                    for j in range(LANES):
+                        i = np.uint64(i0 + j)
+                        xv = x[i]
+                        c, bad = _code(xv, s, z, lo, hi, kind, emin_bits, offset)
+                        acc[j] += np.int32(bad)
+                        y = (c - z) * s
+                        out[i] = y if fake else c
+                        if report:
+                            e = y - xv
+                            sig[j] += np.float64(xv) * np.float64(xv)
+                            noi[j] += np.float64(e) * np.float64(e)
+                            err[j] += np.float64(e)
+                            ae = abs(e)
+                            worst[j] = ae if ae > worst[j] else worst[j]
+                            xlo[j] = xv if xv < xlo[j] else xlo[j]
+                            xhi[j] = xv if xv > xhi[j] else xhi[j]
+                for t in range(m, b):
+                    xv = x[t]
+                    c, bad = _code(xv, s, z, lo, hi, kind, emin_bits, offset)
+                    total += bad
+                    y = (c - z) * s
+                    out[t] = y if fake else c
+                    if report:
+                        e = y - xv
+                        sig[0] += np.float64(xv) * np.float64(xv)
+                        noi[0] += np.float64(e) * np.float64(e)
+                        err[0] += np.float64(e)
+                        ae = abs(e)
+                        worst[0] = ae if ae > worst[0] else worst[0]
+                        xlo[0] = xv if xv < xlo[0] else xlo[0]
+                        xhi[0] = xv if xv > xhi[0] else xhi[0]
+                if report:
+                    psig[r * nb + k] += sig.sum()
+                    pnoise[r * nb + k] += noi.sum()
+                    sig[:] = 0.0
+                    noi[:] = 0.0
+                if acc[0] > 1 << 30:  # keep the int32 lanes far from overflow
+                    total += acc.sum()
+                    acc[:] = 0
+        if report:
+            _finish_sums(acc_out, err, worst, xlo, xhi)
+        return total + acc.sum()
+
+    @kernel(*(_QROW.format(t) for t in _OUT_TYPES))
+    def rows(x: Any, out: Any, row: Any, dim: Any, seg: Any, scale: Any, zp: Any, lo: Any, hi: Any,
+             fake: Any, kind: Any, emin_bits: Any, offset: Any, psig: Any, pnoise: Any, acc_out: Any) -> Any:
+        nb = (dim + seg - 1) // seg
+        acc = np.zeros(LANES, np.int32)
+        total = 0
+        err = np.zeros(LANES, np.float64)
+        worst = np.zeros(LANES, np.float32)
+        xlo = np.full(LANES, np.inf, np.float32)
+        xhi = np.full(LANES, -np.inf, np.float32)
+        m = row // LANES * LANES
+        for r in range(x.size // row):
+            base = r * row
+            p = ((r // dim) * nb + (r % dim) // seg) * row
+            for i0 in range(0, m, LANES):
                 for j in range(LANES):
-                    i = np.uint64(i0 + j)
-                    c, bad = _code(x[i], s, z, lo, hi, kind, emin_bits, offset)
+                    i = np.uint64(base + i0 + j)
+                    q = np.uint64(p + i0 + j)
+                    s, z = scale[q], zp[q]
+                    xv = x[i]
+                    c, bad = _code(xv, s, z, lo, hi, kind, emin_bits, offset)
                     acc[j] += np.int32(bad)
-                    out[i] = (c - z) * s if fake else c
-            for t in range(m, b):
-                c, bad = _code(x[t], s, z, lo, hi, kind, emin_bits, offset)
+                    y = (c - z) * s
+                    out[i] = y if fake else c
+                    if report:
+                        e = y - xv
+                        psig[q] += np.float64(xv) * np.float64(xv)
+                        pnoise[q] += np.float64(e) * np.float64(e)
+                        err[j] += np.float64(e)
+                        ae = abs(e)
+                        worst[j] = ae if ae > worst[j] else worst[j]
+                        xlo[j] = xv if xv < xlo[j] else xlo[j]
+                        xhi[j] = xv if xv > xhi[j] else xhi[j]
+            for t in range(m, row):
+                s, z = scale[p + t], zp[p + t]
+                xv = x[base + t]
+                c, bad = _code(xv, s, z, lo, hi, kind, emin_bits, offset)
                 total += bad
-                out[t] = (c - z) * s if fake else c
-            if acc[0] > 1 << 30:  # keep the int32 lanes far from overflow
+                y = (c - z) * s
+                out[base + t] = y if fake else c
+                if report:
+                    e = y - xv
+                    psig[p + t] += np.float64(xv) * np.float64(xv)
+                    pnoise[p + t] += np.float64(e) * np.float64(e)
+                    err[0] += np.float64(e)
+                    ae = abs(e)
+                    worst[0] = ae if ae > worst[0] else worst[0]
+                    xlo[0] = xv if xv < xlo[0] else xlo[0]
+                    xhi[0] = xv if xv > xhi[0] else xhi[0]
+            if acc[0] > 1 << 30:
                 total += acc.sum()
                 acc[:] = 0
-    return total + acc.sum()
+        if report:
+            _finish_sums(acc_out, err, worst, xlo, xhi)
+        return total + acc.sum()
+
+    return segments, rows
 
 
-@kernel(*(_QROW.format(t) for t in _OUT_TYPES))
-def _quantize_rows(x: Any, out: Any, row: Any, dim: Any, seg: Any, scale: Any, zp: Any, lo: Any, hi: Any,
-                   fake: Any, kind: Any, emin_bits: Any, offset: Any) -> Any:
-    nb = (dim + seg - 1) // seg
-    acc = np.zeros(LANES, np.int32)
-    total = 0
-    m = row // LANES * LANES
-    for r in range(x.size // row):
-        base = r * row
-        p = ((r // dim) * nb + (r % dim) // seg) * row
-        for i0 in range(0, m, LANES):
-            for j in range(LANES):
-                i = np.uint64(base + i0 + j)
-                q = np.uint64(p + i0 + j)
-                s, z = scale[q], zp[q]
-                c, bad = _code(x[i], s, z, lo, hi, kind, emin_bits, offset)
-                acc[j] += np.int32(bad)
-                out[i] = (c - z) * s if fake else c
-        for t in range(m, row):
-            s, z = scale[p + t], zp[p + t]
-            c, bad = _code(x[base + t], s, z, lo, hi, kind, emin_bits, offset)
-            total += bad
-            out[base + t] = (c - z) * s if fake else c
-        if acc[0] > 1 << 30:
-            total += acc.sum()
-            acc[:] = 0
-    return total + acc.sum()
+@inline
+def _finish_sums(acc_out: Any, err: Any, worst: Any, xlo: Any, xhi: Any) -> None:
+    """[sum e, max |e|, min x, max x] from the lanes (a NaN lane makes max |e| NaN: the caller then redoes it)."""
+    acc_out[0] = err.sum()
+    w, lo, hi = worst[0], xlo[0], xhi[0]
+    for j in range(LANES):
+        w = worst[j] if worst[j] > w or worst[j] != worst[j] else w
+        lo = xlo[j] if xlo[j] < lo else lo
+        hi = xhi[j] if xhi[j] > hi else hi
+    acc_out[1], acc_out[2], acc_out[3] = w, lo, hi
+
+
+_quantize_segments, _quantize_rows = _quantize_kernels(False)
+_report_segments, _report_rows = _quantize_kernels(True)
+
+
+# ---------------------------------------------------------------------- compare (the report of given values)
+@kernel("void(float32[::1], float32[::1], int64, int64, float64[::1], float64[::1], float64[::1])")
+def _compare(x: Any, d: Any, inner: Any, channels: Any, psig: Any, pnoise: Any, acc_out: Any) -> None:
+    """The report's sums of values `d` against `x` (channel (i // inner) % channels), over the elements where both
+    are finite, everything in float64 (as the masked sums always were): psig / pnoise per channel, acc_out
+    [sum e, max |e|, min x, max x, compared]."""
+    err, worst, lo, hi, compared = 0.0, 0.0, np.inf, -np.inf, 0
+    n = x.size
+    for a in range(0, n, inner):
+        c = (a // inner) % channels
+        sig = 0.0
+        noi = 0.0
+        for i in range(a, min(a + inner, n)):
+            xv, dv = x[i], d[i]
+            if abs(xv) < np.inf and abs(dv) < np.inf:
+                xd = np.float64(xv)
+                e = np.float64(dv) - xd
+                sig += xd * xd
+                noi += e * e
+                err += e
+                worst = max(worst, abs(e))
+                lo = min(lo, xd)
+                hi = max(hi, xd)
+                compared += 1
+        psig[c] += sig
+        pnoise[c] += noi
+    acc_out[0], acc_out[1], acc_out[2], acc_out[3], acc_out[4] = err, worst, lo, hi, compared
 
 
 # ---------------------------------------------------------------------- dequantize
@@ -266,16 +384,59 @@ def expand(values: npt.ArrayLike, lay: Layout) -> npt.NDArray[np.float32]:
 
 
 # ---------------------------------------------------------------------- entry points
+class Sums(NamedTuple):
+    """What a quality report is made of (engine.quality): per channel (one per tensor, or per block) sum x^2 and
+    sum e^2, and over the tensor sum e, max |e|, min x, max x and the count of values they cover."""
+
+    signal: npt.NDArray[np.float64]
+    noise: npt.NDArray[np.float64]
+    error: float
+    worst: float
+    lo: float
+    hi: float
+    compared: int
+
+    @property
+    def finite(self) -> bool:
+        """False when NaN or infinities reached the sums (the fused kernels do not mask them)."""
+        return math.isfinite(float(self.signal.sum()) + float(self.noise.sum()) + self.error + self.worst
+                             + self.lo + self.hi)
+
+
 def run_quantize(x: npt.NDArray[np.float32], out: npt.NDArray[Any], lay: Layout, scale: npt.ArrayLike,
                  zp: npt.ArrayLike, lo: float, hi: float, fake: bool, kind: int = INT,
-                 fp8: tuple[np.uint32, np.uint32] = _NO_FP8) -> int:
+                 fp8: tuple[np.uint32, np.uint32] = _NO_FP8, report: bool = False) -> tuple[int, Sums | None]:
     """Quantize C-contiguous float32 `x` into `out` (same shape) by the layout `lay`; the clipped count (values
-    outside [lo, hi] after rounding and NaN; float8: |x / scale| beyond max, NaN and +-inf)."""
+    outside [lo, hi] after rounding and NaN; float8: |x / scale| beyond max, NaN and +-inf), and with `report`
+    the report's sums of the same pass (per parameter: per channel, per block, or one)."""
     xf, of = x.reshape(-1), out.reshape(-1)
     s, z = expand(scale, lay), expand(zp, lay)
+    psig, pnoise = np.zeros(s.size if report else 1), np.zeros(s.size if report else 1)
+    acc = np.zeros(4)
+    args = (F32(lo), F32(hi), fake, kind, *fp8, psig, pnoise, acc)
     if lay.rows:
-        return int(_quantize_rows(xf, of, lay.d, lay.dim, lay.seg, s, z, F32(lo), F32(hi), fake, kind, *fp8))
-    return int(_quantize_segments(xf, of, lay.d, lay.seg, s, z, F32(lo), F32(hi), fake, kind, *fp8))
+        fn = _report_rows if report else _quantize_rows
+        clipped = int(fn(xf, of, lay.d, lay.dim, lay.seg, s, z, *args))
+    else:
+        fn = _report_segments if report else _quantize_segments
+        clipped = int(fn(xf, of, lay.d, lay.seg, s, z, *args))
+    if not report:
+        return clipped, None
+    per = (psig.reshape(lay.outer, -1).sum(axis=0).reshape(-1, lay.inner).sum(axis=1),
+           pnoise.reshape(lay.outer, -1).sum(axis=0).reshape(-1, lay.inner).sum(axis=1))
+    return clipped, Sums(per[0], per[1], float(acc[0]), float(acc[1]), float(acc[2]), float(acc[3]), x.size)
+
+
+def compare(x: npt.NDArray[np.float32], d: npt.NDArray[np.float32], axis: int | None) -> Sums:
+    """The report's sums of values `d` against `x` (same shape), per channel along `axis`, over the elements where
+    both are finite."""
+    outer, channels, inner = as_3d(x.shape, axis)
+    xf = np.ascontiguousarray(x, dtype=F32).reshape(-1)
+    df = np.ascontiguousarray(d, dtype=F32).reshape(-1)
+    psig, pnoise, acc = np.zeros(channels), np.zeros(channels), np.zeros(5)
+    if xf.size:
+        _compare(xf, df, max(inner, 1), max(channels, 1), psig, pnoise, acc)
+    return Sums(psig, pnoise, float(acc[0]), float(acc[1]), float(acc[2]), float(acc[3]), int(acc[4]))
 
 
 def run_dequantize(q: npt.NDArray[Any], lay: Layout, scale: npt.ArrayLike, zp: npt.ArrayLike
@@ -307,11 +468,12 @@ def quantize_counted(
     dequantize_after: bool = False,
     count_clipped: bool = False,
     out: npt.NDArray[Any] | None = None,
-) -> tuple[npt.NDArray[Any], int]:
+    report: bool = False,
+) -> tuple[npt.NDArray[Any], int, Sums | None]:
     """Integer codes of float32 `x` in `out_dtype` (or, with `dequantize_after`, the fake-quantized float32), per
     tensor or per channel (`params.axis`), and with `count_clipped` the number of elements whose
     rint(x / scale) + zp falls outside [qmin, qmax] (NaN counts: it has no code; else 0). NaN gets the zero
-    point's code (fake: 0.0); +-inf saturate.
+    point's code (fake: 0.0); +-inf saturate. With `report`, the quality report's sums of the same pass.
 
     `out` may be `x` itself for fake quantization: each element is read before its result is written."""
     x = np.ascontiguousarray(x, dtype=F32)
@@ -321,10 +483,10 @@ def quantize_counted(
     elif out.shape != x.shape or out.dtype != dtype or not out.flags.c_contiguous:
         raise ValueError("out must be a C-contiguous array of the input's shape and the result's dtype")
     if x.size == 0:
-        return out, 0
-    clipped = run_quantize(x, out, layout(x.shape, params.axis), params.scale, params.zero_point, qmin, qmax,
-                           dequantize_after)
-    return out, clipped if count_clipped else 0
+        return out, 0, (compare(x, x, params.axis) if report else None)
+    clipped, sums = run_quantize(x, out, layout(x.shape, params.axis), params.scale, params.zero_point, qmin, qmax,
+                                 dequantize_after, report=report)
+    return out, clipped if count_clipped else 0, sums
 
 
 def quantize(

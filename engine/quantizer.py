@@ -33,7 +33,7 @@ from .layers import LayerPlan, resolve_layer
 from .metrics import QualityStats, Stats, StatsDelta
 from .parameters import ParameterState, applicable_params, explicit_params, export_state, import_state, parse_state
 from .qparams import STORAGE_DTYPES, QParams, qrange
-from .quality import QualityReport, codes_report, quality_report
+from .quality import QualityReport, quality_report, report_from_sums
 from .ranges import normalize_axis
 
 F32 = np.float32
@@ -86,10 +86,12 @@ class Quantizer:
     def layer_plan(self, layer_name: str | None) -> LayerPlan:
         return resolve_layer(self.config, layer_name)
 
-    def _finish(self, result: OpResult, started: float, report_of: FloatArray | None = None) -> OpResult:
-        """Complete the statistics of `result`; with `report_of` (the input), add its quality report."""
+    def _finish(self, result: OpResult, started: float, report_of: FloatArray | None = None,
+                sums: kernels.Sums | None = None) -> OpResult:
+        """Complete the statistics of `result`; with `report_of` (the input), add its quality report (from the
+        quantize kernel's `sums` when it took them)."""
         if report_of is not None:
-            result.report = _report(report_of, result)
+            result.report = _report(report_of, result, sums)
             self.quality.add(result.report)
         result.delta.processing_time_ms = (time.perf_counter() - started) * 1000.0
         if result.params is not None:
@@ -242,7 +244,8 @@ class Quantizer:
                     and x.flags.writeable and x.flags.c_contiguous)
         if validate and not dynamic and in_place:  # the input is about to be overwritten: check it first
             self._check_finite(x, validate=True, lo=kernels.minmax(x)[0], hi=kernels.minmax(x)[1])
-        out, clipped = self._quantize_kernel(x, params, plan, dequantize_after, x if in_place else None)
+        out, clipped, sums = self._quantize_kernel(x, params, plan, dequantize_after, x if in_place else None,
+                                                   report)
         if validate and clipped and not dynamic and not in_place:
             # NaN and Inf always clip: only when something clipped can there be any (error_on_nan / error_on_inf
             # then refuse the call, and its answer is dropped).
@@ -251,25 +254,27 @@ class Quantizer:
         if validate:
             delta.clipped_values = clipped
         self._last_params = params
-        return self._finish(OpResult(out, qtype, params, delta, plan), started, report_of)
+        return self._finish(OpResult(out, qtype, params, delta, plan), started, report_of, sums)
 
     @staticmethod
     def _quantize_kernel(x: FloatArray, params: QParams, plan: LayerPlan, dequantize_after: bool,
-                         out: FloatArray | None) -> tuple[npt.NDArray[Any], int]:
-        """One pass: the codes (float8 values; fake: the dequantized values) and the clipped count (integer
-        codes outside the type's range, float8 values beyond max; NaN and +-inf always)."""
+                         out: FloatArray | None, report: bool) -> tuple[npt.NDArray[Any], int, kernels.Sums | None]:
+        """One pass: the codes (float8 values; fake: the dequantized values), the clipped count (integer
+        codes outside the type's range, float8 values beyond max; NaN and +-inf always) and with `report` the
+        quality report's sums."""
         qtype = plan.quantization_type
         with np.errstate(over="ignore"):  # a huge scale dequantizes to +-inf: an answer (see dequantize)
             if qtype.is_float8:
                 return formats.quantize_fp8(x, params.scale, params.axis, params.block_size, _fp8_name(qtype),
-                                            dequantize_after)
+                                            dequantize_after, report)
             qmin, qmax = qrange(qtype, plan.num_bits)
             if params.block_size is not None:
                 assert params.axis is not None
                 return formats.quantize_blocked(x, params.scale, params.zero_point, params.axis, params.block_size,
-                                                qmin, qmax, STORAGE_DTYPES[qtype], dequantize_after, True)
+                                                qmin, qmax, STORAGE_DTYPES[qtype], dequantize_after, True, report)
             return kernels.quantize_counted(x, params, qmin, qmax, STORAGE_DTYPES[qtype],
-                                            dequantize_after=dequantize_after, count_clipped=True, out=out)
+                                            dequantize_after=dequantize_after, count_clipped=True, out=out,
+                                            report=report)
 
     def dequantize(
         self,
@@ -527,22 +532,21 @@ class Quantizer:
         return len(self._cache)
 
 
-def _report(x: FloatArray, result: OpResult) -> QualityReport:
-    """The quality report of a quantize result against its input `x`: the answer itself when it is dequantized
-    values (fake quantization, FLOAT16, BFLOAT16, NONE), else its codes dequantized exactly as `dequantize` would
-    (integer codes as float32((q - zp) * scale), FP8 values times their scale). Per-channel parameters give
-    per-channel SQNR along their axis; blocks are reported per tensor."""
+def _report(x: FloatArray, result: OpResult, sums: kernels.Sums | None) -> QualityReport:
+    """The quality report of a quantize result against its input `x`, compared with the exact dequantized
+    values: the quantize kernel's own sums (taken in its pass) when they are finite; else, and for the casts,
+    the answer itself when it is dequantized values, or the codes dequantized as `dequantize` does. Per-channel
+    parameters give per-channel SQNR along their axis; blocks are reported per tensor."""
     clipped, params, out = result.delta.clipped_values, result.params, result.data
-    if params is None or result.delta.dequantize_calls:
-        axis = params.axis if params is not None and params.per_channel else None
-        return quality_report(x, out, clipped, axis)
-    if params.block_size is not None and params.axis is not None:
+    per_channel = params is not None and params.per_channel and params.block_size is None
+    if sums is not None and sums.finite:
+        return report_from_sums(sums, clipped, int(x.size), per_channel=per_channel)
+    axis = params.axis if params is not None and per_channel else None
+    if params is not None and not result.delta.dequantize_calls:
         with np.errstate(over="ignore"):
-            dequantized = kernels.dequantize(out, params)
-        return quality_report(x, dequantized, clipped)
-    zero_point = 0 if result.quantization_type.is_float8 else params.zero_point
-    with np.errstate(over="ignore"):
-        return codes_report(x, out, params.scale, zero_point, clipped, params.axis)
+            out = kernels.dequantize(out, dataclasses.replace(params, zero_point=np.zeros_like(params.zero_point))
+                                     if result.quantization_type.is_float8 else params)
+    return quality_report(x, out, clipped, axis)
 
 
 def _fp8_name(qtype: QuantizationType) -> str:

@@ -61,12 +61,15 @@ def check(x: npt.NDArray[np.float32], params: QParams, qtype: Any) -> None:
     z = broadcast(params.zero_point, x.shape, params.axis, params.block_size)
     codes, fake, clipped = reference(x, s, z, qmin, qmax)
     lay = kernels.layout(x.shape, params.axis, params.block_size)
-    got = np.empty(x.shape, dtype)
-    assert kernels.run_quantize(x, got, lay, params.scale, params.zero_point, qmin, qmax, False) == clipped
-    assert got.tobytes() == codes.astype(dtype).tobytes()
-    got_fake = np.empty(x.shape, F32)
-    assert kernels.run_quantize(x, got_fake, lay, params.scale, params.zero_point, qmin, qmax, True) == clipped
-    assert got_fake.tobytes() == fake.tobytes()  # bits: +0.0 for zero, as (q - zp) * s
+    for report in (False, True):  # the report's kernels write the same codes and count the same
+        got = np.empty(x.shape, dtype)
+        assert kernels.run_quantize(x, got, lay, params.scale, params.zero_point, qmin, qmax, False,
+                                    report=report)[0] == clipped
+        assert got.tobytes() == codes.astype(dtype).tobytes()
+        got_fake = np.empty(x.shape, F32)
+        assert kernels.run_quantize(x, got_fake, lay, params.scale, params.zero_point, qmin, qmax, True,
+                                    report=report)[0] == clipped
+        assert got_fake.tobytes() == fake.tobytes()  # bits: +0.0 for zero, as (q - zp) * s
     with np.errstate(over="ignore"):
         dq = ((codes.astype(dtype).astype(F32) - z.astype(F32)) * s).astype(F32)
     assert kernels.dequantize(codes.astype(dtype), params).tobytes() == dq.tobytes()

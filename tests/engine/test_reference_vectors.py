@@ -112,7 +112,7 @@ def test_kernels_match_reference(case: dict[str, Any], record: dict[str, Any]) -
     assert_bits_equal(kernels.dequantize(expected_q(case, record), params), expected_dq(case, record))
     assert_bits_equal(kernels.quantize(x, params, qmin, qmax, np.float32, dequantize_after=True),
                       expected_dq(case, record))
-    _, clipped = kernels.quantize_counted(x, params, qmin, qmax, STORAGE[record["dtype"]], count_clipped=True)
+    _, clipped, _ = kernels.quantize_counted(x, params, qmin, qmax, STORAGE[record["dtype"]], count_clipped=True)
     assert clipped == record["n_clipped"]
 
 
