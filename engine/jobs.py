@@ -25,9 +25,14 @@ compressed-tensors shapes them: [1] per tensor, the tensor's rank with the chann
 channel ([out, 1] for a 2-D weight along 0), ONNX's block shape per group. FLOAT16 and BFLOAT16 layers are F16 /
 BF16 values, no scale. Kept and skipped tensors are byte-identical.
 
-Report figures are computed against the float32 input with the exact dequantized values, (q - zp) * scale in
-float32 as dequantize gives them (engine/figures.py): SQNR 10 log10(sum x^2 / sum (x - x^)^2) (None when the
-reconstruction is exact or the input all zero), max and RMS error; the clipped count is the quantize's own.
+Report figures are the quantize's own quality report (engine/quality.py), taken in the same compiled pass as the
+codes, against the float32 input with the exact dequantized values, (q - zp) * scale in float32 as dequantize
+gives them: SQNR 10 log10(sum x^2 / sum (x - x^)^2) (None when the reconstruction is exact or the input all
+zero), max and RMS error; the clipped count is the quantize's own.
+
+Threads: a job's quantize and range passes split each tensor's rows over QUANTIZER_JOB_THREADS threads
+(environment; default: every core of the machine, `os.cpu_count()`), through `engine.kernels.threads`; the codes
+are the same bits whatever the count. Web requests never set it and stay on their worker's thread.
 """
 
 from __future__ import annotations
@@ -39,9 +44,7 @@ import math
 import os
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
-from concurrent.futures import wait as futures_wait
-from typing import TYPE_CHECKING, Any, BinaryIO, Final
+from typing import Any, BinaryIO, Final
 
 import ml_dtypes
 import numpy as np
@@ -61,15 +64,12 @@ from .ranges import normalize_axis, params_for_range
 from .safetensors import DTYPES as SAFETENSORS_DTYPES
 from .safetensors import FLOAT_DTYPES
 
-if TYPE_CHECKING:
-    from .figures import Figures
-
 F32 = np.float32
 PRODUCER: Final = "quantsite"
 PARTIAL_SUFFIX: Final = ".partial"
-# Two tensors are in flight together only when their footprints fit in 2 x the largest tensor: smaller tensors
-# overlap (figures beside the next quantize), the largest go one at a time, so that with the writer's queue the
-# peak stays within 2.5 x the largest tensor above the process's own baseline.
+# Two tensors are in flight together only when their footprints fit in 2 x the largest tensor (one being written
+# while the next is quantized), the largest go one at a time, so that with the writer's queue the peak stays
+# within 2.5 x the largest tensor above the process's own baseline.
 OVERLAP_FACTOR: Final = 2.0
 FORMAT_NOTE: Final = ("codes under the tensor's name (I8: INT8 and INT4, U8: UINT8 and UINT4, one code per byte; "
                       "I16; F8_E4M3 / F8_E5M2; F16 / BF16 values for FLOAT16 / BFLOAT16 layers); <name>_scale F32, "
@@ -258,9 +258,7 @@ def _writer(fmt: str, file: BinaryIO | BackgroundFile, layout: Layout, reader: C
 
 def _run(reader: CheckpointReader, plans: list[TensorPlan], writer: Any, config: QuantizationConfig,
          on_tensor: OnTensor | None, should_cancel: ShouldCancel | None) -> list[LayerReport]:
-    """Tensor by tensor, in the file's order. A quantized tensor's error figures are computed on a second thread
-    while the next tensor is read and quantized (its mapping stays open until they are done), when the two fit in
-    the overlap budget; the reports still come out, and `on_tensor` is still called, in order."""
+    """Tensor by tensor, in the file's order; the reports come out, and `on_tensor` is called, in order."""
     budget = OVERLAP_FACTOR * max((p.info.nbytes for p in plans), default=0)
     quantizers = _Quantizers(config)
     reports: list[LayerReport] = []
@@ -275,7 +273,7 @@ def _run(reader: CheckpointReader, plans: list[TensorPlan], writer: Any, config:
             on_tensor(report, done)
 
     pending: _Pending | None = None
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="job-figures") as figures:
+    with kernels.threads(job_threads()):
         try:
             for plan in plans:
                 if should_cancel is not None and should_cancel():
@@ -284,7 +282,7 @@ def _run(reader: CheckpointReader, plans: list[TensorPlan], writer: Any, config:
                     finish(pending)  # the two would not fit together: this tensor waits
                     pending = None
                 if plan.action == "quantized":
-                    current = _quantize_tensor(reader, plan, writer, config, quantizers, figures)
+                    current = _quantize_tensor(reader, plan, writer, config, quantizers)
                 else:
                     started = time.perf_counter()
                     with reader.tensor(plan.info.name) as raw:
@@ -303,35 +301,33 @@ def _run(reader: CheckpointReader, plans: list[TensorPlan], writer: Any, config:
     return reports
 
 
-class _Pending:
-    """A tensor written, whose report may still wait for its figures (and then releases the tensor's mapping)."""
+def job_threads() -> int:
+    """QUANTIZER_JOB_THREADS (a positive integer), else every core."""
+    value = os.environ.get("QUANTIZER_JOB_THREADS", "").strip()
+    if not value:
+        return os.cpu_count() or 1
+    try:
+        count = int(value)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise ValueError(f"QUANTIZER_JOB_THREADS must be a positive integer, not {value!r}")
+    return count
 
-    def __init__(self, report: LayerReport, started: float, figures: Future[tuple[Figures, float]] | None = None,
-                 mapping: contextlib.ExitStack | None = None, footprint: int = 0) -> None:
-        self._report, self._started, self._figures, self._mapping = report, started, figures, mapping
+
+class _Pending:
+    """A tensor written, whose report is complete."""
+
+    def __init__(self, report: LayerReport, started: float, footprint: int = 0) -> None:
+        self._report = report
         self.footprint = footprint  # bytes it holds until its report is done
-        if figures is None:
-            report.ms = (time.perf_counter() - started) * 1000.0
+        report.ms = (time.perf_counter() - started) * 1000.0
 
     def report(self) -> LayerReport:
-        """The finished row; `ms` runs from the tensor's start to the end of its figures."""
-        report = self._report
-        if self._figures is not None:
-            try:
-                (report.sqnr_db, report.max_abs_error, report.rms_error), finished = self._figures.result()
-            finally:
-                self.abandon()
-            report.ms = (finished - self._started) * 1000.0
-        return report
+        return self._report
 
     def abandon(self) -> None:
-        """Wait for the figures (they read the mapping), then unmap."""
-        if self._figures is not None:
-            futures_wait([self._figures])
-            self._figures = None
-        if self._mapping is not None:
-            self._mapping.close()
-            self._mapping = None
+        """Nothing is left running (kept for the loop's shape)."""
 
 
 def _plain_report(plan: TensorPlan, written: int) -> LayerReport:
@@ -370,33 +366,31 @@ class _Quantizers:
 
 
 def _quantize_tensor(reader: CheckpointReader, plan: TensorPlan, writer: Any, config: QuantizationConfig,
-                     quantizers: _Quantizers, figures: ThreadPoolExecutor) -> _Pending:
-    """Quantize and write one tensor; its error figures are left running on `figures`."""
+                     quantizers: _Quantizers) -> _Pending:
+    """Quantize and write one tensor, with its quality report from the same pass."""
     started = time.perf_counter()
     info = plan.info
     layer = plan.layer
     assert layer is not None
-    mapping = contextlib.ExitStack()
-    try:
-        x = mapping.enter_context(reader.float32(info.name))
+    with reader.float32(info.name) as x:
         frozen = None
         if plan.scheme in ("per_tensor", "per_channel") and config.calibration_method in _RANGE_METHODS:
             frozen = _calibrated_params(config, plan, x)
-        result = quantizers.get(plan, frozen).quantize(x, channel_dim=plan.axis)
+        result = quantizers.get(plan, frozen).quantize(x, channel_dim=plan.axis, report=True)
         outputs = _outputs(plan, result)
         written = sum(writer.write(name, arr) for (name, _, _), arr in zip(plan.outputs, outputs, strict=True))
-        running = figures.submit(_timed_figures, x, plan, result, finite=config.error_on_nan and config.error_on_inf)
-    except BaseException:
-        mapping.close()
-        raise
     params = result.params
     scales = None if params is None else params.scale
+    quality = result.report
+    assert quality is not None
+    compared = quality.values > 0
     report = LayerReport(
         info.name, list(info.shape), info.dtype, "quantized", layer.quantization_type.name, plan.scheme,
         plan.axis if plan.scheme in ("per_channel", "per_group") else None,
         None if scales is None else f32_float(np.min(scales)), None if scales is None else f32_float(np.max(scales)),
-        None, None, None, int(result.delta.clipped_values), math.prod(info.shape), info.nbytes, written, 0.0, params)
-    return _Pending(report, started, running, mapping, _footprint(plan))
+        quality.sqnr_db, quality.max_abs_error if compared else None, quality.rms_error if compared else None,
+        int(result.delta.clipped_values), math.prod(info.shape), info.nbytes, written, 0.0, params)
+    return _Pending(report, started, _footprint(plan))
 
 
 def _footprint(plan: TensorPlan) -> int:
@@ -457,38 +451,10 @@ def _outputs(plan: TensorPlan, result: OpResult) -> list[npt.NDArray[Any]]:
     return arrays
 
 
-# ---------------------------------------------------------------------- error figures
-def _timed_figures(x: npt.NDArray[np.float32], plan: TensorPlan, result: OpResult, *,
-                   finite: bool) -> tuple[Figures, float]:
-    return _figures(x, plan, result, finite=finite), time.perf_counter()
-
-
-def _figures(x: npt.NDArray[np.float32], plan: TensorPlan, result: OpResult, *, finite: bool) -> Figures:
-    """The tensor's error figures against its exact reconstruction (engine/figures.py)."""
-    from .figures import error_figures  # (numba itself is loaded with the engine's kernels)
-    params = result.params
-    data = result.data
-    if params is None:  # FLOAT16 / BFLOAT16: the values themselves
-        return error_figures(x, data, None, None, None, finite=finite)
-    if params.block_size is not None:
-        assert params.axis is not None
-        if plan.qtype.is_float8:
-            full = np.repeat(params.scale, params.block_size, axis=params.axis)
-            xhat = (data * np.take(full, np.arange(x.shape[params.axis]), axis=params.axis)).astype(F32)
-        else:
-            xhat = formats.dequantize_blocked(data, params.scale, params.zero_point, params.axis, params.block_size)
-        return error_figures(x, xhat, None, None, None, finite=finite)
-    zp = None if plan.qtype.is_float8 else params.zero_point.astype(F32)
-    return error_figures(x, data, params.scale, zp, params.axis, finite=finite)
-
-
 def warm_job_kernels() -> None:
-    """Load the compiled kernels a job runs, the engine's quantize kernels (`warm_kernels`) and the job's error
-    figures: call once when a job worker starts, so that no job pays for a compilation."""
-    from .figures import warm
-
+    """Load the compiled kernels a job runs (`warm_kernels`: the quantize kernels, with and without the report):
+    call once when a job worker starts, so that no job pays for a compilation."""
     warm_kernels()
-    warm()
 
 
 # ---------------------------------------------------------------------- summary

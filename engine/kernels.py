@@ -27,7 +27,11 @@ unsigned indices (signed ones make numba wrap negative indices, which stops LLVM
 
 from __future__ import annotations
 
+import contextlib
 import math
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -403,6 +407,43 @@ class Sums(NamedTuple):
                              + self.lo + self.hi)
 
 
+# ---------------------------------------------------------------------- threads (model jobs)
+_local = threading.local()
+_pools: dict[int, ThreadPoolExecutor] = {}
+PARALLEL_MIN = 1 << 18  # elements: below this, one thread (splitting costs more than it saves)
+
+
+@contextlib.contextmanager
+def threads(count: int) -> Iterator[None]:
+    """Within it, on this thread, quantize and the per-channel range pass split their rows over `count` threads
+    (the kernels release the GIL; each chunk runs the same compiled kernel, so the codes are the same bits).
+    Outside it everything runs on the caller's thread: web workers are the parallelism, model jobs opt in."""
+    previous = getattr(_local, "count", 1)
+    _local.count = max(1, int(count))
+    try:
+        yield
+    finally:
+        _local.count = previous
+
+
+def _chunks(rows: int, size: int) -> list[tuple[int, int]]:
+    """[a, b) row ranges, one per thread of `threads` (one range when single-threaded or small)."""
+    count = getattr(_local, "count", 1)
+    if count <= 1 or rows < 2 or size < PARALLEL_MIN:
+        return [(0, rows)]
+    count = min(count, rows)
+    return [(rows * i // count, rows * (i + 1) // count) for i in range(count)]
+
+
+def _map(fn: Callable[[int, int], Any], chunks: list[tuple[int, int]]) -> list[Any]:
+    if len(chunks) == 1:
+        return [fn(*chunks[0])]
+    pool = _pools.get(len(chunks))
+    if pool is None:
+        pool = _pools[len(chunks)] = ThreadPoolExecutor(len(chunks), thread_name_prefix="kernels")
+    return list(pool.map(lambda c: fn(*c), chunks))
+
+
 def run_quantize(x: npt.NDArray[np.float32], out: npt.NDArray[Any], lay: Layout, scale: npt.ArrayLike,
                  zp: npt.ArrayLike, lo: float, hi: float, fake: bool, kind: int = INT,
                  fp8: tuple[np.uint32, np.uint32] = _NO_FP8, report: bool = False) -> tuple[int, Sums | None]:
@@ -412,19 +453,48 @@ def run_quantize(x: npt.NDArray[np.float32], out: npt.NDArray[Any], lay: Layout,
     xf, of = x.reshape(-1), out.reshape(-1)
     s, z = expand(scale, lay), expand(zp, lay)
     psig, pnoise = np.zeros(s.size if report else 1), np.zeros(s.size if report else 1)
-    acc = np.zeros(4)
-    args = (F32(lo), F32(hi), fake, kind, *fp8, psig, pnoise, acc)
+    consts = (F32(lo), F32(hi), fake, kind, *fp8)
     if lay.rows:
+        acc = np.zeros(4)
         fn = _report_rows if report else _quantize_rows
-        clipped = int(fn(xf, of, lay.d, lay.dim, lay.seg, s, z, *args))
+        clipped = int(fn(xf, of, lay.d, lay.dim, lay.seg, s, z, *consts, psig, pnoise, acc))
+        parts = [acc]
     else:
-        fn = _report_segments if report else _quantize_segments
-        clipped = int(fn(xf, of, lay.d, lay.seg, s, z, *args))
+        nb = (lay.d + lay.seg - 1) // lay.seg
+        rows = xf.size // lay.d
+        seg_fn = _report_segments if report else _quantize_segments
+        if rows == 1 and nb == 1:  # one parameter (per tensor): any cut of the data is rows of it
+            chunks = _chunks(xf.size, xf.size)
+
+            def one(a: int, b: int) -> tuple[int, Any]:
+                acc, ps, pn = np.zeros(4), np.zeros(1), np.zeros(1)
+                count = int(seg_fn(xf[a:b], of[a:b], b - a, b - a, s, z, *consts, ps, pn, acc))
+                return count, (acc, ps, pn)
+        else:
+            chunks = _chunks(rows, xf.size)
+
+            def one(a: int, b: int) -> tuple[int, Any]:
+                acc = np.zeros(4)
+                ps, pn = (psig[a * nb:b * nb], pnoise[a * nb:b * nb]) if report else (psig, pnoise)
+                count = int(seg_fn(xf[a * lay.d:b * lay.d], of[a * lay.d:b * lay.d], lay.d, lay.seg,
+                                   s[a * nb:b * nb], z[a * nb:b * nb], *consts, ps, pn, acc))
+                return count, (acc, None, None)
+
+        done = _map(one, chunks)
+        clipped = sum(count for count, _ in done)
+        parts = [acc for _, (acc, _, _) in done]
+        if rows == 1 and nb == 1 and report:
+            psig[0] = sum(float(ps[0]) for _, (_, ps, _) in done)
+            pnoise[0] = sum(float(pn[0]) for _, (_, _, pn) in done)
     if not report:
         return clipped, None
     per = (psig.reshape(lay.outer, -1).sum(axis=0).reshape(-1, lay.inner).sum(axis=1),
            pnoise.reshape(lay.outer, -1).sum(axis=0).reshape(-1, lay.inner).sum(axis=1))
-    return clipped, Sums(per[0], per[1], float(acc[0]), float(acc[1]), float(acc[2]), float(acc[3]), x.size)
+    worst = max(float(acc[1]) for acc in parts)
+    if any(math.isnan(float(acc[1])) for acc in parts):
+        worst = math.nan
+    return clipped, Sums(per[0], per[1], sum(float(acc[0]) for acc in parts), worst,
+                         min(float(acc[2]) for acc in parts), max(float(acc[3]) for acc in parts), x.size)
 
 
 def compare(x: npt.NDArray[np.float32], d: npt.NDArray[np.float32], axis: int | None) -> Sums:
@@ -524,7 +594,9 @@ def minmax(x: npt.NDArray[Any], axis: int | None = None) -> tuple[Any, Any]:
     if not lay.rows:
         n = x.size // lay.seg
         lo, hi = np.empty(n, x.dtype), np.empty(n, x.dtype)
-        _minmax_segments(x.reshape(-1), lay.d, lay.seg, lo, hi, False)
+        flat, nb = x.reshape(-1), (lay.d + lay.seg - 1) // lay.seg
+        _map(lambda a, b: _minmax_segments(flat[a * lay.d:b * lay.d], lay.d, lay.seg, lo[a * nb:b * nb],
+                                           hi[a * nb:b * nb], False), _chunks(x.size // lay.d, x.size))
         channels = x.shape[axis]  # segments are (outer, channels) runs, or the whole of a single channel
         return lo.reshape(-1, channels).min(axis=0), hi.reshape(-1, channels).max(axis=0)
     lo, hi = np.empty(lay.d, F32), np.empty(lay.d, F32)

@@ -289,3 +289,29 @@ def test_the_kernel_cache_folder_is_configurable(tmp_path: Path) -> None:
                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == str(tmp_path)
+
+
+@pytest.mark.parametrize("shape, axis", [((600, 1024), None), ((600, 1024), 0), ((4, 300, 256), 1)])
+def test_threads_give_the_same_codes_and_report(shape: tuple[int, ...], axis: int | None) -> None:
+    """Rows split over threads (model jobs): the same bits, the same clipped count, the same report sums."""
+    rng = np.random.default_rng(7)
+    x = (rng.standard_normal(shape) * 3).astype(F32)
+    channels = 1 if axis is None else shape[axis]
+    scale = rng.uniform(0.005, 0.03, channels).astype(F32)
+    lay = kernels.layout(x.shape, axis)
+    single, split = np.empty(shape, np.int8), np.empty(shape, np.int8)
+    clipped, sums = kernels.run_quantize(x, single, lay, scale, np.zeros(channels, F32), -128, 127, False,
+                                         report=True)
+    lo, hi = kernels.minmax(x, axis)
+    with kernels.threads(3):
+        assert kernels.minmax(x, axis)[0].tobytes() == np.asarray(lo).tobytes()
+        assert kernels.minmax(x, axis)[1].tobytes() == np.asarray(hi).tobytes()
+        clipped3, sums3 = kernels.run_quantize(x, split, lay, scale, np.zeros(channels, F32), -128, 127, False,
+                                               report=True)
+    assert split.tobytes() == single.tobytes()
+    assert clipped3 == clipped > 0
+    assert sums is not None and sums3 is not None
+    np.testing.assert_allclose(sums3.signal, sums.signal, rtol=1e-12)
+    np.testing.assert_allclose(sums3.noise, sums.noise, rtol=1e-12)
+    assert (sums3.worst, sums3.lo, sums3.hi, sums3.compared) == (sums.worst, sums.lo, sums.hi, sums.compared)
+    assert sums3.error == pytest.approx(sums.error, rel=1e-9, abs=1e-9)
