@@ -41,6 +41,9 @@ MSG_PICKLE = ("{name}: pickle-based checkpoints (.pt, .pth, .bin, .pkl, .ckpt) a
 MAX_TENSORS: Final = 1_000_000  # names in one checkpoint: real models hold thousands per shard
 CONVERT_ROWS_BYTES: Final = 4 << 20  # bytes of float32 converted at a time from float16 / bfloat16 / float64
 _PAGE: Final = mmap.ALLOCATIONGRANULARITY
+# The page tables filled when the tensor is mapped (the file is in the page cache: it was just uploaded), rather
+# than one fault per few pages on first touch inside the kernels, where the faults serialise the threads.
+_POPULATE: Final = getattr(mmap, "MAP_POPULATE", 0)
 _ZIP_LOCAL_HEADER: Final = struct.Struct("<4s5H3L2H")  # signature ... file name length, extra field length
 
 
@@ -175,7 +178,8 @@ def _mapped(file: BinaryIO, offset: int, nbytes: int, dtype: np.dtype[Any], shap
         yield empty
         return
     start = offset // _PAGE * _PAGE
-    mm = mmap.mmap(file.fileno(), offset - start + nbytes, access=mmap.ACCESS_READ, offset=start)
+    mm = mmap.mmap(file.fileno(), offset - start + nbytes, flags=mmap.MAP_SHARED | _POPULATE, prot=mmap.PROT_READ,
+                   offset=start)
     try:
         arr = np.frombuffer(mm, dtype=dtype, count=math.prod(shape), offset=offset - start)
         yield arr.reshape(shape, order=order)  # type: ignore[call-overload]
