@@ -102,6 +102,7 @@ def _quantize_kernels(report: bool) -> tuple[Any, Any]:
         worst = np.zeros(LANES, np.float32)
         xlo = np.full(LANES, np.inf, np.float32)
         xhi = np.full(LANES, -np.inf, np.float32)
+        eb = np.zeros(REPORT_CHUNK if report else 1, np.float32)  # the chunk's errors e, in L1
         for r in range(x.size // d):
             for k in range(nb):
                 s, z = scale[r * nb + k], zp[r * nb + k]
@@ -119,12 +120,14 @@ def _quantize_kernels(report: bool) -> tuple[Any, Any]:
                             acc[j] += np.int32(bad)
                             y = (c - z) * s
                             out[i] = y if fake else c
+                            if report:
+                                eb[np.uint64(i0 - c0 + j)] = y - xv
                     if report:  # the sums, then the extremes, in loops of their own over the chunk in cache
                         for i0 in range(c0, c1, LANES):
                             for j in range(LANES):
                                 i = np.uint64(i0 + j)
                                 xv = x[i]
-                                e = out[i] - xv if fake else (np.float32(out[i]) - z) * s - xv
+                                e = eb[np.uint64(i0 - c0 + j)]
                                 sig[j] += np.float64(xv) * np.float64(xv)
                                 noi[j] += np.float64(e) * np.float64(e)
                                 err[j] += np.float64(e)
@@ -132,7 +135,7 @@ def _quantize_kernels(report: bool) -> tuple[Any, Any]:
                             for j in range(LANES):
                                 i = np.uint64(i0 + j)
                                 xv = x[i]
-                                e = out[i] - xv if fake else (np.float32(out[i]) - z) * s - xv
+                                e = eb[np.uint64(i0 - c0 + j)]
                                 ae = abs(e)
                                 worst[j] = ae if ae > worst[j] else worst[j]
                                 xlo[j] = xv if xv < xlo[j] else xlo[j]
