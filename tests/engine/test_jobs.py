@@ -434,3 +434,36 @@ def test_npz_carries_bfloat16_and_float8_codes_as_bit_patterns(tmp_path: Path, r
         assert got["w"].dtype == np.uint8
         values = got["w"].view(ml_dtypes.float8_e4m3fn).astype(F32)
         assert np.array_equal(values, Quantizer(cfg).quantize(x).data)
+
+
+def test_job_threads_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    from engine.jobs import job_threads
+
+    monkeypatch.delenv("QUANTIZER_JOB_THREADS", raising=False)
+    assert job_threads() == (os.cpu_count() or 1)
+    monkeypatch.setenv("QUANTIZER_JOB_THREADS", "3")
+    assert job_threads() == 3
+    for bad in ("0", "-1", "two"):
+        monkeypatch.setenv("QUANTIZER_JOB_THREADS", bad)
+        with pytest.raises(ValueError, match="QUANTIZER_JOB_THREADS"):
+            job_threads()
+
+
+def test_threads_give_the_same_artifact(tmp_path: Path, rng: np.random.Generator,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A job split over threads writes the same bytes and the same figures as one on a single thread."""
+    tensors = {"a.weight": (rng.standard_normal((700, 512)) * 2).astype(np.float32),
+               "b.weight": rng.standard_normal((300, 1024)).astype(np.float32)}
+    source = tmp_path / "m.safetensors"
+    save_file(tensors, str(source))
+    config = QuantizationConfig.from_dict({"quantization_type": "INT8", "per_channel": True})
+    outputs = []
+    for threads in ("1", "3"):
+        monkeypatch.setenv("QUANTIZER_JOB_THREADS", threads)
+        out = tmp_path / f"out{threads}.safetensors"
+        reports = quantize_checkpoint(str(source), str(out), config, metadata={})
+        outputs.append((out.read_bytes(), [(r.sqnr_db, r.max_abs_error, r.clipped) for r in reports]))
+    assert outputs[0][0] == outputs[1][0]
+    for one, three in zip(outputs[0][1], outputs[1][1], strict=True):
+        assert one[1:] == three[1:]
+        assert one[0] == pytest.approx(three[0], abs=1e-9)
