@@ -9,8 +9,8 @@ PORT ?= 8000
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 
 # Two stamps: the runtime install (`pip install -e .`, what `make serve` needs) and the development install
-# (`pip install -e '.[dev]'`: pytest, hypothesis, ruff, mypy, schemathesis ...), which `make test` and `make lint`
-# need. Either is redone when pyproject.toml changes.
+# (`pip install -e '.[dev]'`: pytest, hypothesis, ruff, mypy, schemathesis ..., and the client package of client/
+# with its CLI, whose tests run against a live server), which `make test` and `make lint` need. Either is redone when pyproject.toml changes.
 RUNTIME := $(VENV)/.installed-runtime
 DEV := $(VENV)/.installed-dev
 
@@ -28,8 +28,8 @@ $(RUNTIME): pyproject.toml | $(VENV)/pyvenv.cfg
 	touch $@
 
 # The development install includes the runtime one, so it stamps both.
-$(DEV): pyproject.toml | $(VENV)/pyvenv.cfg
-	$(PIP) install -e '.[dev]'
+$(DEV): pyproject.toml client/pyproject.toml | $(VENV)/pyvenv.cfg
+	$(PIP) install -e '.[dev]' -e './client[all]'
 	touch $@ $(RUNTIME)
 
 # Development server: SQLite in ./db.sqlite3, the default instance created by the migrations, no auth.
@@ -43,6 +43,7 @@ test: $(DEV)
 lint: $(DEV)
 	$(BIN)/ruff check .
 	$(BIN)/mypy --strict engine
+	$(BIN)/mypy --strict client
 	DJANGO_DEBUG=1 $(BIN)/python manage.py check
 	DJANGO_DEBUG=1 $(BIN)/python manage.py makemigrations --check --dry-run
 

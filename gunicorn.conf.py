@@ -7,6 +7,8 @@ request is not kept waiting behind a large one).
 
 import gc
 import os
+import shutil
+import tempfile
 import time
 
 bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
@@ -16,7 +18,10 @@ timeout = int(os.environ.get("GUNICORN_TIMEOUT", "120"))
 graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "30"))
 keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "5"))
 forwarded_allow_ips = os.environ.get("GUNICORN_FORWARDED_ALLOW_IPS", "127.0.0.1")
-accesslog = os.environ.get("GUNICORN_ACCESS_LOG", "-") or None  # empty: no access log
+# No access log by default: nginx, in front, keeps one (deploy/nginx.conf, with the request id), and formatting and
+# writing gunicorn's line took about a tenth of a worker's time on GET / (profiled). GUNICORN_ACCESS_LOG=- writes it
+# to stdout, a path to a file.
+accesslog = os.environ.get("GUNICORN_ACCESS_LOG") or None
 errorlog = os.environ.get("GUNICORN_ERROR_LOG", "-") or "-"
 loglevel = os.environ.get("GUNICORN_LOG_LEVEL", "info")
 # Recycling workers is off by default (nothing leaks); GUNICORN_MAX_REQUESTS turns it on, with jitter.
@@ -26,6 +31,31 @@ max_requests_jitter = int(os.environ.get("GUNICORN_MAX_REQUESTS_JITTER", str(max
 # gunicorn's own check (an HTML 414) guards a gunicorn reached directly. 0 turns it off (the schemathesis run,
 # which talks to gunicorn directly and should meet the application's JSON answers).
 limit_request_line = int(os.environ.get("GUNICORN_LIMIT_REQUEST_LINE", "8190"))
+
+
+# Prometheus metrics (quantizers/metrics.py) from every worker: prometheus_client's multiprocess mode, whose
+# workers write their values to files in PROMETHEUS_MULTIPROC_DIR, chosen before any worker imports it. Unset, a
+# fresh private directory is made here, in the master, so that each start counts from zero, and removed when the
+# master exits; a directory given by the environment (one shared with a Celery worker on this machine) is used as
+# it is, created if missing, and never cleaned.
+# (The mark survives a reload, SIGHUP, which reads this file again with the variable now set.)
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="quantsite-metrics-")
+    os.environ["QUANTSITE_METRICS_DIR_OWNED"] = "1"
+else:
+    os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
+
+
+def child_exit(server, worker):
+    # A dead worker's counters stay (summed into every scrape); only its live gauges, if any, must go.
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    if os.environ.get("QUANTSITE_METRICS_DIR_OWNED"):
+        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
 
 
 # Memory after large requests. Django and DRF leave every request in reference cycles (request <-> view via
@@ -55,7 +85,33 @@ def post_request(worker, req, environ, resp):
 
 
 def post_worker_init(worker):
+    # Django imports the URLconf (the API, the admin, drf-spectacular's views: ~0.3 s) and builds its reverse
+    # tables on a worker's first request; done here, no client waits for it, and what it creates is frozen too.
+    from django.urls import get_resolver
+
+    get_resolver().reverse_dict  # noqa: B018 - populates the resolver
     gc.freeze()
+
+
+# The engine's numba kernels are compiled (or loaded from their on-disk cache, QUANTIZER_KERNEL_CACHE_DIR) once in
+# the master before it forks, so every worker inherits them ready; post_fork checks it (a no-op when inherited) so
+# that no request ever pays for a compilation. The Celery worker calls engine.warm_kernels() at its start too.
+def _warm(log, who):
+    from engine import warm_kernels
+    from engine.jit import compiled_signatures
+
+    started, before = time.perf_counter(), compiled_signatures()
+    ready = warm_kernels()
+    log.info("%s: %d kernel signatures ready (%d new) in %.0f ms", who, ready, compiled_signatures() - before,
+             (time.perf_counter() - started) * 1000)
+
+
+def on_starting(server):
+    _warm(server.log, "master")
+
+
+def post_fork(server, worker):
+    _warm(worker.log, f"worker {worker.pid}")
 
 
 def pre_request(worker, req):

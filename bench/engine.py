@@ -4,6 +4,7 @@ Run from the repository root:
 
     python bench/engine.py                 # 1000x1000 and 4000x4000 float32, median of 15 rounds
     python bench/engine.py --reps 15 --sizes 1000x1000 2000x2000 4000x4000
+    python bench/engine.py --sizes 4000x4000 --runs 5   # 5 runs of 15 rounds, the median of the run medians
 
 Throughput is GB/s of float32 data (4 bytes per element): the input of quantize and quantize_dequantize, the
 float32 output of dequantize (its int8 input is a quarter of that), so every row is comparable with the memcpy
@@ -12,7 +13,7 @@ round-robin, one call each per round (a slow spell of a shared machine then touc
 figure is the median of `--reps` rounds after `--warmup` untimed ones. Every call allocates its result, as the
 service does (a fresh float32 result is page-faulted in: dequantize and quantize_dequantize pay for that, the
 memcpy row does not); the dequantization cache is disabled, so dequantize rows measure the kernel, not a cache
-hit. `--buffer-size` sets the instances' `buffer_size` (the kernels' block, in float32 elements).
+hit. The kernels are compiled (or loaded from numba's cache) before the first round (`warm_kernels`).
 
 Rows:
   quantize fixed        per-tensor INT8 with calibrated (frozen) parameters
@@ -20,6 +21,9 @@ Rows:
   per-channel           axis 0, frozen per-channel parameters / dynamic per-channel parameters
   dequantize            INT8 codes back to float32, per tensor and per channel
   quantize_dequantize   per tensor, fused fake-quantization
+  ... report=True       quantize (fixed, dynamic, per-channel) and quantize_dequantize with the quality report
+                        (SQNR, errors, range: one more read of the input and the result); the issue's bound is
+                        quantize with report <= 1.6x quantize without
   INT4 grouped (128)    symmetric INT4, one scale per 128 elements along the last axis, parameters from the data
   FP8 E4M3 dynamic      per-tensor amax scale, saturating float8 rounding
   BFLOAT16 cast         float32 -> bfloat16 (round to nearest even), answered as float32
@@ -42,9 +46,10 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+import numba  # noqa: E402
 import numpy as np  # noqa: E402
 
-from engine import QuantizationConfig, QuantizationMode, Quantizer, kernels  # noqa: E402
+from engine import QuantizationConfig, QuantizationMode, Quantizer, warm_kernels  # noqa: E402
 
 
 def run_rounds(cases: list[tuple[str, Callable[[], object]]], reps: int, warmup: int) -> dict[str, float]:
@@ -68,10 +73,10 @@ def run_rounds(cases: list[tuple[str, Callable[[], object]]], reps: int, warmup:
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 
-def build_cases(x: np.ndarray, buffer_size: int) -> list[tuple[str, Callable[[], object]]]:
+def build_cases(x: np.ndarray) -> list[tuple[str, Callable[[], object]]]:
     def cfg(**kw: object) -> QuantizationConfig:
         return QuantizationConfig.from_dict(
-            {"quantization_type": "INT8", "enable_cache": False, "buffer_size": buffer_size, **kw}
+            {"quantization_type": "INT8", "enable_cache": False, **kw}
         )
 
     fixed = Quantizer(cfg())
@@ -95,16 +100,20 @@ def build_cases(x: np.ndarray, buffer_size: int) -> list[tuple[str, Callable[[],
     return [
         ("quantize fixed, validate=True", lambda: fixed.quantize(x)),
         ("quantize fixed, validate=False", lambda: fixed.quantize(x, validate=False)),
+        ("quantize fixed, report=True", lambda: fixed.quantize(x, report=True)),
         ("quantize dynamic, validate=True", lambda: dyn.quantize(x)),
         ("quantize dynamic, validate=False", lambda: dyn.quantize(x, validate=False)),
+        ("quantize dynamic, report=True", lambda: dyn.quantize(x, report=True)),
         ("per-channel fixed, validate=True", lambda: fixed_pc.quantize(x, channel_dim=0)),
         ("per-channel fixed, validate=False", lambda: fixed_pc.quantize(x, channel_dim=0, validate=False)),
         ("per-channel dynamic, validate=True", lambda: dyn_pc.quantize(x, channel_dim=0)),
         ("per-channel dynamic, validate=False", lambda: dyn_pc.quantize(x, channel_dim=0, validate=False)),
+        ("per-channel dynamic, report=True", lambda: dyn_pc.quantize(x, channel_dim=0, report=True)),
         ("dequantize per tensor", lambda: fixed.dequantize(codes)),
         ("dequantize per channel", lambda: fixed_pc.dequantize(codes_pc, channel_dim=0)),
         ("quantize_dequantize fixed", lambda: fixed.quantize_dequantize(x)),
         ("quantize_dequantize dynamic", lambda: dyn.quantize_dequantize(x)),
+        ("quantize_dequantize dynamic, report=True", lambda: dyn.quantize_dequantize(x, report=True)),
         ("INT4 grouped (128) dynamic", lambda: int4_grouped.quantize(x)),
         ("FP8 E4M3 dynamic", lambda: fp8.quantize(x)),
         ("BFLOAT16 cast", lambda: bf16.quantize(x)),
@@ -112,16 +121,24 @@ def build_cases(x: np.ndarray, buffer_size: int) -> list[tuple[str, Callable[[],
 
 
 MEMCPY = "memcpy (np.copyto, float32)"
+# (with report, the same call without): the issue's bound is a ratio of at most REPORT_BOUND
+REPORT_PAIRS = [
+    ("quantize fixed, report=True", "quantize fixed, validate=True"),
+    ("quantize dynamic, report=True", "quantize dynamic, validate=True"),
+    ("per-channel dynamic, report=True", "per-channel dynamic, validate=True"),
+    ("quantize_dequantize dynamic, report=True", "quantize_dequantize dynamic"),
+]
+REPORT_BOUND = 1.6
 
 
-def measure(x: np.ndarray, reps: int, warmup: int, buffer_size: int) -> dict[str, float]:
+def measure(x: np.ndarray, reps: int, warmup: int) -> dict[str, float]:
     """Median seconds of memcpy and of every case for one input array, memcpy in every round."""
     dst = np.empty_like(x)
 
     def copy() -> None:
         np.copyto(dst, x)
 
-    return run_rounds([(MEMCPY, copy), *build_cases(x, buffer_size)], reps, warmup)
+    return run_rounds([(MEMCPY, copy), *build_cases(x)], reps, warmup)
 
 
 def cpu_ticks() -> tuple[float, float] | None:
@@ -146,21 +163,25 @@ def main() -> None:
     ap.add_argument("--sizes", nargs="+", default=["1000x1000", "4000x4000"], help="2-D shapes, ROWSxCOLS")
     ap.add_argument("--reps", type=int, default=15, help="timed rounds (the median is reported)")
     ap.add_argument("--warmup", type=int, default=2, help="untimed rounds before the timed ones")
-    ap.add_argument("--buffer-size", type=int, default=0,
-                    help="the instances' buffer_size (kernel block, float32 elements; 0: the engine's default)")
+    ap.add_argument("--runs", type=int, default=1, help="independent runs; figures are the medians over runs")
     args = ap.parse_args()
 
     shapes = [parse_size(s) for s in args.sizes]
+    warm_kernels()
     results: dict[str, dict[tuple[int, int], float]] = {}
     order: list[str] = []
     rng = np.random.default_rng(0)
     ticks0, own0, wall0 = cpu_ticks(), time.process_time(), time.perf_counter()
     for shape in shapes:
         x = rng.standard_normal(shape, dtype=np.float32)
-        for name, seconds in measure(x, args.reps, args.warmup, args.buffer_size).items():
+        runs = [measure(x, args.reps, args.warmup) for _ in range(args.runs)]
+        for name in runs[0]:
             if name not in order:
                 order.append(name)
-            results.setdefault(name, {})[shape] = seconds
+            # Each run's share of its own memcpy, then the median over runs (kept as seconds against the
+            # median memcpy, so that the table's ms and GB/s columns stay consistent with the share).
+            share = statistics.median(run[MEMCPY] / run[name] for run in runs)
+            results.setdefault(name, {})[shape] = statistics.median(run[MEMCPY] for run in runs) / share
         del x
     memcpy = results[MEMCPY]
     ticks1, own1, wall1 = cpu_ticks(), time.process_time(), time.perf_counter()
@@ -170,9 +191,8 @@ def main() -> None:
         return f"{shape[0]}x{shape[1]} ({n / 1e6:.0f}M)" if n >= 1e6 else f"{shape[0]}x{shape[1]} ({n / 1e3:.0f}K)"
 
     cpus = os.cpu_count()
-    block = args.buffer_size or kernels.DEFAULT_BLOCK
-    print(f"engine throughput: numpy {np.__version__}, {cpus} CPUs, block {block} elements, median of {args.reps} "
-          f"rounds after {args.warmup} warm-up; GB/s of float32 data (4 B/element)")
+    print(f"engine throughput: numpy {np.__version__}, numba {numba.__version__}, {cpus} CPUs, median of "
+          f"{args.reps} rounds after {args.warmup} warm-up (x {args.runs} runs); GB/s of float32 data (4 B/element)")
     name_w = max(len(n) for n in order)
     head = "".join(f" | {label(s):^25}" for s in shapes)
     if ticks0 is not None and ticks1 is not None:
@@ -194,6 +214,10 @@ def main() -> None:
 
     for name in order:
         print(row(name, results[name]))
+    print(f"\nreport cost: time with report / time without (bound {REPORT_BOUND}x)")
+    for with_report, without in REPORT_PAIRS:
+        ratios = "".join(f" | {results[with_report][s] / results[without][s]:>25.2f}x" for s in shapes)
+        print(f"{with_report:<{name_w}}{ratios}")
 
 
 if __name__ == "__main__":

@@ -4,10 +4,11 @@ Run from the repository root:
 
     .venv/bin/python bench/http.py            # everything, about 3-4 minutes on 2 cores; prints one table
     .venv/bin/python bench/http.py --quick    # fewer repetitions and shorter throughput windows
+    .venv/bin/python bench/http.py --small    # the requests/s rows alone (hello, GET /, small quantize), ~1 minute
 
 It starts its own servers (production-like settings: DJANGO_DEBUG=0, a throwaway secret key, SSL redirect and
-token auth off, SQLite in a temporary directory migrated first, access log to /dev/null) on free loopback ports,
-and stops them at the end:
+token auth off, SQLite in a temporary directory migrated first, gunicorn.conf.py's defaults otherwise, so no access
+log) on free loopback ports, and stops them at the end:
 
   * server A, GUNICORN_WORKERS=2 (or --workers): every latency, throughput and requests/s figure;
   * the hello app (see the floors below), 2 sync workers, measured in the same run as server A;
@@ -113,7 +114,6 @@ def server_env(tmp: Path, port: int, workers: int) -> dict[str, str]:
         "DATABASE_URL": f"sqlite:///{tmp / 'bench.sqlite3'}",
         "GUNICORN_WORKERS": str(workers),
         "GUNICORN_BIND": f"127.0.0.1:{port}",
-        "GUNICORN_ACCESS_LOG": "/dev/null",
         "GUNICORN_LOG_LEVEL": "warning",
     })
     return env
@@ -433,6 +433,71 @@ def own_cpu_seconds() -> float:
     return t.user + t.system + t.children_user + t.children_system
 
 
+SMALL_ROWS = (("hello app", "/", None), ("GET /", "/", None), ("spec quantize", "/instances/default/quantize",
+                                                               SMALL_BODY))
+
+
+def small_requests(srv: Server, hello: Server, rounds: int, window: int, tmp: Path
+                   ) -> dict[tuple[str, int], list[float]]:
+    """Requests/s of the hello app, GET / and the spec's example, alternating row by row, round by round, at 4 and
+    1 clients."""
+    rps: dict[tuple[str, int], list[float]] = {}
+    for _ in range(rounds):
+        for clients in (4, 1):
+            for name, path, body in SMALL_ROWS:
+                server = hello if name == "hello app" else srv
+                if WRK:
+                    value = wrk_rps(server.port, path, clients, window, tmp, body)
+                else:
+                    value = python_rps(server, path, clients, window, body)
+                rps.setdefault((name, clients), []).append(value)
+    return rps
+
+
+def small_table(rps: dict[tuple[str, int], list[float]], rounds: int, window: int, workers: int) -> list[str]:
+    tool = (f"wrk -t1 -c<clients> -d{window}s" if WRK else
+            f"a Python client (wrk not installed): <clients> threads with a connection each, {window} s")
+    out = [f"requests/s: {tool}; {rounds} rounds alternating the rows, median of the rounds. The hello app is a bare "
+           "WSGI", "function returning a fixed small JSON body, gunicorn 2 sync workers, no config file; quantsite "
+           f"{workers} sync workers,", "its gunicorn.conf.py:",
+           f"  {'':<15} {'4 clients':>10} {'of hello':>9} {'1 client':>10} {'of hello':>9}"]
+    med_rps = {k: statistics.median(v) for k, v in rps.items()}
+    for name, *_ in SMALL_ROWS:
+        cells = []
+        for clients in (4, 1):
+            value = med_rps[(name, clients)]
+            cells.append(f"{value:10.0f} {value / med_rps[('hello app', clients)]:9.0%}")
+        out.append(f"  {name:<15} {' '.join(cells)}")
+    return out
+
+
+def small_only(workers: int, rounds: int, window: int) -> int:
+    """--small: the requests/s rows alone (a minute or two), for measuring changes to the request path."""
+    load_begin = os.getloadavg()[0]
+    tmp = Path(tempfile.mkdtemp(prefix="quantsite-bench-"))
+    servers: list[Server] = []
+    try:
+        subprocess.run([PY, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=server_env(tmp, 0, 1),
+                       check=True, timeout=120)
+        srv = Server(tmp, workers, "main").start()
+        servers.append(srv)
+        hello = Server(tmp, 2, "hello", hello=True).start()
+        servers.append(hello)
+        conn = srv.conn()
+        status, _, data = request(conn, "POST", "/instances/default/quantize", SMALL_BODY, {"Content-Type": JSON_CT})
+        conn.close()
+        assert status == 200, data
+        assert json.loads(data)["data"] == SMALL_ANSWER, data
+        rps = small_requests(srv, hello, rounds, window, tmp)
+    finally:
+        for s in servers:
+            s.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    print("\n".join(small_table(rps, rounds, window, workers)))
+    print(f"machine: load average {load_begin:.1f} at the start, {os.getloadavg()[0]:.1f} at the end")
+    return 0
+
+
 # ---------------------------------------------------------------------------- main
 def fmt_ms(seconds: float) -> str:
     return f"{seconds * 1000:9.1f}"
@@ -442,10 +507,15 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workers", type=int, default=2, help="workers of the main server (default 2)")
     ap.add_argument("--quick", action="store_true", help="fewer repetitions, shorter throughput windows")
+    ap.add_argument("--small", action="store_true", help="the requests/s rows only (hello, GET /, the small quantize)")
+    ap.add_argument("--rounds", type=int, help="alternating rounds of the requests/s rows (default 3, --quick 2)")
     args = ap.parse_args()
     reps = {100: 7, 1000: 7, 2000: 5} if not args.quick else {100: 5, 1000: 5, 2000: 3}
     pair_reps = 15 if not args.quick else 7  # .npy quantize 2000^2, its floor and octet-stream, alternating
     rounds, window = (3, 4) if not args.quick else (2, 2)  # requests/s: alternating rounds of `window` seconds
+    rounds = args.rounds or rounds
+    if args.small:
+        return small_only(args.workers, rounds, window)
     rss_requests = 20
     t_begin = time.perf_counter()
     busy_begin, own_begin = cpu_busy_seconds(), own_cpu_seconds()
@@ -532,18 +602,7 @@ def main() -> int:
             if raw_times:
                 rows.append(("quantize", "octet-stream", n, raw_times))
 
-        # ---- requests/s: hello, GET / and the spec's example alternate, round by round, at 4 and 1 clients
-        small_rows = (("hello app", hello, "/", None), ("GET /", srv, "/", None),
-                      ("spec quantize", srv, "/instances/default/quantize", SMALL_BODY))
-        rps: dict[tuple[str, int], list[float]] = {}
-        for _ in range(rounds):
-            for clients in (4, 1):
-                for name, server, path, body in small_rows:
-                    if WRK:
-                        value = wrk_rps(server.port, path, clients, window, tmp, body)
-                    else:
-                        value = python_rps(server, path, clients, window, body)
-                    rps.setdefault((name, clients), []).append(value)
+        rps = small_requests(srv, hello, rounds, window, tmp)
 
         lat, big_times = latency_probe(srv, json_f[2000], 2)
         srv.stop()
@@ -610,19 +669,7 @@ def main() -> int:
     w(f"  .npy quantize 2000x2000: {fmt_ms(med_npy_floor).strip()} ms, median of {len(npy_floor_times)} (np.load -> "
       "the same numpy quantize -> np.save)")
     w("")
-    tool = (f"wrk -t1 -c<clients> -d{window}s" if WRK else
-            f"a Python client (wrk not installed): <clients> threads with a connection each, {window} s")
-    w(f"requests/s: {tool}; {rounds} rounds alternating the rows, median of the rounds. The hello app is a bare WSGI")
-    w("function returning a fixed small JSON body, gunicorn 2 sync workers, no config file; quantsite 2 sync workers,")
-    w("its gunicorn.conf.py:")
-    w(f"  {'':<15} {'4 clients':>10} {'of hello':>9} {'1 client':>10} {'of hello':>9}")
-    med_rps = {k: statistics.median(v) for k, v in rps.items()}
-    for name, *_ in small_rows:
-        cells = []
-        for clients in (4, 1):
-            value = med_rps[(name, clients)]
-            cells.append(f"{value:10.0f} {value / med_rps[('hello app', clients)]:9.0%}")
-        w(f"  {name:<15} {' '.join(cells)}")
+    out.extend(small_table(rps, rounds, window, args.workers))
     w("")
     w(f"latency probe: GET / while another client sends {len(big_times)} x 2000x2000 JSON quantize "
       f"({statistics.median(big_times) * 1000:.0f} ms median each): {len(lat)} probes, "

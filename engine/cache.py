@@ -20,7 +20,7 @@ MAX_CACHED_ELEMENTS = 1 << 20
 
 def cache_key(q: npt.NDArray[np.generic], params: QParams, tag: str = "") -> bytes:
     h = hashlib.blake2b(digest_size=20)
-    h.update(f"{tag}|{q.dtype.str}|{q.shape}|{params.axis}|".encode())
+    h.update(f"{tag}|{q.dtype.str}|{q.shape}|{params.axis}|{params.block_size}|".encode())
     h.update(np.ascontiguousarray(params.scale, dtype="<f4").tobytes())
     h.update(np.ascontiguousarray(params.zero_point, dtype="<i8").tobytes())
     h.update(np.ascontiguousarray(q).data)

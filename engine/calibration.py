@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -73,6 +74,7 @@ MSE_ROUNDS = 4  # coordinate-descent rounds of the asymmetric MSE search
 ENTROPY_CHUNK = 1 << 20  # (candidates x quantized bins) evaluated together
 BINNING_CHUNK = 1 << 20  # elements binned at a time (bounds the temporaries of `update`)
 
+DISPLAY_BINS = 64  # the histogram kept with the calibration state, for people to look at (the admin's chart)
 HISTOGRAM_METHODS = (CalibrationMethod.PERCENTILE, CalibrationMethod.MSE, CalibrationMethod.ENTROPY)
 
 
@@ -218,6 +220,7 @@ class RangeCollector:
         self._avg_max: FloatArray | None = None
         self.histogram: RunningHistogram | None = None  # created by the first batch of a histogram method
         self._abs_min: F64Array | None = None  # per-channel min |x| (symmetric histograms; for percentiles)
+        self.display = RunningHistogram(1, DISPLAY_BINS)  # of every value, whatever the method
 
     def update(self, batch: npt.NDArray[np.float32]) -> None:
         """Fold one batch (any shape; finite values) into the running state. An empty batch is an InputError."""
@@ -243,6 +246,7 @@ class RangeCollector:
             self._avg_max = (self._avg_max + c * (bmax - self._avg_max)).astype(F32)
         if self.method in HISTOGRAM_METHODS:
             self._add_to_histogram(x, bmin, bmax)
+        self.display.add(x.reshape(1, -1), np.array([np.min(bmin)], np.float64), np.array([np.max(bmax)], np.float64))
         self.batches += 1
         self.elements += int(x.size)
 
@@ -258,6 +262,16 @@ class RangeCollector:
         if self.histogram is None:
             self.histogram = RunningHistogram(rows.shape[0], self.num_bins, from_zero=self.symmetric)
         self.histogram.add(rows, lo, hi)
+
+    def display_histogram(self) -> dict[str, Any]:
+        """The DISPLAY_BINS-bin histogram of all values seen, JSON-ready: `counts`, the lower edge of the first bin
+        and the bin width (bin i covers [first_edge + i w, first_edge + (i + 1) w)). Values all equal: one bin of
+        width 0 at that value."""
+        h = self.display
+        if h.width[0] <= 0:
+            return {"counts": [int(h.pending[0])], "first_edge": float(h.point[0]), "bin_width": 0.0}
+        counts, first_edge, width = h.channel(0)
+        return {"counts": [int(c) for c in counts], "first_edge": first_edge, "bin_width": width}
 
     def compute_range(self) -> tuple[FloatArray, FloatArray]:
         """(rmin, rmax) as float32: 0-d, or one value per channel when `axis` is set. MINMAX and MOVING_AVERAGE

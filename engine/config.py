@@ -140,7 +140,7 @@ class QuantizationConfig:
     cache_size: int = _setting(1000, "Entries of the dequantization cache.", minimum=0)
     enable_mixed_precision: bool = _setting(False, "Apply custom_quantization_config and mixed_precision_layers.")
     per_channel: bool = _setting(False, "One scale and zero point per channel along channel_dim.")
-    buffer_size: int = _setting(0, "Elements per kernel block (0: the engine's default).", minimum=0)
+    buffer_size: int = _setting(0, "Accepted for compatibility; no effect (the kernels are single-pass).", minimum=0)
     use_percentile: bool = _setting(False, "Dynamic ranges from percentiles instead of min/max.")
     min_percentile: float = _setting(0.01, "Lower percentile of the range when use_percentile is on.", minimum=0,
                                      maximum=100)

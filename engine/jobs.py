@@ -52,6 +52,7 @@ from .calibration import RangeCollector
 from .checkpoint import BackgroundFile, CheckpointReader, TensorInfo, checkpoint_format, open_checkpoint, writer_for
 from .config import CalibrationMethod, QuantizationConfig, QuantizationMode, QuantizationType
 from .errors import CheckpointError, InputError, JobCancelled
+from .jit import warm_kernels
 from .layers import LayerPlan, resolve_layer
 from .parameters import ParameterState
 from .qparams import STORAGE_DTYPES, QParams, f32_float, qrange
@@ -464,7 +465,7 @@ def _timed_figures(x: npt.NDArray[np.float32], plan: TensorPlan, result: OpResul
 
 def _figures(x: npt.NDArray[np.float32], plan: TensorPlan, result: OpResult, *, finite: bool) -> Figures:
     """The tensor's error figures against its exact reconstruction (engine/figures.py)."""
-    from .figures import error_figures  # numba (~60 MB resident) loads in the processes that run jobs only
+    from .figures import error_figures  # (numba itself is loaded with the engine's kernels)
     params = result.params
     data = result.data
     if params is None:  # FLOAT16 / BFLOAT16: the values themselves
@@ -482,10 +483,11 @@ def _figures(x: npt.NDArray[np.float32], plan: TensorPlan, result: OpResult, *, 
 
 
 def warm_job_kernels() -> None:
-    """Import numba and load the job's compiled kernels: call once when a job worker starts (not needed for
-    correctness; the first job would do it, at about half a second of CPU)."""
+    """Load the compiled kernels a job runs, the engine's quantize kernels (`warm_kernels`) and the job's error
+    figures: call once when a job worker starts, so that no job pays for a compilation."""
     from .figures import warm
 
+    warm_kernels()
     warm()
 
 

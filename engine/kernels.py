@@ -1,354 +1,300 @@
-"""Cache-blocked numpy kernels for QuantizeLinear / DequantizeLinear semantics.
+"""Fused single-pass kernels (numba) for QuantizeLinear / DequantizeLinear semantics, per tensor, per channel and
+per block, integer codes and float8 values, with the clipped count taken in the same pass.
 
-Work proceeds in blocks of `block_elements` float32 values (512 KiB by default) through one preallocated buffer
-with in-place ufuncs, so large temporaries are never page-faulted in and each block stays in cache between
-operations: at 16M elements this is several times faster than the one-line expression, with identical results.
+quantize:   q = clip(rint(x / scale) + zp, qmin, qmax)   float32 division (never a reciprocal multiply), round
+            half to even, the zero point added after rounding, then the clamp; NaN -> zp
+fake:       y = (q - zp) * scale                          (zero comes out +0.0, as from the unfused q - zp)
+float8:     v = x / scale saturated to +-max (NaN stays NaN), rounded to the nearest float8 value, ties to even:
+            with E = max(exponent(|v|), emin) the float8 quantum at |v| is 2^(E - m), and for
+            C = 1.5 * 2^(E - m + 23), |v| + C lies where the float32 spacing is that quantum, so the hardware's
+            round-to-nearest-even of the sum *is* the float8 rounding; subtracting C is exact
+dequantize: y = float32((q - zp) * scale)                 (q - zp exact in float32, one rounding, as ONNX Runtime)
 
-quantize:   q = clip(rint(x / scale) + zp, qmin, qmax)   (float32 division, round half to even)
-dequantize: y = float32((q - zp) * scale)
+Each kernel reads its input once and writes its output once; compiled without fastmath, so every operation rounds
+as IEEE float32 does and the results are the bits numpy gives for the same expressions (tests/engine compares
+them with numpy written in the tests and with the reference vectors).
 
-How the integer codes are produced, bit-exactly, with four passes over each block instead of five. With
-M = 1.5 * 2**23, the float32 sum y + M, for |y| < 2**22, is M + rint(y) exactly: the sum lies in [2**23, 2**24)
-where float32 spacing is 1, so the hardware's round-to-nearest-even *is* rint. Its bit pattern, read as int32, is
-then MB + rint(y) with MB = bits(M) = 0x4B400000, and the bit patterns of float32 values are monotone in the value
-(negative values and -inf read as negative int32), so
-    1. b = x / scale                 (float32 division, as the definition requires)
-    2. b += M (+ zp for an even per-tensor zp: an even offset cannot change which way a tie rounds)
-    3. clip b's int32 view to [MB + qmin - zp', MB + qmax - zp']   (zp' the part of zp not added in step 2)
-    4. out = int32 view (the low 8 / 16 bits are the code: MB's low 16 bits are zero; C casts truncate)
-    5. if zp' != 0: out += zp', in the code type (wrapping arithmetic, exact since the result is in range)
-saturates huge values and +-inf exactly as the definition does. NaN has no code: `nan_to_zero_point` maps it to
-the zero point's. The truncating int32 casts are checked once at import (`_CASTS_TRUNCATE`); without them, or for
-code types wider than 16 bits, the plain sequence divide, rint, clip, add, cast is used (`_Consts.magic`).
-Fake quantization needs no codes: (q - zp) * scale = clip(rint(x / scale), qmin - zp, qmax - zp) * scale, as
-rint commutes with clipping to integer bounds; with the same constant M: divide, add M, clip to
-[M + qmin - zp, M + qmax - zp], subtract M, multiply (five passes instead of six; zero comes out as +0.0, as from
-the unfused (q - zp), where np.rint would give -0.0 for small negative values).
-
-Other measured choices: the `clip` ufunc itself (np.clip's Python wrapper costs microseconds per call, and
-np.minimum / np.maximum with a scalar run a non-SIMD loop, 2-3x slower); numpy scalars, never Python floats or
-np.float64, as operands; per-channel blocks with a ufunc buffer no longer than a channel row
-(`_narrow_buffering`); min and max in one pass over memory (`minmax`).
-
-Small arrays (at most SMALL_ELEMENTS values) skip the block machinery: the whole array is one block, quantized by
-the same `_quantize_block` with the same constants through temporaries of its size, so every rule above (rounding,
-saturation, NaN, the clipped count) holds unchanged; only the per-call set-up, tens of microseconds, is saved.
+Layouts. Every parameter shape is run as one of two loops over the flat data:
+- segments: rows of `D` elements cut into segments of `seg` (the last may be shorter), segment k of row r using
+  scalar parameters [r * nb + k]: per tensor (one segment), per channel when a channel's run is long (rows are the
+  runs, parameters tiled over the outer axis), blocks along the last axis (segments are the blocks);
+- rows: rows of `L` elements with a parameter per element of the row, row r using parameter row
+  (r // dim) * nb + (r % dim) // seg: per channel with short runs (one parameter row, the channels repeated over
+  a period), blocks along an inner axis.
+Inner loops run over 16 lanes with per-lane counters (a single counter would serialise the vector loop) and
+unsigned indices (signed ones make numba wrap negative indices, which stops LLVM from vectorising).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import Any
+import math
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 
+from .jit import bits_f32, f32_bits, inline, kernel
 from .qparams import QParams
 
 F32 = np.float32
-_TILE_MIN_WIDTH = 8192  # elements: per-channel rows at least this long (the ufunc buffer's default length)
-_TILE_MAX_PERIOD = 16384  # elements: channel periods up to this are tiled (constants of at most 64 KiB each)
-DEFAULT_BLOCK = 128 * 1024  # float32 elements: 512 KiB, half the L2 (measured: 5-15 % faster than 256 KiB)
-SMALL_ELEMENTS = 4096  # arrays up to this many values are quantized as one block, without Workspace or generator
-MINMAX_BLOCK_BYTES = 1024 * 1024  # bytes per block of the single-pass min/max (measured best of 64 KiB .. 4 MiB)
-
-_M = F32(1.5 * 2**23)  # float32 "round to integer" constant: y + _M == _M + rint(y) for |y| < 2**22
-_M_FLOAT = float(_M)
-_MB = 0x4B400000  # bits of _M as int32: its low 16 bits are zero
-_MAGIC_LIMIT = 1 << 21  # |qmin - zp|, |qmax - zp| and |zp| must stay well inside 2**22
+LANES = 16
+SEGMENT_MIN = 64  # per channel: runs at least this long are segments, shorter ones rows (measured crossover)
+INT, FP8 = 0, 1  # the `kind` of a quantize kernel: integer codes, float8 values
+_NO_FP8 = (np.uint32(0), np.uint32(0))
 
 
-def _clip_ufunc() -> Callable[..., Any]:
-    """The `clip` ufunc behind np.clip, which skips np.clip's Python wrapper (a few us per call) and, unlike
-    np.minimum / np.maximum with a scalar operand, runs SIMD loops; np.clip where it is not found."""
-    ufunc = getattr(getattr(getattr(np, "_core", None), "umath", None), "clip", None)
-    return ufunc if isinstance(ufunc, np.ufunc) else np.clip
+# ---------------------------------------------------------------------- element operations (inlined)
+@inline
+def _code(v: Any, s: Any, z: Any, lo: Any, hi: Any, kind: Any, emin_bits: Any, offset: Any) -> Any:
+    """(result as float32, clipped?) of one value. float8: z = 0, the values saturate to [-hi, hi] = [-max, max],
+    and lo = -limit, the largest |v| that rounds to max: beyond it a value is clipped (saturated)."""
+    if kind == INT:
+        w = np.rint(v / s) + z
+        c = lo if w < lo else w
+        c = hi if c > hi else c
+        c = z if c != c else c
+        return c, c != w
+    w = v / s
+    c = -hi if w < -hi else w
+    c = hi if c > hi else c
+    a = abs(c)
+    e = f32_bits(a) & np.uint32(0x7F800000)
+    e = emin_bits if e < emin_bits else e
+    k = bits_f32(e + offset)
+    r = (a + k) - k
+    c = bits_f32(f32_bits(r) | (f32_bits(c) & np.uint32(0x80000000)))
+    return c, not (abs(w) <= -lo)
 
 
-_clip = _clip_ufunc()
+# ---------------------------------------------------------------------- quantize
+_OUT_TYPES = ("int8", "uint8", "int16", "float32")
+_QSEG = "int64(float32[::1], {0}[::1], int64, int64, float32[::1], float32[::1], float32, float32, boolean, int64, " \
+        "uint32, uint32)"
+_QROW = "int64(float32[::1], {0}[::1], int64, int64, int64, float32[::1], float32[::1], float32, float32, boolean, " \
+        "int64, uint32, uint32)"
 
 
-def _casts_truncate() -> bool:
-    """Do int32 -> int8 / uint8 / int16 casts keep the low bits (C semantics on every numpy platform)? Checked
-    on an array long enough for the vectorised cast loops."""
-    probe = np.arange(_MB - 70000, _MB + 70000, dtype=np.int32)
-    low = np.arange(-70000, 70000, dtype=np.int64)
-    return all(
-        np.array_equal(probe.astype(dt), (low & mask).astype(udt).view(dt))
-        for dt, udt, mask in ((np.int8, np.uint8, 0xFF), (np.uint8, np.uint8, 0xFF), (np.int16, np.uint16, 0xFFFF))
-    )
+@kernel(*(_QSEG.format(t) for t in _OUT_TYPES))
+def _quantize_segments(x: Any, out: Any, d: Any, seg: Any, scale: Any, zp: Any, lo: Any, hi: Any, fake: Any,
+                       kind: Any, emin_bits: Any, offset: Any) -> Any:
+    nb = (d + seg - 1) // seg
+    acc = np.zeros(LANES, np.int32)
+    total = 0
+    for r in range(x.size // d):
+        for k in range(nb):
+            s, z = scale[r * nb + k], zp[r * nb + k]
+            a = r * d + k * seg
+            b = r * d + min(d, (k + 1) * seg)
+            m = a + (b - a) // LANES * LANES
+            for i0 in range(a, m, LANES):
+                for j in range(LANES):
+                    i = np.uint64(i0 + j)
+                    c, bad = _code(x[i], s, z, lo, hi, kind, emin_bits, offset)
+                    acc[j] += np.int32(bad)
+                    out[i] = (c - z) * s if fake else c
+            for t in range(m, b):
+                c, bad = _code(x[t], s, z, lo, hi, kind, emin_bits, offset)
+                total += bad
+                out[t] = (c - z) * s if fake else c
+            if acc[0] > 1 << 30:  # keep the int32 lanes far from overflow
+                total += acc.sum()
+                acc[:] = 0
+    return total + acc.sum()
 
 
-_CASTS_TRUNCATE = _casts_truncate()
-_MAGIC_DTYPES = frozenset({np.dtype(np.int8), np.dtype(np.uint8), np.dtype(np.int16)})
+@kernel(*(_QROW.format(t) for t in _OUT_TYPES))
+def _quantize_rows(x: Any, out: Any, row: Any, dim: Any, seg: Any, scale: Any, zp: Any, lo: Any, hi: Any,
+                   fake: Any, kind: Any, emin_bits: Any, offset: Any) -> Any:
+    nb = (dim + seg - 1) // seg
+    acc = np.zeros(LANES, np.int32)
+    total = 0
+    m = row // LANES * LANES
+    for r in range(x.size // row):
+        base = r * row
+        p = ((r // dim) * nb + (r % dim) // seg) * row
+        for i0 in range(0, m, LANES):
+            for j in range(LANES):
+                i = np.uint64(base + i0 + j)
+                q = np.uint64(p + i0 + j)
+                s, z = scale[q], zp[q]
+                c, bad = _code(x[i], s, z, lo, hi, kind, emin_bits, offset)
+                acc[j] += np.int32(bad)
+                out[i] = (c - z) * s if fake else c
+        for t in range(m, row):
+            s, z = scale[p + t], zp[p + t]
+            c, bad = _code(x[base + t], s, z, lo, hi, kind, emin_bits, offset)
+            total += bad
+            out[base + t] = (c - z) * s if fake else c
+        if acc[0] > 1 << 30:
+            total += acc.sum()
+            acc[:] = 0
+    return total + acc.sum()
+
+
+# ---------------------------------------------------------------------- dequantize
+_CODE_TYPES = ("int8", "uint8", "int16", "int32", "float32")
+
+
+@kernel(*(f"void({t}[::1], float32[::1], int64, int64, float32[::1], float32[::1])" for t in _CODE_TYPES))
+def _dequantize_segments(q: Any, out: Any, d: Any, seg: Any, scale: Any, zp: Any) -> None:
+    nb = (d + seg - 1) // seg
+    for r in range(q.size // d):
+        for k in range(nb):
+            s, z = scale[r * nb + k], zp[r * nb + k]
+            for i in range(np.uint64(r * d + k * seg), np.uint64(r * d + min(d, (k + 1) * seg))):
+                out[i] = (np.float32(q[i]) - z) * s
+
+
+@kernel(*(f"void({t}[::1], float32[::1], int64, int64, int64, float32[::1], float32[::1])" for t in _CODE_TYPES))
+def _dequantize_rows(q: Any, out: Any, row: Any, dim: Any, seg: Any, scale: Any, zp: Any) -> None:
+    nb = (dim + seg - 1) // seg
+    for r in range(q.size // row):
+        base = np.uint64(r * row)
+        p = np.uint64(((r // dim) * nb + (r % dim) // seg) * row)
+        for t in range(np.uint64(row)):
+            out[base + t] = (np.float32(q[base + t]) - zp[p + t]) * scale[p + t]
+
+
+# ---------------------------------------------------------------------- min / max
+@kernel("void(float32[::1], int64, int64, float32[::1], float32[::1], boolean)")
+def _minmax_segments(x: Any, d: Any, seg: Any, lo_out: Any, hi_out: Any, absolute: Any) -> None:
+    """Minimum and maximum of each segment as np.min / np.max give them (NaN if it holds one); `absolute`: of |x|
+    (only the maximum is written). float32 only: numpy's own integer reductions are as fast (measured)."""
+    nb = (d + seg - 1) // seg
+    los = np.empty(LANES, x.dtype)
+    his = np.empty(LANES, x.dtype)
+    nans = np.zeros(LANES, np.bool_)
+    for r in range(x.size // d):
+        for k in range(nb):
+            a = r * d + k * seg
+            b = r * d + min(d, (k + 1) * seg)
+            first = abs(x[a]) if absolute else x[a]
+            for j in range(LANES):
+                los[j] = first
+                his[j] = first
+                nans[j] = False
+            m = a + (b - a) // LANES * LANES
+            for i0 in range(a, m, LANES):
+                for j in range(LANES):
+                    v = x[np.uint64(i0 + j)]
+                    v = abs(v) if absolute else v
+                    los[j] = v if v < los[j] else los[j]
+                    his[j] = v if v > his[j] else his[j]
+                    nans[j] |= v != v
+            lo, hi, nan = first, first, False
+            for j in range(LANES):  # (plain loops: numba's array min / max check for NaN at every step)
+                lo = los[j] if los[j] < lo else lo
+                hi = his[j] if his[j] > hi else hi
+                nan |= nans[j]
+            for i in range(m, b):
+                v = abs(x[i]) if absolute else x[i]
+                lo = v if v < lo else lo
+                hi = v if v > hi else hi
+                nan |= v != v
+            lo_out[r * nb + k] = lo
+            hi_out[r * nb + k] = hi
+            if nan:
+                lo_out[r * nb + k] = np.nan
+                hi_out[r * nb + k] = np.nan
+
+
+@kernel("void(float32[::1], int64, int64, int64, float32[::1], float32[::1])")
+def _minmax_rows(x: Any, row: Any, dim: Any, seg: Any, lo_out: Any, hi_out: Any) -> None:
+    """Element-wise minimum and maximum over the rows that share a parameter row (NaN propagates)."""
+    nb = (dim + seg - 1) // seg
+    nans = np.zeros(lo_out.size, np.bool_)
+    for r in range(x.size // row):
+        base = np.uint64(r * row)
+        p = np.uint64(((r // dim) * nb + (r % dim) // seg) * row)
+        if (r % dim) % seg == 0:
+            for t in range(np.uint64(row)):
+                lo_out[p + t] = x[base + t]
+                hi_out[p + t] = x[base + t]
+        for t in range(np.uint64(row)):
+            v = x[base + t]
+            lo_out[p + t] = v if v < lo_out[p + t] else lo_out[p + t]
+            hi_out[p + t] = v if v > hi_out[p + t] else hi_out[p + t]
+            nans[p + t] |= v != v
+    for t in range(lo_out.size):
+        if nans[t]:
+            lo_out[t] = hi_out[t] = np.nan
+
+
+# ---------------------------------------------------------------------- layouts
+class Layout(NamedTuple):
+    """How a parameter shape runs (module docstring): `rows` False: segments of `seg` in rows of `d`; True: rows
+    of `d` elements, parameter row (r // dim) * nb + (r % dim) // seg."""
+
+    rows: bool
+    d: int
+    seg: int
+    dim: int
+    outer: int  # per channel, segments: the parameters are tiled this many times
+    inner: int  # per channel, rows: each channel's parameter repeated this many times
 
 
 def as_3d(shape: tuple[int, ...], axis: int | None) -> tuple[int, int, int]:
     """(outer, channels, inner) view of `shape` around `axis` (per tensor: one channel)."""
-    size = int(np.prod(shape, dtype=np.int64))
     if axis is None:
-        return 1, 1, size
-    outer = int(np.prod(shape[:axis], dtype=np.int64))
-    inner = int(np.prod(shape[axis + 1 :], dtype=np.int64))
-    return outer, shape[axis], inner
+        return 1, 1, math.prod(shape)  # (math.prod: np.prod costs microseconds per call)
+    return math.prod(shape[:axis]), shape[axis], math.prod(shape[axis + 1:])
 
 
-def _blocks(shape3: tuple[int, int, int], block: int) -> Iterator[tuple[slice, slice, slice]]:
-    """Slices of the (outer, channels, inner) view, each about `block` elements or fewer."""
-    outer, channels, inner = shape3
-    if inner >= block:
-        for o in range(outer):
-            for c in range(channels):
-                for i0 in range(0, inner, block):
-                    yield slice(o, o + 1), slice(c, c + 1), slice(i0, min(i0 + block, inner))
-    elif channels * inner >= block:
-        step = max(1, block // max(inner, 1))
-        for o in range(outer):
-            for c0 in range(0, channels, step):
-                yield slice(o, o + 1), slice(c0, min(c0 + step, channels)), slice(0, inner)
-    else:
-        step = max(1, block // max(channels * inner, 1))
-        for o0 in range(0, outer, step):
-            yield slice(o0, min(o0 + step, outer)), slice(0, channels), slice(0, inner)
+def layout(shape: tuple[int, ...], axis: int | None, block_size: int | None = None) -> Layout:
+    outer, dim, inner = as_3d(shape, axis)
+    size = max(1, outer * dim * inner)
+    if axis is None or (dim == 1 and block_size is None):
+        return Layout(False, size, size, 1, 1, 1)
+    if block_size is not None:
+        if inner == 1:
+            return Layout(False, max(dim, 1), block_size, 1, 1, 1)
+        return Layout(True, inner, block_size, dim, 1, 1)
+    if inner >= SEGMENT_MIN:
+        return Layout(False, max(inner, 1), max(inner, 1), 1, outer, 1)
+    return Layout(True, dim * inner, max(outer, 1), max(outer, 1), 1, inner)
 
 
-class Workspace:
-    """A reusable float32 block buffer (`buffer_size` / `optimize_memory` keep one alive between calls)."""
-
-    def __init__(self, block_elements: int = DEFAULT_BLOCK) -> None:
-        self.block = max(1024, int(block_elements))
-        self._buf: npt.NDArray[np.float32] | None = None
-        self._mask: npt.NDArray[np.bool_] | None = None
-
-    def buffer(self) -> npt.NDArray[np.float32]:
-        if self._buf is None:
-            self._buf = np.empty(self.block, dtype=F32)
-        return self._buf
-
-    def mask(self) -> npt.NDArray[np.bool_]:
-        """A boolean block buffer (for counting clipped values)."""
-        if self._mask is None:
-            self._mask = np.empty(self.block, dtype=np.bool_)
-        return self._mask
+def expand(values: npt.ArrayLike, lay: Layout) -> npt.NDArray[np.float32]:
+    """Parameters (one per tensor, channel or block, in the initializer's C order) as the flat float32 array
+    the kernels index."""
+    flat = np.ascontiguousarray(values, dtype=F32).reshape(-1)
+    if lay.outer > 1:
+        return np.tile(flat, lay.outer)
+    if lay.inner > 1:
+        return np.repeat(flat, lay.inner)
+    return flat
 
 
-def _narrow_buffering(shape3: tuple[int, int, int]) -> None:
-    """Per-channel blocks combine a (o, c, inner) block with (1, c, 1) parameters. When the ufunc buffer (8192
-    elements by default) is longer than `inner`, numpy copies the operands through its buffers to make longer
-    inner loops, which made those operations about twice as slow; a buffer no longer than `inner` lets it loop
-    over the rows in place. Call inside an `np.errstate()` block, which restores the buffer size on exit."""
-    inner = shape3[2]
-    if 16 <= inner < np.getbufsize():
-        np.setbufsize(inner - inner % 16)
-
-
-def _outside(
-    v: npt.NDArray[Any], lo: Any, hi: Any, mask: npt.NDArray[np.bool_], axes: tuple[int, ...] | None
-) -> int:
-    """Elements of the block `v` outside [lo, hi] (NaN counts). Two reductions first: most blocks clip nothing.
-    `axes`: None when the bounds are scalars, else the axes of `v` along which they are constant."""
-    if axes is None:
-        if np.minimum.reduce(v, axis=None) >= lo and np.maximum.reduce(v, axis=None) <= hi:
-            return 0
-    # Per channel: each channel's extremes against its bounds, through ufuncs only (no Python-level wrappers);
-    # the differences in float64, exact for int32 and float32 values alike (and NaN stays NaN: not >= 0).
-    elif (np.minimum.reduce(np.subtract(np.minimum.reduce(v, axis=axes, keepdims=True), lo, dtype=np.float64),
-                            axis=None) >= 0
-          and np.minimum.reduce(np.subtract(hi, np.maximum.reduce(v, axis=axes, keepdims=True), dtype=np.float64),
-                                axis=None) >= 0):
-        return 0
-    return v.size - int(np.count_nonzero(np.logical_and(v >= lo, v <= hi, out=mask)))
-
-
-def _params3(params: QParams) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
-    """Scale and zero point as (1, C, 1) float32 arrays (zero points are small integers, exact in float32)."""
-    return params.scale.astype(F32).reshape(1, -1, 1), params.zero_point.astype(F32).reshape(1, -1, 1)
-
-
-class _Consts:
-    """The constants of one quantize call: scalars per tensor (the cheapest ufunc operands), (1, C, 1) arrays per
-    channel, of which `channels` takes a block's slice."""
-
-    __slots__ = ("add_f", "fq_hi", "fq_lo", "hi_f", "hi_i", "lo_f", "lo_i", "magic", "per_tensor", "rest", "scale",
-                 "zp_code", "zp_f")
-    # numpy scalars (per tensor) or (1, C, 1) arrays (per channel); `rest` None when there is nothing to add
-    add_f: Any
-    fq_hi: Any
-    fq_lo: Any
-    hi_f: Any
-    hi_i: Any
-    lo_f: Any
-    lo_i: Any
-    rest: Any
-    scale: Any
-    zp_code: Any
-    zp_f: Any
-    magic: bool
-    per_tensor: bool
-
-    def __init__(self, params: QParams, qmin: int, qmax: int, out_dtype: np.dtype[Any], dequantize_after: bool):
-        self.per_tensor = params.zero_point.size == 1
-        # Per tensor the zero point is read as a Python int (no (1, C, 1) array: a few us less per call).
-        zp = None if self.per_tensor else params.zero_point.reshape(1, -1, 1).astype(np.int64, copy=False)
-        z_max = abs(int(params.zero_point.item())) if zp is None else int(np.abs(zp).max())
-        self.magic = (
-            not dequantize_after
-            and _CASTS_TRUNCATE
-            and out_dtype in _MAGIC_DTYPES
-            and qmax - qmin < _MAGIC_LIMIT
-            and z_max < _MAGIC_LIMIT
-        )
-        codes = not dequantize_after
-        if zp is None:
-            z = int(params.zero_point.item())
-            self.scale = F32(params.scale.item())
-            self.zp_f = F32(z)
-            # Clip bounds of rint(x / scale) before the zero point is added (integers, exact in float32), and
-            # the same offset by M for fake quantization (exact: |bound| < 2**21; summed as Python floats, exact
-            # too, which is cheaper than numpy scalar arithmetic).
-            self.lo_f, self.hi_f = F32(qmin - z), F32(qmax - z)
-            self.fq_lo, self.fq_hi = F32(_M_FLOAT + (qmin - z)), F32(_M_FLOAT + (qmax - z))
-            self.zp_code = out_dtype.type(z) if codes else None
-            folded = z if z % 2 == 0 else 0  # an even zero point is added with M: one pass fewer
-            rest = z - folded  # the part of zp added to the codes at the end (1-byte data: cheap)
-            self.add_f = F32(_M_FLOAT + folded)  # exact: an integer below 2**24
-            self.lo_i, self.hi_i = np.int32(_MB + qmin - rest), np.int32(_MB + qmax - rest)
-            self.rest = out_dtype.type(rest) if self.magic and rest else None
-        else:
-            assert zp is not None
-            # Per channel, M alone keeps its add a scalar one (the fast loop); zero points go to the codes.
-            self.scale = params.scale.astype(F32).reshape(1, -1, 1)
-            self.zp_f = zp.astype(F32)
-            self.lo_f, self.hi_f = (qmin - zp).astype(F32), (qmax - zp).astype(F32)
-            self.fq_lo, self.fq_hi = (_M + (qmin - zp)).astype(F32), (_M + (qmax - zp)).astype(F32)
-            self.zp_code = zp.astype(out_dtype) if codes else None
-            self.add_f = F32(_M)
-            self.lo_i, self.hi_i = (_MB + qmin - zp).astype(np.int32), (_MB + qmax - zp).astype(np.int32)
-            self.rest = zp.astype(out_dtype) if self.magic and np.any(zp) else None
-
-    def _map(self, fn: Callable[[npt.NDArray[Any]], npt.NDArray[Any]]) -> _Consts:
-        """A copy with `fn` applied to every per-channel array (per tensor: self)."""
-        if self.per_tensor:
-            return self
-        part = object.__new__(_Consts)
-        for name in _Consts.__slots__:
-            value = getattr(self, name)
-            setattr(part, name, fn(value) if isinstance(value, np.ndarray) else value)
-        return part
-
-    def channels(self, sc: slice) -> _Consts:
-        """The (1, c, 1) constants of the channels `sc`."""
-        return self._map(lambda v: v[:, sc])
-
-    def tiled(self, width: int, inner: int) -> _Consts:
-        """1-D constants for `width` consecutive elements starting at a channel period (C * inner elements)."""
-        period = self.scale.size * inner
-        channel = (np.arange(width) % period) // inner
-        return self._map(lambda v: v.reshape(-1)[channel])
-
-    def head(self, n: int) -> _Consts:
-        """The first `n` of 1-D (tiled) constants."""
-        return self._map(lambda v: v[:n])
-
-
-def _quantize_block(
-    src: npt.NDArray[np.float32],
-    dst: npt.NDArray[Any],
-    b: npt.NDArray[np.float32],
-    c: _Consts,
-    axes: tuple[int, ...] | None,
-    dequantize_after: bool,
-    nan_to_zero_point: bool | None,
-    mask: npt.NDArray[np.bool_] | None,
-) -> int:
-    """Quantize one block `src` into `dst` through the buffer `b`; return the clipped count when `mask` (a
-    boolean buffer) is given, else 0. `nan_to_zero_point` None: find out whether this block holds NaN."""
-    clipped = 0
-    np.divide(src, c.scale, out=b)
-    if nan_to_zero_point is None:  # x / scale is NaN exactly where x is (scale is finite and positive)
-        nan_to_zero_point = bool(np.isnan(np.minimum.reduce(b, axis=None)))
-    if dequantize_after:
-        # b + M == M + rint(b) (the sum is monotone where it is not exact, so clipping it saturates correctly);
-        # subtracting M after the clip leaves q - zp exactly, zero as +0.0 like the unfused (q - zp).
-        np.add(b, _M, out=b)
-        if mask is not None:
-            clipped = _outside(b, c.fq_lo, c.fq_hi, mask, axes)
-        _clip(b, c.fq_lo, c.fq_hi, out=b)
-        np.subtract(b, _M, out=b)
-        np.multiply(b, c.scale, out=dst)
-        if nan_to_zero_point:
-            np.copyto(dst, F32(0), where=np.isnan(src))  # (zp - zp) * scale
-        return clipped
-    if c.magic:
-        np.add(b, c.add_f, out=b)
-        bits = b.view(np.int32)
-        if mask is not None:  # NaN reads as a huge (or, with its sign bit, negative) integer: it counts
-            clipped = _outside(bits, c.lo_i, c.hi_i, mask, axes)
-        _clip(bits, c.lo_i, c.hi_i, out=bits)
-        dst[...] = bits
-        if c.rest is not None:
-            np.add(dst, c.rest, out=dst)
-    else:
-        np.rint(b, out=b)
-        if mask is not None:
-            clipped = _outside(b, c.lo_f, c.hi_f, mask, axes)
-        _clip(b, c.lo_f, c.hi_f, out=b)
-        np.add(b, c.zp_f, out=b)
-        dst[...] = b
-    if nan_to_zero_point:
-        np.copyto(dst, c.zp_code, where=np.isnan(src))
-    return clipped
-
-
-_Block = tuple[
-    npt.NDArray[Any], npt.NDArray[Any], npt.NDArray[np.float32], npt.NDArray[np.bool_], _Consts, tuple[int, ...] | None
-]
-
-
-def _quantize_blocks(
-    x: npt.NDArray[Any], out: npt.NDArray[Any], params: QParams, consts: _Consts, ws: Workspace
-) -> Iterator[_Block]:
-    """(source, destination, float buffer, boolean buffer, constants, axes) for each block; `axes` are those
-    along which the block's constants are constant (None: scalars). Iterate inside an `np.errstate()` block.
-
-    Per tensor: flat slices. Per channel with a short channel period (C * inner elements, e.g. channels last):
-    flat slices seen as rows of `width` elements, a multiple of the period, with the constants tiled to one row,
-    so that every ufunc runs long contiguous inner loops instead of loops over a few channels. Otherwise:
-    blocks of the (outer, channels, inner) view with (1, c, 1) constants."""
-    buf, mask, block = ws.buffer(), ws.mask(), ws.block
+# ---------------------------------------------------------------------- entry points
+def run_quantize(x: npt.NDArray[np.float32], out: npt.NDArray[Any], lay: Layout, scale: npt.ArrayLike,
+                 zp: npt.ArrayLike, lo: float, hi: float, fake: bool, kind: int = INT,
+                 fp8: tuple[np.uint32, np.uint32] = _NO_FP8) -> int:
+    """Quantize C-contiguous float32 `x` into `out` (same shape) by the layout `lay`; the clipped count (values
+    outside [lo, hi] after rounding and NaN; float8: |x / scale| beyond max, NaN and +-inf)."""
     xf, of = x.reshape(-1), out.reshape(-1)
-    n = xf.size
-    if params.axis is None:
-        for i0 in range(0, n, block):
-            i1 = min(i0 + block, n)
-            yield xf[i0:i1], of[i0:i1], buf[: i1 - i0], mask[: i1 - i0], consts, None
-        return
-    shape3 = as_3d(x.shape, params.axis)
-    outer, channels, inner = shape3
-    period = channels * inner
-    if outer > 1 and period <= _TILE_MAX_PERIOD and period * 2 <= block:
-        width = period * max(1, min(block // period, -(-_TILE_MIN_WIDTH // period)))
-        step = width * (block // width)
-        tiled = consts.tiled(width, inner)
-        _narrow_buffering((1, 1, width))
-        for i0 in range(0, n, step):
-            rows, tail = divmod(min(step, n - i0), width)
-            if rows:
-                i1 = i0 + rows * width
-                yield (xf[i0:i1].reshape(rows, width), of[i0:i1].reshape(rows, width),
-                       buf[: i1 - i0].reshape(rows, width), mask[: i1 - i0].reshape(rows, width), tiled, (0,))
-                i0 = i1
-            if tail:
-                yield (xf[i0 : i0 + tail].reshape(1, tail), of[i0 : i0 + tail].reshape(1, tail),
-                       buf[:tail].reshape(1, tail), mask[:tail].reshape(1, tail), tiled.head(tail), (0,))
-        return
-    x3, out3 = x.reshape(shape3), out.reshape(shape3)
-    _narrow_buffering(shape3)
-    for so, sc, si in _blocks(shape3, block):
-        src = x3[so, sc, si]
-        shape = src.shape
-        yield (src, out3[so, sc, si], buf[: src.size].reshape(shape), mask[: src.size].reshape(shape),
-               consts.channels(sc), (0, 2))
+    s, z = expand(scale, lay), expand(zp, lay)
+    if lay.rows:
+        return int(_quantize_rows(xf, of, lay.d, lay.dim, lay.seg, s, z, F32(lo), F32(hi), fake, kind, *fp8))
+    return int(_quantize_segments(xf, of, lay.d, lay.seg, s, z, F32(lo), F32(hi), fake, kind, *fp8))
+
+
+def run_dequantize(q: npt.NDArray[Any], lay: Layout, scale: npt.ArrayLike, zp: npt.ArrayLike
+                   ) -> npt.NDArray[np.float32]:
+    """float32((q - zp) * scale) of C-contiguous codes `q` (int8 / uint8 / int16 / int32, or float8 values as
+    float32) by the layout `lay`."""
+    if q.dtype not in _DEQUANTIZE_DTYPES:
+        q = q.astype(np.int32)
+    q = np.ascontiguousarray(q)
+    out = np.empty(q.shape, F32)
+    s, z = expand(scale, lay), expand(zp, lay)
+    if lay.rows:
+        _dequantize_rows(q.reshape(-1), out.reshape(-1), lay.d, lay.dim, lay.seg, s, z)
+    else:
+        _dequantize_segments(q.reshape(-1), out.reshape(-1), lay.d, lay.seg, s, z)
+    return out
+
+
+_DEQUANTIZE_DTYPES = frozenset(np.dtype(t) for t in _CODE_TYPES)
 
 
 def quantize_counted(
@@ -358,56 +304,27 @@ def quantize_counted(
     qmax: int,
     out_dtype: npt.DTypeLike,
     *,
-    nan_to_zero_point: bool | None = False,
-    workspace: Workspace | None = None,
     dequantize_after: bool = False,
     count_clipped: bool = False,
     out: npt.NDArray[Any] | None = None,
 ) -> tuple[npt.NDArray[Any], int]:
-    """`quantize`, and with `count_clipped` the number of elements whose rint(x / scale) + zp falls outside
-    [qmin, qmax] (NaN counts: it has no code), counted in the same pass (0 without `count_clipped`).
+    """Integer codes of float32 `x` in `out_dtype` (or, with `dequantize_after`, the fake-quantized float32), per
+    tensor or per channel (`params.axis`), and with `count_clipped` the number of elements whose
+    rint(x / scale) + zp falls outside [qmin, qmax] (NaN counts: it has no code; else 0). NaN gets the zero
+    point's code (fake: 0.0); +-inf saturate.
 
-    `out` may be `x` itself for fake quantization: each block is read into the work buffer before its result is
-    written, so the answer overwrites the input in place and no second full-size array is allocated."""
+    `out` may be `x` itself for fake quantization: each element is read before its result is written."""
     x = np.ascontiguousarray(x, dtype=F32)
     dtype = np.dtype(F32 if dequantize_after else out_dtype)
     if out is None:
         out = np.empty(x.shape, dtype=dtype)
     elif out.shape != x.shape or out.dtype != dtype or not out.flags.c_contiguous:
         raise ValueError("out must be a C-contiguous array of the input's shape and the result's dtype")
-    consts = _Consts(params, qmin, qmax, dtype, dequantize_after)
-    if x.size <= SMALL_ELEMENTS:
-        return out, _quantize_small(x, out, params, consts, dequantize_after, nan_to_zero_point, count_clipped)
-    ws = workspace or Workspace()
-    clipped = 0
-    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-        for src, dst, b, m, c, axes in _quantize_blocks(x, out, params, consts, ws):
-            clipped += _quantize_block(src, dst, b, c, axes, dequantize_after, nan_to_zero_point,
-                                       m if count_clipped else None)
-    return out, clipped
-
-
-def _quantize_small(
-    x: npt.NDArray[np.float32],
-    out: npt.NDArray[Any],
-    params: QParams,
-    consts: _Consts,
-    dequantize_after: bool,
-    nan_to_zero_point: bool | None,
-    count_clipped: bool,
-) -> int:
-    """The whole of a small array as one block: per tensor flat, per channel its (outer, channels, inner) view
-    with (1, C, 1) constants (the blocks' own layout, whole), through temporaries of its size instead of the
-    workspace. Same block function, same constants: the same bits and the same clipped count."""
-    if params.axis is None:
-        src, dst, axes = x.reshape(-1), out.reshape(-1), None
-    else:
-        shape3 = as_3d(x.shape, params.axis)
-        src, dst, axes = x.reshape(shape3), out.reshape(shape3), (0, 2)
-    buf = np.empty(src.shape, dtype=F32)
-    mask = np.empty(src.shape, dtype=np.bool_) if count_clipped else None
-    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-        return _quantize_block(src, dst, buf, consts, axes, dequantize_after, nan_to_zero_point, mask)
+    if x.size == 0:
+        return out, 0
+    clipped = run_quantize(x, out, layout(x.shape, params.axis), params.scale, params.zero_point, qmin, qmax,
+                           dequantize_after)
+    return out, clipped if count_clipped else 0
 
 
 def quantize(
@@ -417,136 +334,58 @@ def quantize(
     qmax: int,
     out_dtype: npt.DTypeLike,
     *,
-    nan_to_zero_point: bool | None = False,
-    workspace: Workspace | None = None,
     dequantize_after: bool = False,
 ) -> npt.NDArray[Any]:
-    """Quantize float32 `x` to codes of `out_dtype` (or, with `dequantize_after`, fake-quantize to float32).
-
-    `nan_to_zero_point` maps NaN to the zero point's code (fake quantization: to 0.0): True when NaNs are known
-    to be present, False when they are known to be absent (their codes are then unspecified), None when nothing
-    is known: each block is then checked by one reduction while it is in cache, far cheaper than a separate
-    pass over the data. +-inf saturate by themselves.
-    """
-    return quantize_counted(x, params, qmin, qmax, out_dtype, nan_to_zero_point=nan_to_zero_point,
-                            workspace=workspace, dequantize_after=dequantize_after)[0]
+    """quantize_counted without the count."""
+    return quantize_counted(x, params, qmin, qmax, out_dtype, dequantize_after=dequantize_after)[0]
 
 
-def dequantize(
-    q: npt.NDArray[np.generic], params: QParams, *, workspace: Workspace | None = None
-) -> npt.NDArray[np.float32]:
-    """y = float32((q - zp) * scale): (q - zp) is an exact integer in float32, so one rounding, as ONNX Runtime."""
-    ws = workspace or Workspace()
-    q = np.ascontiguousarray(q)
-    out = np.empty(q.shape, dtype=F32)
-    scale3, zp3 = _params3(params)
-    with_zp = bool(np.any(zp3))
-    buf = ws.buffer()
-    block = ws.block
-    if params.axis is None:
-        qf, of = q.reshape(-1), out.reshape(-1)
-        s, z = F32(scale3.reshape(-1)[0]), F32(zp3.reshape(-1)[0])
-        n = qf.size
-        for i0 in range(0, n, block):
-            i1 = min(i0 + block, n)
-            b = buf[: i1 - i0]
-            b[...] = qf[i0:i1]
-            if with_zp:
-                np.subtract(b, z, out=b)
-            np.multiply(b, s, out=of[i0:i1])
-        return out
-    consts = _Consts(params, 0, 0, np.dtype(F32), True)
-    with np.errstate():
-        for src, dst, b, _, c, _ in _quantize_blocks(q, out, params, consts, ws):
-            b[...] = src
-            if with_zp:
-                np.subtract(b, c.zp_f, out=b)
-            np.multiply(b, c.scale, out=dst)
-    return out
+def dequantize(q: npt.NDArray[np.generic], params: QParams) -> npt.NDArray[np.float32]:
+    """y = float32((q - zp) * scale), per tensor, per channel or per block."""
+    q = np.asarray(q)
+    return run_dequantize(q, layout(q.shape, params.axis, params.block_size), params.scale, params.zero_point)
 
 
-def minmax(x: npt.NDArray[Any], axis: int | None = None, *, block: int | None = None) -> tuple[Any, Any]:
-    """(min, max) of `x` in one pass over memory, as np.min / np.max would give them (NaN propagates): scalars
-    of x's dtype, or with `axis` one value per index along it (every other axis reduced).
-
-    Each block (`block` elements, 1 MiB by default) is read from memory once and reduced twice while it is in
-    cache, instead of two full passes."""
-    if block is None:
-        block = max(1024, MINMAX_BLOCK_BYTES // max(1, x.dtype.itemsize))
-    if axis is None and 0 < x.size <= SMALL_ELEMENTS:
-        return np.minimum.reduce(x, axis=None), np.maximum.reduce(x, axis=None)
-    if x.size == 0 or not x.flags.c_contiguous:
+def minmax(x: npt.NDArray[Any], axis: int | None = None) -> tuple[Any, Any]:
+    """(min, max) of `x` as np.min / np.max give them (NaN propagates): scalars of x's dtype, or with `axis` one
+    value per index along it (every other axis reduced), then in one compiled pass."""
+    if x.size == 0 or x.dtype != F32 or axis is None:
+        # numpy's SIMD reductions: integer codes (dequantize's check; numba widens small integers, several times
+        # slower), and the per-tensor range, where numpy's two passes measured 4.1 ms against 5.6 ms for one
+        # compiled pass at 16M float32 (its loop keeps a NaN flag per lane). Per channel and per block, below.
+        if axis is None and x.size:
+            return np.minimum.reduce(x, axis=None), np.maximum.reduce(x, axis=None)  # (no np.min wrapper: us)
         axes = None if axis is None else tuple(i for i in range(x.ndim) if i != axis)
         return np.min(x, axis=axes), np.max(x, axis=axes)
-    if axis is None:
-        flat = x.reshape(-1)
-        n = flat.size
-        if n <= block:
-            return np.minimum.reduce(flat), np.maximum.reduce(flat)
-        count = (n + block - 1) // block
-        los = np.empty(count, dtype=x.dtype)
-        his = np.empty(count, dtype=x.dtype)
-        for k, i0 in enumerate(range(0, n, block)):
-            part = flat[i0 : i0 + block]
-            los[k] = np.minimum.reduce(part)
-            his[k] = np.maximum.reduce(part)
-        return np.minimum.reduce(los), np.maximum.reduce(his)
-    shape3 = as_3d(x.shape, axis)
-    x3 = x.reshape(shape3)
-    lo = np.empty(shape3[1], dtype=x.dtype)
-    hi = np.empty(shape3[1], dtype=x.dtype)
-    outer, channels, inner = shape3
-    if outer == 1 and inner < block:  # whole channels (rows) per block: reduce them straight into the result
-        rows = x3[0]
-        step = max(1, block // inner)
-        for c0 in range(0, channels, step):
-            part = rows[c0 : c0 + step]
-            np.minimum.reduce(part, axis=1, out=lo[c0 : c0 + step])
-            np.maximum.reduce(part, axis=1, out=hi[c0 : c0 + step])
+    x = np.ascontiguousarray(x)
+    lay = layout(x.shape, axis)
+    if not lay.rows:
+        n = x.size // lay.seg
+        lo, hi = np.empty(n, x.dtype), np.empty(n, x.dtype)
+        _minmax_segments(x.reshape(-1), lay.d, lay.seg, lo, hi, False)
+        channels = x.shape[axis]  # segments are (outer, channels) runs, or the whole of a single channel
+        return lo.reshape(-1, channels).min(axis=0), hi.reshape(-1, channels).max(axis=0)
+    lo, hi = np.empty(lay.d, F32), np.empty(lay.d, F32)
+    _minmax_rows(x.reshape(-1), lay.d, lay.dim, lay.seg, lo, hi)
+    return lo.reshape(-1, lay.inner).min(axis=1), hi.reshape(-1, lay.inner).max(axis=1)
+
+
+def block_extremes(x: npt.NDArray[np.float32], axis: int, block_size: int, absolute: bool
+                   ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+    """Flat (min, max) of each block of `block_size` along `axis` (NaN propagates), in the initializer's C order;
+    `absolute`: (-max |x|, max |x|)."""
+    x = np.ascontiguousarray(x, dtype=F32)
+    lay = layout(x.shape, axis, block_size)
+    outer, dim, inner = as_3d(x.shape, axis)
+    count = outer * (-(-dim // block_size)) * inner
+    lo, hi = np.empty(count, F32), np.empty(count, F32)
+    if lay.rows:
+        _minmax_rows(x.reshape(-1), lay.d, lay.dim, lay.seg, lo, hi)
+        if absolute:
+            hi = np.maximum(np.abs(lo), np.abs(hi))
+            lo = np.negative(hi)
         return lo, hi
-    period = channels * inner
-    if period <= _TILE_MAX_PERIOD and period * 2 <= block:
-        return _minmax_periodic(x.reshape(-1), channels, inner, block)
-    first = np.ones(shape3[1], dtype=np.bool_)
-    for so, sc, si in _blocks(shape3, block):
-        part = x3[so, sc, si]
-        blo = np.minimum.reduce(part, axis=(0, 2))
-        bhi = np.maximum.reduce(part, axis=(0, 2))
-        if first[sc].all():
-            lo[sc], hi[sc] = blo, bhi
-            first[sc] = False
-        else:
-            np.minimum(lo[sc], blo, out=lo[sc])
-            np.maximum(hi[sc], bhi, out=hi[sc])
+    _minmax_segments(x.reshape(-1), lay.d, lay.seg, lo, hi, absolute)
+    if absolute:
+        lo = np.negative(hi)
     return lo, hi
-
-
-def _minmax_periodic(flat: npt.NDArray[Any], channels: int, inner: int, block: int) -> tuple[Any, Any]:
-    """Per-channel min / max when the channel pattern repeats every `channels * inner` elements (many short
-    periods, e.g. channels last): element-wise min / max of rows a multiple of the period wide, with long
-    contiguous inner loops, then folded to one value per channel (reducing a (N, C) array along axis 0 directly
-    runs inner loops of C elements)."""
-    period = channels * inner
-    width = period * max(1, min(block // period, -(-_TILE_MIN_WIDTH // period)))
-    step = width * max(1, block // width)
-    full = flat.size - flat.size % width
-    parts: list[npt.NDArray[Any]] = []
-    for i0 in range(0, full, step):
-        rows = flat[i0 : min(i0 + step, full)].reshape(-1, width)
-        parts.append(np.stack((np.minimum.reduce(rows, axis=0), np.maximum.reduce(rows, axis=0))))
-    if full < flat.size:  # the rest: whole periods
-        rows = flat[full:].reshape(-1, period)
-        rest = np.stack((np.minimum.reduce(rows, axis=0), np.maximum.reduce(rows, axis=0)))
-        parts.append(np.concatenate([rest] * (width // period), axis=1))
-    both = np.stack(parts) if len(parts) > 1 else parts[0][None]
-    lo = np.minimum.reduce(both[:, 0].reshape(-1, width // period, channels, inner), axis=(0, 1, 3))
-    hi = np.maximum.reduce(both[:, 1].reshape(-1, width // period, channels, inner), axis=(0, 1, 3))
-    return lo, hi
-
-
-def code_of(value: npt.NDArray[np.float32], params: QParams) -> npt.NDArray[np.float32]:
-    """rint(value / scale) + zp for per-tensor or per-channel endpoint values (no clipping): used to decide
-    from a range's ends alone whether any element can clip, since the map is monotone in x."""
-    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-        codes: npt.NDArray[np.float32] = np.rint(np.asarray(value, F32) / params.scale) + params.zero_point.astype(F32)
-    return codes

@@ -9,6 +9,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from .quality import QualityReport
+
 
 def _counter() -> Any:
     return dataclasses.field(default=0, metadata={"counter": True})
@@ -70,6 +72,73 @@ class StatsDelta:
     processing_time_ms: float = 0.0
     last_scale: float | None = None
     last_zero_point: int | None = None
+
+
+def _latest() -> Any:
+    return dataclasses.field(default=None, metadata={"latest": True})
+
+
+def _lowest() -> Any:
+    return dataclasses.field(default=None, metadata={"lowest": True})
+
+
+@dataclasses.dataclass
+class QualityStats:
+    """What the calls that asked for a quality report add up to (declared once here: the database columns and the
+    API's `quality` object derive from it). Counters are added; `latest` fields replaced; `lowest` fields keep
+    the minimum of the non-null values.
+
+    - reported_calls: quantize / quantize_dequantize calls with `report`;
+    - reported_values, reported_clipped: their elements, and those clipped (clipped_share = clipped / values);
+    - latest_sqnr_db: the SQNR of the latest reported call (null when it was exact: see engine.quality);
+    - min_sqnr_db: the lowest SQNR reported since the last reset (exact reconstructions do not lower it).
+    """
+
+    reported_calls: int = _counter()
+    reported_values: int = _counter()
+    reported_clipped: int = _counter()
+    latest_sqnr_db: float | None = _latest()
+    min_sqnr_db: float | None = _lowest()
+
+    def add(self, report: QualityReport) -> None:
+        delta = quality_delta(report)
+        for f in dataclasses.fields(self):
+            value = delta[f.name]
+            if f.metadata.get("counter"):
+                setattr(self, f.name, getattr(self, f.name) + value)
+            elif f.metadata.get("latest"):
+                setattr(self, f.name, value)
+            elif value is not None:
+                current = getattr(self, f.name)
+                setattr(self, f.name, value if current is None else min(current, value))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The API's `quality` object."""
+        return quality_summary(dataclasses.asdict(self))
+
+
+QUALITY_FIELDS = tuple(f.name for f in dataclasses.fields(QualityStats))
+QUALITY_COUNTERS = tuple(f.name for f in dataclasses.fields(QualityStats) if f.metadata.get("counter"))
+QUALITY_LATEST = tuple(f.name for f in dataclasses.fields(QualityStats) if f.metadata.get("latest"))
+QUALITY_LOWEST = tuple(f.name for f in dataclasses.fields(QualityStats) if f.metadata.get("lowest"))
+
+
+def quality_delta(report: QualityReport) -> dict[str, Any]:
+    """What one report adds to each QualityStats field (the web layer applies it in one UPDATE)."""
+    return {"reported_calls": 1, "reported_values": report.values, "reported_clipped": report.clipped,
+            "latest_sqnr_db": report.sqnr_db, "min_sqnr_db": report.sqnr_db}
+
+
+def quality_summary(stored: dict[str, Any]) -> dict[str, Any]:
+    """The `quality` object of the statistics from the stored QualityStats fields: the latest and lowest SQNR,
+    the clipped share of the reported calls' values (null before any reported call), and the call count."""
+    values = stored["reported_values"]
+    return {
+        "latest_sqnr_db": stored["latest_sqnr_db"],
+        "min_sqnr_db": stored["min_sqnr_db"],
+        "clipped_share": stored["reported_clipped"] / values if values else None,
+        "reported_calls": stored["reported_calls"],
+    }
 
 
 def sqnr_db(x: npt.ArrayLike, approx: npt.ArrayLike) -> float:

@@ -10,7 +10,8 @@ Export format (every key optional on import; absent keys keep their current valu
                                                  lists shaped like ONNX's scale initializer (the data's shape
                                                  with ceil(dim / block_size) along block_axis)
     layer_params                 {layer: {"scale": s | [s...], "zero_point": z | [z...], "channel_dim": int|null}}
-    calibration                  {method, batches, elements, range_min, range_max} or null
+    calibration                  {method, batches, elements, range_min, range_max, histogram} or null (histogram:
+                                 {counts, first_edge, bin_width}, 64 bins of all calibration values)
 These are the original service's keys plus channel_dim, layer_params and calibration, so its exports import.
 """
 

@@ -16,7 +16,6 @@ exist. Explicit `scale` / `zero_point` win over everything stored.
 from __future__ import annotations
 
 import dataclasses
-import threading
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -26,19 +25,21 @@ import numpy.typing as npt
 
 from . import formats, kernels, ranges, small
 from .cache import DequantCache, cache_key
-from .calibration import RangeCollector
+from .calibration import HISTOGRAM_METHODS, NUM_BINS, RangeCollector
 from .casts import as_float, cast, checked_codes, uncast
 from .config import QuantizationConfig, QuantizationMode, QuantizationType
-from .errors import InputError, NotCalibratedError
+from .errors import InputError, LimitError, NotCalibratedError
 from .layers import LayerPlan, resolve_layer
-from .metrics import Stats, StatsDelta
+from .metrics import QualityStats, Stats, StatsDelta
 from .parameters import ParameterState, applicable_params, explicit_params, export_state, import_state, parse_state
 from .qparams import STORAGE_DTYPES, QParams, qrange
+from .quality import QualityReport, codes_report, quality_report
 from .ranges import normalize_axis
 
 F32 = np.float32
 FloatArray = npt.NDArray[np.float32]
 
+MAX_HISTOGRAM_CELLS = 1 << 24  # grouped calibration: blocks x histogram bins (8 bytes each: 128 MiB)
 _OWN = object()  # dequantize's default last_params: this object's own latest quantize
 
 MSG_CHANNEL_DIM = ("channel_dim applies to per-channel quantization only, and this {what} quantizes per tensor: "
@@ -54,6 +55,7 @@ class OpResult:
     params: QParams | None
     delta: StatsDelta
     plan: LayerPlan
+    report: QualityReport | None = None  # with `report=True`: what the quantization cost (see engine.quality)
 
 
 class Quantizer:
@@ -65,9 +67,9 @@ class Quantizer:
         self.config = config or QuantizationConfig()
         self.state = ParameterState()
         self.stats = Stats()
+        self.quality = QualityStats()
         self._last_params: QParams | None = None
         self._cache = DequantCache(self.config.cache_size if self.config.enable_cache else 0)
-        self._local = threading.local()
         if parameters:
             self.import_parameters(parameters)
 
@@ -81,17 +83,14 @@ class Quantizer:
         return quantizer
 
     # ------------------------------------------------------------------ helpers
-    def _workspace(self) -> kernels.Workspace:
-        ws: kernels.Workspace | None = getattr(self._local, "ws", None)
-        if ws is None:
-            ws = kernels.Workspace(self.config.buffer_size or kernels.DEFAULT_BLOCK)
-            self._local.ws = ws
-        return ws
-
     def layer_plan(self, layer_name: str | None) -> LayerPlan:
         return resolve_layer(self.config, layer_name)
 
-    def _finish(self, result: OpResult, started: float) -> OpResult:
+    def _finish(self, result: OpResult, started: float, report_of: FloatArray | None = None) -> OpResult:
+        """Complete the statistics of `result`; with `report_of` (the input), add its quality report."""
+        if report_of is not None:
+            result.report = _report(report_of, result)
+            self.quality.add(result.report)
         result.delta.processing_time_ms = (time.perf_counter() - started) * 1000.0
         if result.params is not None:
             result.delta.last_scale, result.delta.last_zero_point = result.params.first()
@@ -164,9 +163,10 @@ class Quantizer:
         validate: bool = True,
         channel_dim: int | None = None,
         layer_name: str | None = None,
+        report: bool = False,
     ) -> OpResult:
         return self._quantize(data, validate=validate, channel_dim=channel_dim, layer_name=layer_name,
-                              dequantize_after=False)
+                              dequantize_after=False, report=report)
 
     def quantize_dequantize(
         self,
@@ -175,163 +175,101 @@ class Quantizer:
         validate: bool = True,
         channel_dim: int | None = None,
         layer_name: str | None = None,
+        report: bool = False,
     ) -> OpResult:
         return self._quantize(data, validate=validate, channel_dim=channel_dim, layer_name=layer_name,
-                              dequantize_after=True)
+                              dequantize_after=True, report=report)
 
     def _quantize(
         self, data: npt.ArrayLike, *, validate: bool, channel_dim: int | None, layer_name: str | None,
-        dequantize_after: bool,
+        dequantize_after: bool, report: bool = False,
     ) -> OpResult:
+        """With `report`, the result carries a QualityReport; a report needs the clipped count, which only a
+        validated call counts, so `report` implies `validate`."""
         started = time.perf_counter()
         x = as_float(data)
+        validate = validate or report
+        report_of = x if report else None
         if channel_dim is not None:
             normalize_axis(channel_dim, x.ndim)
         plan = self.layer_plan(layer_name)
         qtype = plan.effective_type
         delta = StatsDelta(total_values=int(x.size), quantize_calls=1, dequantize_calls=int(dequantize_after))
         if qtype is QuantizationType.BFLOAT16:
-            # The cast takes the extremes block by block in cache: the NaN / Inf checks need no pass of their own.
+            # The cast counts the non-finite values in its pass: the NaN / Inf checks need no pass of their own.
             self._check_channel_dim(channel_dim, plan, None)
-            out, overflowed, lo, hi = formats.to_bfloat16(x)
-            nonfinite = self._check_finite(x, validate=validate, lo=lo, hi=hi)
+            out, overflowed, special = formats.to_bfloat16(x)
+            nonfinite = self._check_finite(x, validate=validate, lo=F32(np.nan if special else 0), hi=F32(0))
             if validate:
                 delta.clipped_values = nonfinite + overflowed
-            return self._finish(OpResult(out, qtype, None, delta, plan), started)
+            return self._finish(OpResult(out, qtype, None, delta, plan), started, report_of)
         dynamic = not self.config.quantization_mode.needs_parameters
         scaled = qtype.is_integer or qtype.is_float8
-        group = self.config.group_size if scaled else 0
-        axis = ranges.dynamic_axis(self.config, plan, x.ndim, channel_dim) if dynamic and not group else None
-
-        block_raw = None
-        if dynamic and group:
-            # The blocks' extremes are the range pass; the tensor's follow from them (NaN / Inf included).
-            gaxis = normalize_axis(-1 if channel_dim is None else channel_dim, x.ndim)
-            symmetric = plan.symmetric or self.config.quantization_mode is QuantizationMode.SYMMETRIC
-            block_raw = formats.block_minmax(x, gaxis, group, raw=True, absolute=symmetric or qtype.is_float8)
-            lo, hi = F32(np.min(block_raw[0])), F32(np.max(block_raw[1]))
-        elif dynamic and scaled:
-            lo, hi = kernels.minmax(x, axis)  # the range pass, which also reveals NaN / Inf for free
-        elif validate:
-            lo, hi = kernels.minmax(x, self._frozen_axis(plan, x.shape, channel_dim))  # one pass for both
-        else:
-            # Not validated, yet NaN must still get the zero point's code, never an arbitrary one: the kernel
-            # finds NaN itself (nan_to_zero_point=None), one reduction per block in cache, not a pass over memory.
-            lo = hi = F32(0)
-        has_nonfinite = not small.all_finite(lo, hi)
-        nonfinite = self._check_finite(x, validate=validate, lo=lo, hi=hi)
-
         if not scaled:
             self._check_channel_dim(channel_dim, plan, None)
+            lo, hi = kernels.minmax(x) if validate else (F32(0), F32(0))
+            nonfinite = self._check_finite(x, validate=validate, lo=lo, hi=hi)
             out, overflowed = cast(x, qtype, dequantize_after)
             if validate:
                 delta.clipped_values = nonfinite + overflowed
-            return self._finish(OpResult(out, qtype, None, delta, plan), started)
+            return self._finish(OpResult(out, qtype, None, delta, plan), started, report_of)
 
-        if group:
-            gaxis = normalize_axis(-1 if channel_dim is None else channel_dim, x.ndim)
-            params = (ranges.block_params(self.config, x, plan, gaxis, block_raw) if dynamic
-                      else self._stored_params(plan, x.shape, channel_dim))
-            if params.block_size is None:
-                raise InputError("this grouped instance's stored parameters are not per block", field="data")
-            # Parameters from the data's own blocks clip nothing but non-finite values (already counted).
-            out, clipped = self._quantize_grouped(x, params, plan, dequantize_after, validate and not dynamic,
-                                                  has_nonfinite or not validate)
-            if validate:
-                delta.clipped_values = nonfinite if dynamic else clipped
-            self._last_params = params
-            return self._finish(OpResult(out, qtype, params, delta, plan), started)
-
-        params = (small.dynamic_params(self.config, x, plan, axis, (lo, hi)) if dynamic
-                  else self._stored_params(plan, x.shape, channel_dim))
-        if params.block_size is not None:
-            raise InputError("block parameters need a grouped instance (group_size > 0)", field="data")
-        self._check_channel_dim(channel_dim, plan, params)
-        if qtype.is_float8:
-            out = self._quantize_fp8(x, params, qtype, lo, hi, validate and not has_nonfinite, dequantize_after)
-            clipped = nonfinite
+        group = self.config.group_size
+        gaxis = normalize_axis(-1 if channel_dim is None else channel_dim, x.ndim) if group else None
+        if dynamic:
+            # The range pass (per tensor, channel or block), which also reveals NaN / Inf.
+            if gaxis is not None:
+                symmetric = plan.symmetric or self.config.quantization_mode is QuantizationMode.SYMMETRIC
+                raw = formats.block_minmax(x, gaxis, group, raw=True, absolute=symmetric or qtype.is_float8)
+                lo, hi = F32(np.min(raw[0])), F32(np.max(raw[1]))
+                params = ranges.block_params(self.config, x, plan, gaxis, raw)
+            else:
+                axis = ranges.dynamic_axis(self.config, plan, x.ndim, channel_dim)
+                lo, hi = kernels.minmax(x, axis)
+                params = small.dynamic_params(self.config, x, plan, axis, (lo, hi))
+            self._check_finite(x, validate=validate, lo=lo, hi=hi)
         else:
-            # optimize_memory: fake quantization overwrites the caller's own float32 buffer (no second array).
-            in_place = (self.config.optimize_memory and dequantize_after and x is data and x.flags.writeable
-                        and x.flags.c_contiguous)
-            out, clipped = self._quantize_integer(
-                x, params, plan, dequantize_after, nan_to_zero_point=has_nonfinite if dynamic or validate else None,
-                count_clipped=validate and self._may_clip(params, *qrange(plan.quantization_type, plan.num_bits),
-                                                          lo, hi, nonfinite),
-                in_place=in_place)
+            params = self._stored_params(plan, x.shape, channel_dim)
+        if group and params.block_size is None:
+            raise InputError("this grouped instance's stored parameters are not per block", field="data")
+        if not group and params.block_size is not None:
+            raise InputError("block parameters need a grouped instance (group_size > 0)", field="data")
+        if not group:
+            self._check_channel_dim(channel_dim, plan, params)
+        # optimize_memory: fake quantization overwrites the caller's own float32 buffer (no second array).
+        # A report compares with the input afterwards: never in place then.
+        in_place = (self.config.optimize_memory and dequantize_after and not report and x is data
+                    and x.flags.writeable and x.flags.c_contiguous)
+        if validate and not dynamic and in_place:  # the input is about to be overwritten: check it first
+            self._check_finite(x, validate=True, lo=kernels.minmax(x)[0], hi=kernels.minmax(x)[1])
+        out, clipped = self._quantize_kernel(x, params, plan, dequantize_after, x if in_place else None)
+        if validate and clipped and not dynamic and not in_place:
+            # NaN and Inf always clip: only when something clipped can there be any (error_on_nan / error_on_inf
+            # then refuse the call, and its answer is dropped).
+            lo, hi = kernels.minmax(x)
+            self._check_finite(x, validate=True, lo=lo, hi=hi)
         if validate:
             delta.clipped_values = clipped
         self._last_params = params
-        return self._finish(OpResult(out, qtype, params, delta, plan), started)
-
-    def _quantize_integer(self, x: FloatArray, params: QParams, plan: LayerPlan, dequantize_after: bool, *,
-                          nan_to_zero_point: bool | None, count_clipped: bool, in_place: bool
-                          ) -> tuple[npt.NDArray[Any], int]:
-        qmin, qmax = qrange(plan.quantization_type, plan.num_bits)
-        with np.errstate(over="ignore"):  # a huge scale dequantizes to +-inf: an answer (see dequantize)
-            return kernels.quantize_counted(
-                x, params, qmin, qmax, STORAGE_DTYPES[plan.quantization_type], nan_to_zero_point=nan_to_zero_point,
-                workspace=self._workspace(), dequantize_after=dequantize_after, count_clipped=count_clipped,
-                out=x if in_place else None,
-            )
+        return self._finish(OpResult(out, qtype, params, delta, plan), started, report_of)
 
     @staticmethod
-    def _quantize_fp8(x: FloatArray, params: QParams, qtype: QuantizationType, lo: Any, hi: Any, finite: bool,
-                      dequantize_after: bool) -> FloatArray:
-        name = _fp8_name(qtype)
-        # The clip to +-max is needed only if some |x| / scale might round beyond max (or is not finite).
-        amax = np.maximum(np.abs(np.asarray(lo, F32)), np.abs(np.asarray(hi, F32)))
-        with np.errstate(over="ignore", invalid="ignore"):
-            safe = (finite and np.size(amax) in (1, params.scale.size)
-                    and bool(np.all(amax / (params.scale if np.size(amax) == 1 else
-                                            params.scale.reshape(np.shape(amax))) < formats.FP8_MAX[name] * 1.03)))
-        return formats.quantize_fp8(x, params.scale.astype(F32).reshape(1, -1, 1),
-                                    kernels.as_3d(x.shape, params.axis), name, dequantize_after, saturate=not safe)
-
-    def _quantize_grouped(self, x: FloatArray, params: QParams, plan: LayerPlan, dequantize_after: bool,
-                          validate: bool, nan_possible: bool) -> tuple[npt.NDArray[Any], int]:
-        if params.axis is None or params.block_size is None:
-            raise InputError("block parameters are needed", field="data")
+    def _quantize_kernel(x: FloatArray, params: QParams, plan: LayerPlan, dequantize_after: bool,
+                         out: FloatArray | None) -> tuple[npt.NDArray[Any], int]:
+        """One pass: the codes (float8 values; fake: the dequantized values) and the clipped count (integer
+        codes outside the type's range, float8 values beyond max; NaN and +-inf always)."""
         qtype = plan.quantization_type
-        if qtype.is_float8:
-            # One scale per block, repeated along the axis (the last block may be partial).
-            full = np.repeat(params.scale, params.block_size, axis=params.axis)
-            full = np.take(full, np.arange(x.shape[params.axis]), axis=params.axis)
-            with np.errstate(over="ignore", invalid="ignore"):
-                v = np.divide(x, full, dtype=F32)
-                formats.fp8_round(v, _fp8_name(qtype), out=v)
-                if dequantize_after:
-                    np.multiply(v, full, out=v)
-            return v, int(np.count_nonzero(~np.isfinite(x))) if validate else 0
-        qmin, qmax = qrange(qtype, plan.num_bits)
-        with np.errstate(over="ignore", invalid="ignore"):
-            return formats.quantize_blocked(x, params.scale, params.zero_point, params.axis, params.block_size,
-                                            qmin, qmax, STORAGE_DTYPES[qtype], dequantize_after, validate,
-                                            nan_possible)
-
-    def _frozen_axis(self, plan: LayerPlan, shape: tuple[int, ...], channel_dim: int | None) -> int | None:
-        """The channel axis of the frozen parameters this call will use, if they are per channel: the validation
-        pass then takes one min/max per channel, so that `_may_clip` can rule clipping out channel by channel."""
-        if not (self.config.quantization_mode.needs_parameters and plan.effective_type.is_integer
-                and not self.config.group_size):
-            return None
-        try:
-            return self._stored_params(plan, shape, channel_dim).axis
-        except (NotCalibratedError, InputError):
-            return None  # raised in its turn further on, after the NaN / Inf checks, as before
-
-    @staticmethod
-    def _may_clip(params: QParams, qmin: int, qmax: int, lo: Any, hi: Any, nonfinite: int) -> bool:
-        """Can any element clip? x -> rint(x/s) + zp is monotone: if the extremes (global, or one pair per channel
-        of `params`) do not clip, nothing does. When they might, the quantize kernel counts in the same pass."""
-        if nonfinite or np.size(lo) not in (1, params.scale.size):
-            return True
-        scalar = small.may_clip(params, qmin, qmax, lo, hi)  # per tensor: in scalars, a few us
-        if scalar is not None:
-            return scalar
-        ends_lo = kernels.code_of(np.asarray(lo, F32), params)
-        ends_hi = kernels.code_of(np.asarray(hi, F32), params)
-        return not (bool(np.all(ends_lo >= qmin)) and bool(np.all(ends_hi <= qmax)))
+        with np.errstate(over="ignore"):  # a huge scale dequantizes to +-inf: an answer (see dequantize)
+            if qtype.is_float8:
+                return formats.quantize_fp8(x, params.scale, params.axis, params.block_size, _fp8_name(qtype),
+                                            dequantize_after)
+            qmin, qmax = qrange(qtype, plan.num_bits)
+            if params.block_size is not None:
+                assert params.axis is not None
+                return formats.quantize_blocked(x, params.scale, params.zero_point, params.axis, params.block_size,
+                                                qmin, qmax, STORAGE_DTYPES[qtype], dequantize_after, True)
+            return kernels.quantize_counted(x, params, qmin, qmax, STORAGE_DTYPES[qtype],
+                                            dequantize_after=dequantize_after, count_clipped=True, out=out)
 
     def dequantize(
         self,
@@ -400,17 +338,8 @@ class Quantizer:
                 "parameters of the most recent quantize), give scale and zero_point, or calibrate or import "
                 "parameters"
             )
-        if params.block_size is not None and params.axis is not None:
-            with np.errstate(over="ignore"):
-                out = formats.dequantize_blocked(codes, params.scale, params.zero_point, params.axis,
-                                                 params.block_size)
-            return self._finish(OpResult(out, qtype, params, delta, plan), started)
-        self._check_channel_dim(channel_dim, plan, params)
-        if qtype.is_float8:
-            shape3 = kernels.as_3d(codes.shape, params.axis)
-            with np.errstate(over="ignore"):
-                out = (codes.reshape(shape3) * params.scale.astype(F32).reshape(1, -1, 1)).astype(F32)
-            return self._finish(OpResult(out.reshape(codes.shape), qtype, params, delta, plan), started)
+        if params.block_size is None:
+            self._check_channel_dim(channel_dim, plan, params)
         out = self._dequantize_cached(codes, params, plan, delta)
         return self._finish(OpResult(out, qtype, params, delta, plan), started)
 
@@ -424,14 +353,14 @@ class Quantizer:
     def _dequantize_kernel(self, codes: npt.NDArray[Any], params: QParams, plan: LayerPlan,
                            delta: StatsDelta) -> FloatArray:
         if not (self.config.enable_cache and self._cache.accepts(codes)):
-            return kernels.dequantize(codes, params, workspace=self._workspace())
+            return kernels.dequantize(codes, params)
         key = cache_key(codes, params, plan.quantization_type.name)
         hit = self._cache.get(key)
         if hit is not None:
             delta.cache_hits = 1
             return hit
         delta.cache_misses = 1
-        return self._cache.put(key, kernels.dequantize(codes, params, workspace=self._workspace()))
+        return self._cache.put(key, kernels.dequantize(codes, params))
 
     def compute_params(
         self,
@@ -474,43 +403,68 @@ class Quantizer:
     def calibrate(self, batches: Iterable[npt.ArrayLike], *, channel_dim: int | None = None) -> QParams:
         """Calibrate from representative batches (any number, any shape) and switch to CALIBRATED mode.
 
-        Per-channel instances calibrate one range per channel along `channel_dim` (default 0). Memory is bounded:
-        only running statistics are kept.
+        Per-channel instances calibrate one range per channel along `channel_dim` (default 0); grouped instances
+        (group_size > 0) one range per block of `group_size` along `channel_dim` (default the last axis), as the
+        blocks of quantize, so every batch has the shape of the data to come. Memory is bounded: only running
+        statistics are kept.
         """
         plan = self.layer_plan(None)
         if not (plan.quantization_type.is_integer or plan.quantization_type.is_float8):
             raise InputError(f"{plan.quantization_type.name} has no scale or zero point to calibrate",
                              field="quantization_type")
-        if self.config.group_size:
-            raise InputError("calibration of a grouped instance (group_size > 0) is not supported: quantize "
-                             "dynamically or import block parameters", field="group_size")
-        if channel_dim is not None and not plan.per_channel:
+        group = self.config.group_size
+        if channel_dim is not None and not (plan.per_channel or group):
             raise InputError(MSG_CHANNEL_DIM.format(what="instance"), field="channel_dim", code="input.channel_dim")
         qmin, qmax = qrange(plan.quantization_type, plan.num_bits)
         symmetric = plan.symmetric or self.config.quantization_mode is QuantizationMode.SYMMETRIC
         collector: RangeCollector | None = None
         axis: int | None = None
+        shape: tuple[int, ...] | None = None
         for batch in batches:
             x = as_float(batch)
             if collector is None:
-                axis = normalize_axis(channel_dim, x.ndim) if plan.per_channel else None
+                shape = x.shape
+                if group:
+                    axis = normalize_axis(-1 if channel_dim is None else channel_dim, x.ndim)
+                elif plan.per_channel:
+                    axis = normalize_axis(channel_dim, x.ndim)
                 collector = RangeCollector(
-                    self.config.calibration_method, axis=axis, symmetric=symmetric, qmin=qmin, qmax=qmax,
-                    min_percentile=self.config.min_percentile, max_percentile=self.config.max_percentile,
+                    self.config.calibration_method, axis=0 if group else axis, symmetric=symmetric, qmin=qmin,
+                    qmax=qmax, min_percentile=self.config.min_percentile, max_percentile=self.config.max_percentile,
                 )
+            elif group and x.shape != shape:
+                raise InputError(f"a grouped instance calibrates blocks of data of one shape: the first batch has "
+                                 f"shape {list(shape or ())}, this one {list(x.shape)}", field="data")
             elif axis is not None and x.ndim <= axis:
                 raise InputError("calibration batches disagree on their number of dimensions", field="data")
             lo, hi = kernels.minmax(x)
             if self._check_finite(x, validate=True, lo=lo, hi=hi):
                 x = np.where(np.isfinite(x), x, F32(0))
+            if group and axis is not None:
+                rows = formats.blocks_as_rows(x, axis, group)
+                if (self.config.calibration_method in HISTOGRAM_METHODS
+                        and rows.shape[0] * NUM_BINS > MAX_HISTOGRAM_CELLS):
+                    raise LimitError(
+                        f"{rows.shape[0]} blocks of {NUM_BINS}-bin histograms are too many for "
+                        f"{self.config.calibration_method.name} calibration (at most "
+                        f"{MAX_HISTOGRAM_CELLS // NUM_BINS}): use MINMAX or MOVING_AVERAGE, or larger groups",
+                        field="calibration_method")
+                x = rows
             collector.update(x)
-        if collector is None:
+        if collector is None or shape is None:
             raise InputError("calibration needs at least one batch", field="data")
         lo_r, hi_r = collector.compute_range()
-        params = ranges.params_for_range(self.config, lo_r, hi_r, plan, axis)
         state = self.state
-        if axis is None:
-            state.global_params, state.channel_params = params, None
+        if group and axis is not None:
+            target = formats.block_shape(shape, axis, group)
+            lo_r, hi_r = np.asarray(lo_r, F32).reshape(target), np.asarray(hi_r, F32).reshape(target)
+            params = ranges.params_for_range(self.config, lo_r, hi_r, plan, axis, group)
+            state.block_params = params
+        else:
+            params = ranges.params_for_range(self.config, lo_r, hi_r, plan, axis)
+            state.block_params = None
+        if group or axis is None:
+            state.global_params, state.channel_params = (None if group else params), None
         else:
             state.channel_params = params
             state.global_params = ranges.params_for_range(self.config, np.min(lo_r), np.max(hi_r), plan, None)
@@ -521,6 +475,7 @@ class Quantizer:
             "elements": collector.elements,
             "range_min": np.asarray(lo_r, F32).tolist(),
             "range_max": np.asarray(hi_r, F32).tolist(),
+            "histogram": collector.display_histogram(),
         }
         self.config = self.config.replace(quantization_mode=QuantizationMode.CALIBRATED)
         self._cache.clear()
@@ -562,6 +517,7 @@ class Quantizer:
 
     def reset_stats(self) -> None:
         self.stats = Stats()
+        self.quality = QualityStats()
 
     def clear_cache(self) -> None:
         self._cache.clear()
@@ -569,6 +525,24 @@ class Quantizer:
     @property
     def cache_entries(self) -> int:
         return len(self._cache)
+
+
+def _report(x: FloatArray, result: OpResult) -> QualityReport:
+    """The quality report of a quantize result against its input `x`: the answer itself when it is dequantized
+    values (fake quantization, FLOAT16, BFLOAT16, NONE), else its codes dequantized exactly as `dequantize` would
+    (integer codes as float32((q - zp) * scale), FP8 values times their scale). Per-channel parameters give
+    per-channel SQNR along their axis; blocks are reported per tensor."""
+    clipped, params, out = result.delta.clipped_values, result.params, result.data
+    if params is None or result.delta.dequantize_calls:
+        axis = params.axis if params is not None and params.per_channel else None
+        return quality_report(x, out, clipped, axis)
+    if params.block_size is not None and params.axis is not None:
+        with np.errstate(over="ignore"):
+            dequantized = kernels.dequantize(out, params)
+        return quality_report(x, dequantized, clipped)
+    zero_point = 0 if result.quantization_type.is_float8 else params.zero_point
+    with np.errstate(over="ignore"):
+        return codes_report(x, out, params.scale, zero_point, clipped, params.axis)
 
 
 def _fp8_name(qtype: QuantizationType) -> str:

@@ -1,7 +1,7 @@
 """Per-tensor shortcuts for small arrays, where numpy's per-call overhead on 0-d arrays, not the data, is the cost.
 
 A 2x3 quantize spent most of its ~250 us in a dozen 0-d array operations (the range pass over finite values, the
-finiteness checks, whether anything can clip), a few microseconds each. Here those checks run on numpy float32
+finiteness checks), a few microseconds each. Here those checks run on numpy float32
 scalars and Python numbers, which round alike (float32 division, rint half to even), so the results are the same
 bits; tests/engine/test_small_arrays.py compares them with the general code. The scale and zero point always come
 from the instance's rule (`ranges.params_for_range`). Anything else (per channel, percentiles, outlier clipping,
@@ -41,14 +41,3 @@ def dynamic_params(config: QuantizationConfig, x: Any, plan: LayerPlan, axis: in
             or config.outlier_threshold is not None or config.enable_requantization):
         return ranges.dynamic_params(config, x, plan, axis, raw)
     return ranges.params_for_range(config, lo, hi, plan, None)
-
-
-def may_clip(params: QParams, qmin: int, qmax: int, lo: Any, hi: Any) -> bool | None:
-    """Whether rint(x / scale) + zp leaves [qmin, qmax] at a scalar extreme (float32 arithmetic, as
-    kernels.code_of), for per-tensor parameters; None when this does not apply."""
-    if params.axis is not None or not isinstance(lo, np.floating) or not isinstance(hi, np.floating):
-        return None
-    scale, zp = F32(params.scale.item()), F32(params.zero_point.item())
-    if not max(abs(float(lo)), abs(float(hi))) < 1e37 * float(scale):  # x / scale might overflow (or is NaN)
-        return None
-    return not (np.rint(F32(lo) / scale) + zp >= qmin and np.rint(F32(hi) / scale) + zp <= qmax)

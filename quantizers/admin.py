@@ -23,6 +23,7 @@ from . import jobs, registry, services
 from .exceptions import ServiceError
 from .forms import CONFIG_FIELDS, InstanceForm
 from .models import DEFAULT_INSTANCE_ID, Job, JobLayer, QuantizerInstance
+from .overview import instance_overview
 from .selectors import STATS_FIELDS
 
 _BREAK_AFTER_UNDERSCORE = mark_safe("_<wbr>")
@@ -146,6 +147,13 @@ class QuantizerInstanceAdmin(admin.ModelAdmin):
         if obj.pk is None or obj._state.adding or not hasattr(obj, "stats"):
             return "-"
         return _pretty({name: getattr(obj.stats, name) for name in STATS_FIELDS})
+
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "",
+                    extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        """The side panel beside the form: parameters, statistics with rates, the quality charts."""
+        instance = self.get_object(request, object_id)
+        overview = instance_overview(instance) if instance is not None else None
+        return super().change_view(request, object_id, form_url, {**(extra_context or {}), "overview": overview})
 
     # ------------------------------------------------------------------ saving and deleting through services
     def save_model(self, request: HttpRequest, obj: QuantizerInstance, form: Any, change: bool) -> None:

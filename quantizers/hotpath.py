@@ -14,7 +14,7 @@ from typing import Any
 
 from django.db import connections, router, transaction
 
-from engine import COUNTERS, OpResult, Quantizer
+from engine import COUNTERS, QUALITY_COUNTERS, QUALITY_LATEST, OpResult, Quantizer, quality_delta
 
 from . import registry
 from .models import QuantizerInstance, QuantizerStats
@@ -22,14 +22,14 @@ from .selectors import check_instance_id, instance_get
 
 
 @functools.cache
-def _select_sql(alias: str) -> str:
-    """The SELECT of run_state, written once per database alias."""
+def _select_sql(alias: str, last_params: bool) -> str:
+    """The SELECT of run_state, written once per database alias (and with or without the latest parameters)."""
     instance_meta, stats_meta = QuantizerInstance._meta, QuantizerStats._meta
     qn = connections[alias].ops.quote_name
     instances, stats = qn(instance_meta.db_table), qn(stats_meta.db_table)
     columns = ", ".join(
         [f"{instances}.{qn(instance_meta.get_field(name).column)}" for name in ("uid", "version", "cache_epoch")]
-        + [f"{stats}.{qn(stats_meta.get_field('last_params').column)}"]
+        + ([f"{stats}.{qn(stats_meta.get_field('last_params').column)}"] if last_params else [])
     )
     instance_pk = f"{instances}.{qn(instance_meta.pk.column)}"
     return (f"SELECT {columns} FROM {instances} INNER JOIN {stats} ON {stats}.{qn(stats_meta.pk.column)} = "
@@ -37,54 +37,73 @@ def _select_sql(alias: str) -> str:
 
 
 @functools.cache
-def _update_sql(alias: str, added: tuple[str, ...], stored: tuple[str, ...]) -> str:
-    """The UPDATE of record_stats for these added and stored columns, written once per combination (a handful)."""
+def _update_sql(alias: str, added: tuple[str, ...], stored: tuple[str, ...], lowest: tuple[str, ...] = ()) -> str:
+    """The UPDATE of record_stats for these added, stored and lowest-kept columns, written once per combination (a
+    handful). A lowest-kept column takes the new value when it is null or greater (a CASE both databases run, where
+    LEAST / MIN(a, b) differ on nulls); its value is given twice."""
     meta = QuantizerStats._meta
     qn = connections[alias].ops.quote_name
     table = qn(meta.db_table)
-    assignments = [f"{qn(meta.get_field(name).column)} = ({table}.{qn(meta.get_field(name).column)} + %s)"
-                   for name in added]
+
+    def column(name: str) -> str:
+        return f"{table}.{qn(meta.get_field(name).column)}"
+
+    assignments = [f"{qn(meta.get_field(name).column)} = ({column(name)} + %s)" for name in added]
     assignments += [f"{qn(meta.get_field(name).column)} = %s" for name in stored]
+    assignments += [f"{qn(meta.get_field(name).column)} = CASE WHEN {column(name)} IS NULL OR {column(name)} > %s "
+                    f"THEN %s ELSE {column(name)} END" for name in lowest]
     return f"UPDATE {table} SET {', '.join(assignments)} WHERE {table}.{qn(meta.pk.column)} = %s"
 
 
-def run_state(instance_id: str) -> tuple[Quantizer, Any]:
-    """This worker's engine object and the stored parameters of the latest quantize, from one SELECT of the four
-    columns a run needs; the full row (instance_get, registry.get) only when the engine object is missing or stale,
-    or the row is not found (which then raises as before)."""
+def run_state(instance_id: str, *, last_params: bool = True) -> tuple[Quantizer, Any]:
+    """This worker's engine object and the stored parameters of the latest quantize (None unless `last_params`:
+    only a dequantize uses them), from one SELECT of the columns a run needs; the full row (instance_get,
+    registry.get) only when the engine object is missing or stale, or the row is not found (which then raises as
+    before)."""
     check_instance_id(instance_id)
     connection = connections[router.db_for_read(QuantizerInstance)]
     with connection.cursor() as cursor:
-        cursor.execute(_select_sql(connection.alias), [instance_id])
+        cursor.execute(_select_sql(connection.alias, last_params), [instance_id])
         row = cursor.fetchone()
     if row is not None:
         uid = _UID.to_python(row[0])
         quantizer = registry.active().current(instance_id, uid, int(row[1]), int(row[2]))
         if quantizer is not None:
-            return quantizer, _LAST_PARAMS.from_db_value(row[3], None, connection)
+            return quantizer, _LAST_PARAMS.from_db_value(row[3], None, connection) if last_params else None
     instance = instance_get(instance_id)
-    return registry.active().get(instance), instance.stats.last_params
+    return registry.active().get(instance), instance.stats.last_params if last_params else None
 
 
 def record_stats(instance_id: str, result: OpResult, *, quantized: bool) -> None:
-    """One UPDATE: the counters added in SQL, as F() expressions would be, and the parameters used stored."""
+    """One UPDATE: the counters added in SQL, as F() expressions would be, and the parameters used stored; with a
+    quality report, its counters added, its SQNR stored as the latest and kept if lowest, in the same UPDATE."""
     delta = result.delta
     added: dict[str, Any] = {name: getattr(delta, name) for name in COUNTERS if getattr(delta, name)}
     added["processing_time_ms"] = delta.processing_time_ms
     stored: dict[str, Any] = {}
+    lowest: dict[str, Any] = {}
     if delta.last_scale is not None:
         stored["last_scale"] = delta.last_scale
         stored["last_zero_point"] = delta.last_zero_point
     if quantized and result.params is not None:
         stored["last_params"] = result.params.to_dict()
+    if result.report is not None:
+        for name, value in quality_delta(result.report).items():
+            if name in QUALITY_COUNTERS:
+                added[name] = value
+            elif name in QUALITY_LATEST:
+                stored[name] = value
+            elif value is not None:  # an exact reconstruction (null SQNR) never lowers the lowest
+                lowest[name] = value
     connection = connections[router.db_for_write(QuantizerStats)]
-    meta = QuantizerStats._meta
-    params = [meta.get_field(name).get_db_prep_save(value, connection)
-              for name, value in [*added.items(), *stored.items()]]
-    sql = _update_sql(connection.alias, tuple(added), tuple(stored))
+    params = [_PREP_SAVE[name](value, connection)
+              for name, value in [*added.items(), *stored.items(), *[(n, v) for n, v in lowest.items()
+                                                                   for _ in range(2)]]]
+    sql = _update_sql(connection.alias, tuple(added), tuple(stored), tuple(lowest))
     with transaction.mark_for_rollback_on_error(using=connection.alias), connection.cursor() as cursor:
         cursor.execute(sql, [*params, instance_id])
 
 
 _UID = QuantizerInstance._meta.get_field("uid")
 _LAST_PARAMS = QuantizerStats._meta.get_field("last_params")
+_PREP_SAVE = {field.name: field.get_db_prep_save for field in QuantizerStats._meta.concrete_fields}

@@ -32,7 +32,7 @@ from django.core.files import File
 from django.core.files.storage import Storage, storages
 from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
-from django.db.models import F, QuerySet
+from django.db.models import Count, F, QuerySet
 from django.utils import timezone
 
 from engine import (
@@ -47,6 +47,7 @@ from engine import (
     summarize,
 )
 
+from . import metrics
 from .exceptions import BadRequest, ServiceError
 from .models import Job, JobLayer, QuantizerInstance
 from .selectors import instance_get
@@ -402,6 +403,7 @@ def _succeed(job: Job, layers: list[LayerReport]) -> None:
             locked.files = job.files
             locked.tensors_done, locked.bytes_done = len(layers), locked.bytes_total
             locked.save()
+            transaction.on_commit(lambda: _count_finished(locked))
             return
     _remove_outputs(job)
 
@@ -423,6 +425,26 @@ def _fail(job: Job, detail: str, code: str) -> None:
 def _finish_failed(job: Job, detail: str, code: str) -> None:
     job.status, job.finished_at, job.error = Job.Status.FAILED, timezone.now(), {"detail": detail, "code": code}
     job.save(update_fields=["status", "finished_at", "error"])
+    transaction.on_commit(lambda: _count_finished(job))
+
+
+def _count_finished(job: Job) -> None:
+    """The Prometheus job families: one more job in its final status, and its run time when it ran."""
+    seconds = None
+    if job.started_at is not None and job.finished_at is not None:
+        seconds = (job.finished_at - job.started_at).total_seconds()
+    metrics.job_finished(job.status, seconds)
+
+
+def _job_counts() -> dict[str, int]:
+    counts = dict.fromkeys(Job.Status.values, 0)
+    counts.update(Job.objects.order_by().values_list("status").annotate(n=Count("pk")))
+    return counts
+
+
+# Read at each scrape of /metrics, whichever process ran the jobs.
+metrics.register_job_sources(counts_by_status=_job_counts,
+                             queue_depth=lambda: Job.objects.filter(status=Job.Status.QUEUED).count())
 
 
 def _remove_outputs(job: Job) -> None:
@@ -440,13 +462,17 @@ def job_cancel(job_id: Any) -> Job:
         job.refresh_from_db()
         raise JobConflict(MSG_NOT_ACTIVE.format(job_id=job.pk, status=job.status), code="job.not_active")
     job.refresh_from_db()
+    _count_finished(job)
     return job
 
 
 def job_delete(job_id: Any) -> None:
     """Cancel if needed, then delete the files and the record (the layer parameters it set stay, without it)."""
     job = job_get(job_id)
-    Job.objects.filter(pk=job.pk, status__in=ACTIVE).update(status=Job.Status.CANCELLED, finished_at=timezone.now())
+    if Job.objects.filter(pk=job.pk, status__in=ACTIVE).update(status=Job.Status.CANCELLED,
+                                                               finished_at=timezone.now()):
+        job.refresh_from_db()
+        _count_finished(job)
     _delete_files(job)
     job.delete()
 

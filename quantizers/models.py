@@ -8,7 +8,9 @@
   per-layer parameters, which are `LayerParameters` rows (one per layer, with the job that set them).
 - `Job`, `JobLayer`: a checkpoint quantized in the background, and its per-layer report.
 - `QuantizerStats`: the counters, added in one UPDATE per request (`col = col + delta`, never read-modify-write),
-  and the parameters of the latest quantize.
+  and the parameters of the latest quantize; beside them the quality figures of the calls that asked for a report
+  (engine `QualityStats`: counters added the same way, the latest SQNR replaced, the lowest kept by a comparison
+  inside the same UPDATE).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 from django.core.validators import RegexValidator
 from django.db import models
 
-from engine import STATE_KEYS, Stats
+from engine import STATE_KEYS, QualityStats, Stats
 
 INSTANCE_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 DEFAULT_INSTANCE_ID = "default"
@@ -74,7 +76,8 @@ class QuantizerParameters(models.Model):
 
 
 class QuantizerStats(models.Model):
-    """The engine's `Stats` fields (added below, from the dataclass) and the parameters of the latest quantize."""
+    """The engine's `Stats` and `QualityStats` fields (added below, from the dataclasses) and the parameters of the
+    latest quantize."""
 
     instance = models.OneToOneField(QuantizerInstance, on_delete=models.CASCADE, primary_key=True,
                                     related_name="stats")
@@ -98,8 +101,16 @@ def _stats_column(field: dataclasses.Field[Any]) -> models.Field[Any, Any]:
     return models.FloatField(default=0.0)
 
 
+def _quality_column(field: dataclasses.Field[Any]) -> models.Field[Any, Any]:
+    if field.metadata.get("counter"):
+        return models.PositiveBigIntegerField(default=0)
+    return models.FloatField(null=True, blank=True)  # an SQNR: null before any report, or for exact ones
+
+
 for _field in dataclasses.fields(Stats):
     QuantizerStats.add_to_class(_field.name, _stats_column(_field))
+for _field in dataclasses.fields(QualityStats):
+    QuantizerStats.add_to_class(_field.name, _quality_column(_field))
 
 
 # ---------------------------------------------------------------------------- model jobs

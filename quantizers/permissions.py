@@ -1,4 +1,5 @@
-"""API access: a valid token when QUANTIZER_REQUIRE_AUTH is on, anyone when it is off (the quick start)."""
+"""API access: a valid token when QUANTIZER_REQUIRE_AUTH is on, anyone when it is off (the quick start); the same
+for GET /metrics unless QUANTIZER_METRICS_PUBLIC opens it to scrapers without a token."""
 
 from __future__ import annotations
 
@@ -14,3 +15,8 @@ class ApiAccess(BasePermission):
         if not settings.QUANTIZER_REQUIRE_AUTH:
             return True
         return bool(request.user and request.user.is_authenticated)
+
+
+class MetricsAccess(ApiAccess):
+    def has_permission(self, request: Request, view: Any) -> bool:
+        return bool(settings.QUANTIZER_METRICS_PUBLIC) or super().has_permission(request, view)

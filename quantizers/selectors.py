@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from engine import STATS_FIELDS, QuantizationConfig
+from engine import QUALITY_FIELDS, STATS_FIELDS, QuantizationConfig, quality_summary
 
 from . import registry
 from .exceptions import InstanceNotFound, InvalidInstanceId
@@ -45,6 +45,7 @@ def instance_stats(instance_id: str) -> dict[str, Any]:
     per_channel = isinstance(last.get("scale"), list)
     out["last_channel_scales"] = last.get("scale") if per_channel else None
     out["last_channel_zero_points"] = last.get("zero_point") if per_channel else None
+    out["quality"] = quality_summary({name: getattr(stats, name) for name in QUALITY_FIELDS})
     return out
 
 

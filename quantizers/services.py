@@ -15,9 +15,21 @@ import numpy.typing as npt
 from django.db import IntegrityError, transaction
 from django.db.models import F
 
-from engine import STATS_FIELDS, OpResult, QParams, QuantizationConfig, Quantizer, Stats
+from engine import (
+    QUALITY_FIELDS,
+    STATS_FIELDS,
+    Evaluation,
+    OpResult,
+    QParams,
+    QualityStats,
+    QuantizationConfig,
+    Quantizer,
+    Stats,
+    evaluate,
+)
 
-from . import hotpath, jobs, registry
+from . import hotpath, jobs, metrics, registry
+from .arrays import max_elements
 from .exceptions import BadRequest, DefaultInstanceProtected, InstanceExists, InstanceNotFound
 from .models import DEFAULT_INSTANCE_ID, Job, QuantizerInstance, QuantizerParameters, QuantizerStats
 from .registry import build_quantizer
@@ -122,28 +134,41 @@ def instance_run(
     scale: Any = None,
     zero_point: Any = None,
     finite_only: bool = False,
+    report: bool = False,
 ) -> OpResult:
     """quantize, dequantize or quantize_dequantize `data`, and add the call to the stored statistics.
 
-    `scale` / `zero_point` (dequantize only) win over stored parameters. `finite_only`: the answer goes out as
+    `scale` / `zero_point` (dequantize only) win over stored parameters. `report` (quantize and
+    quantize_dequantize): the result carries a quality report, which the statistics' quality figures add up.
+    `finite_only`: the answer goes out as
     JSON, which has no infinity; a result that overflowed is then refused before anything is recorded. The two
     queries are hand-written SQL (`hotpath`: the ORM's compilation of them cost half a small request)."""
-    quantizer, stored_last = hotpath.run_state(instance_id)
+    quantizer, stored_last = hotpath.run_state(instance_id, last_params=operation == "dequantize")
     if operation == "dequantize":
         last = None if not stored_last else QParams.from_dict(stored_last)
         result = quantizer.dequantize(data, channel_dim=channel_dim, layer_name=layer_name, scale=scale,
                                       zero_point=zero_point, last_params=last)
     elif operation == "quantize":
-        result = quantizer.quantize(data, validate=validate, channel_dim=channel_dim, layer_name=layer_name)
+        result = quantizer.quantize(data, validate=validate, channel_dim=channel_dim, layer_name=layer_name,
+                                    report=report)
     else:
         result = quantizer.quantize_dequantize(data, validate=validate, channel_dim=channel_dim,
-                                               layer_name=layer_name)
+                                               layer_name=layer_name, report=report)
     if finite_only and result.data.dtype.kind == "f":
         not_finite = result.data.size - int(np.count_nonzero(np.isfinite(result.data)))
         if not_finite:
             raise BadRequest(MSG_NOT_FINITE.format(count=not_finite), field="data", code="output.not_finite")
     hotpath.record_stats(instance_id, result, quantized=operation != "dequantize")
+    metrics.operation_done(instance_id, operation, result)
     return result
+
+
+def instance_evaluate(*, instance_id: str, data: npt.NDArray[Any], candidates: Sequence[Mapping[str, Any]] | None,
+                      min_sqnr_db: float | None) -> Evaluation:
+    """Each candidate (partial configs over the instance's, or the standard grid) run on `data` by fresh engine
+    objects; changes nothing. Values x candidates beyond QUANTIZER_MAX_ELEMENTS is a 413 before any is run."""
+    base = QuantizationConfig.from_dict(instance_get(instance_id).config)
+    return evaluate(data, base, candidates, min_sqnr_db, max_values=max_elements())
 
 
 def instance_compute_params(
@@ -177,13 +202,15 @@ def instance_import_parameters(*, instance_id: str, parameters: Mapping[str, Any
 
 
 def instance_reset_stats(*, instance_id: str) -> None:
-    """Zero the counters. The latest quantize's parameters are state, not statistics: they stay, so a dynamic
-    dequantize still works after a reset."""
+    """Zero the counters and the quality figures. The latest quantize's parameters are state, not statistics: they
+    stay, so a dynamic dequantize still works after a reset."""
     check_instance_id(instance_id)
-    # The statistics' fields back to their start values (counters, last_scale, ...), from the engine's Stats.
-    fresh = Stats()
+    # The statistics' fields back to their start values (counters, last_scale, ..., the quality figures), from the
+    # engine's Stats and QualityStats.
+    fresh, quality = Stats(), QualityStats()
     updated = QuantizerStats.objects.filter(instance_id=instance_id).update(
-        **{name: getattr(fresh, name) for name in STATS_FIELDS}
+        **{name: getattr(fresh, name) for name in STATS_FIELDS},
+        **{name: getattr(quality, name) for name in QUALITY_FIELDS},
     )
     if not updated:
         raise InstanceNotFound(instance_id)

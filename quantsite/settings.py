@@ -37,16 +37,18 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "quantizers.metrics.MetricsMiddleware",  # outermost: every answer counted, the other middleware's included
     "quantizers.observability.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "quantizers.middleware.BodySizeLimitMiddleware",
     "corsheaders.middleware.CorsMiddleware",
-    "django.contrib.sessions.middleware.SessionMiddleware",
+    # Django's session, login and message middlewares, run for the admin's paths only (see the module).
+    "quantizers.middleware.AdminSessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
+    "quantizers.middleware.AdminAuthenticationMiddleware",
+    "quantizers.middleware.AdminMessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
@@ -157,13 +159,17 @@ QUANTIZER_JOB_MAX_ATTEMPTS = env.int("QUANTIZER_JOB_MAX_ATTEMPTS", default=3)
 CORS_ALLOW_ALL_ORIGINS = env.bool("QUANTIZER_CORS_ALLOW_ALL", default=DEBUG)
 CORS_ALLOWED_ORIGINS = env.list("QUANTIZER_CORS_ORIGINS", default=[])
 CORS_ALLOW_CREDENTIALS = False if CORS_ALLOW_ALL_ORIGINS else env.bool("QUANTIZER_CORS_CREDENTIALS", default=False)
+# The CORS middleware only when some origin is allowed: with none (production's default) it would grant nothing
+# and still cost an eighth of GET /'s time (it builds every request's header map and patches Vary).
+if not (CORS_ALLOW_ALL_ORIGINS or CORS_ALLOWED_ORIGINS):
+    MIDDLEWARE.remove("corsheaders.middleware.CorsMiddleware")
 
 # ---------------------------------------------------------------------------- HTTPS (nginx terminates TLS)
 # With DEBUG off every protection is on by default; the environment can only turn them off. nginx sets
 # X-Forwarded-Proto, so plain-HTTP gunicorn behind it knows the original scheme.
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=not DEBUG)
-SECURE_REDIRECT_EXEMPT = [r"^$", r"^readyz/?$"]  # probes may call gunicorn directly over HTTP
+SECURE_REDIRECT_EXEMPT = [r"^$", r"^readyz/?$", r"^metrics/?$"]  # probes and scrapers may call gunicorn directly
 SECURE_HSTS_SECONDS = env.int("DJANGO_SECURE_HSTS_SECONDS", default=0 if DEBUG else 31536000)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", default=not DEBUG)
 SECURE_HSTS_PRELOAD = env.bool("DJANGO_SECURE_HSTS_PRELOAD", default=not DEBUG)
@@ -176,12 +182,15 @@ CSRF_FAILURE_VIEW = "quantizers.exceptions.json_csrf_failure"  # JSON 403 (the a
 # Token authentication (tokens managed in the admin) on every API route but GET / and GET /readyz; on by default
 # whenever DEBUG is off, off in the quick start.
 QUANTIZER_REQUIRE_AUTH = env.bool("QUANTIZER_REQUIRE_AUTH", default=not DEBUG)
+# GET /metrics needs the same token unless this opens it (a scraper on a private network).
+QUANTIZER_METRICS_PUBLIC = env.bool("QUANTIZER_METRICS_PUBLIC", default=False)
 
 # ---------------------------------------------------------------------------- DRF and OpenAPI
 REST_FRAMEWORK = {
     # JSON in and out unless a view says otherwise (the array operations and the upload do).
     "DEFAULT_PARSER_CLASSES": ["quantizers.api.parsers.OrjsonParser"],
     "DEFAULT_RENDERER_CLASSES": ["quantizers.api.renderers.OrjsonRenderer"],
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "quantizers.api.negotiation.ContentNegotiation",
     "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.TokenAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["quantizers.permissions.ApiAccess"],
     "EXCEPTION_HANDLER": "quantizers.exceptions.exception_handler",

@@ -19,6 +19,7 @@ from rest_framework.settings import api_settings
 from ..exceptions import BadRequest
 from ..models import Job
 from ..services import OPERATIONS
+from .serializers import REPORT_HELP
 
 
 def _bool(raw: str, option: Option) -> bool:
@@ -122,12 +123,15 @@ VALIDATE = Option("validate", "bool", default=True,
 CHANNEL_DIM = Option("channel_dim", "int", description="Axis of the channels for per-channel operation.")
 LAYER_NAME = Option("layer_name", "str", description="Layer name for mixed precision and per-layer settings.")
 OPERATION = Option("operation", "enum", default="quantize", choices=OPERATIONS)
+REPORT = Option("report", "bool", default=False, description=REPORT_HELP)
 BINARY_ONLY = " Binary bodies only (a JSON body carries it in the body)."
 
 NONE = Options()
 # quantize, dequantize, quantize_dequantize: options of a .npy or octet-stream body.
 ARRAY_BODY = Options(*(replace(o, description=o.description + BINARY_ONLY) for o in (VALIDATE, CHANNEL_DIM,
                                                                                    LAYER_NAME)))
+# quantize, quantize_dequantize: and the quality report (its figures in X-Report-* headers).
+QUANTIZE_BODY = Options(*ARRAY_BODY.options.values(), replace(REPORT, description=REPORT.description + BINARY_ONLY))
 UPLOAD = Options(OPERATION, VALIDATE, CHANNEL_DIM, LAYER_NAME)
 # dequantize: explicit parameters as well, written as the X-Scale / X-Zero-Point headers of a quantize answer.
 DEQUANTIZE_BODY = Options(

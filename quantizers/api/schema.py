@@ -30,6 +30,9 @@ from .serializers import (  # noqa: E402
     CalibrationSerializer,
     DequantizationSerializer,
     ErrorResponse,
+    EvaluationResponse,
+    EvaluationSerializer,
+    EvaluationUploadRequest,
     HealthResponse,
     ImportExportParamsSerializer,
     JobUploadRequest,
@@ -83,6 +86,8 @@ def _array_operation(summary: str, request: type[serializers.Serializer], answer
 extend_schema(summary="Health check", responses={200: HealthResponse}, tags=["health"], auth=[])(views.Root)
 extend_schema(summary="Readiness: database reachable and migrations applied",
               responses={200: HealthResponse, 503: ErrorResponse}, tags=["health"], auth=[])(views.Readyz)
+extend_schema(summary="Prometheus metrics (text format); the API's token unless QUANTIZER_METRICS_PUBLIC",
+              tags=["health"], responses={(200, "text/plain"): OpenApiTypes.STR})(views.Metrics)
 extend_schema(summary="API documentation and examples, generated from the OpenAPI schema", tags=["health"],
               responses={200: OpenApiTypes.OBJECT})(views.Documentation)
 
@@ -110,6 +115,15 @@ extend_schema_view(
     calibrate=extend_schema(summary="Calibrate from representative data (switches the instance to CALIBRATED mode)",
                             tags=["calibration"], request=CalibrationSerializer,
                             responses={200: CalibrationResponse, **_errors(*BODY_ERRORS)}),
+    evaluate=extend_schema(
+        summary="Compare configurations on data and recommend the smallest that meets a target (changes nothing)",
+        tags=["calibration"],
+        request={"application/json": EvaluationSerializer, "multipart/form-data": EvaluationUploadRequest},
+        responses={200: EvaluationResponse, **_errors(*BODY_ERRORS)},
+        examples=[OpenApiExample("two candidates and a target", request_only=True, value={
+            "data": [[0.1, -0.5, 2.0], [1.5, 0.25, -1.0]],
+            "candidates": [{"quantization_type": "INT8"}, {"quantization_type": "INT8", "num_bits": 4}],
+            "target": {"min_sqnr_db": 30}})]),
     compute_params=extend_schema(summary="Compute scale and zero point (changes nothing)", tags=["calibration"],
                                  request=QuantizationParamsSerializer,
                                  responses={200: ScaleZeroPointResponse, **_errors(*BODY_ERRORS)}),

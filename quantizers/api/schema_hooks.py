@@ -36,7 +36,7 @@ EXTRA_ERRORS = {
     503: "The database is unavailable (code database.unavailable); retry after the Retry-After seconds",
 }
 # Request components whose `data` holds float32 values.
-FLOAT_DATA_COMPONENTS = ("QuantizationRequest", "QuantizationParamsRequest", "CalibrationRequest")
+FLOAT_DATA_COMPONENTS = ("QuantizationRequest", "QuantizationParamsRequest", "CalibrationRequest", "EvaluationRequest")
 # The operation that creates an instance, and where its id leads.
 CREATE_OPERATION = "instances_create"
 DELETE_OPERATION = "instances_destroy"
@@ -49,6 +49,7 @@ USE_OPERATIONS = {
     "QuantizeDequantize": "instances_quantize_dequantize_create",
     "Calibrate": "instances_calibrate_create",
     "ComputeParams": "instances_compute_params_create",
+    "Evaluate": "instances_evaluate_create",
     "GetStats": "instances_stats_retrieve",
     "ClearCache": "instances_clear_cache_create",
     "ResetStats": "instances_reset_stats_create",
@@ -76,6 +77,7 @@ def postprocess_schema(result: dict[str, Any], generator: Any = None, request: A
         _json_errors(op)
         _extra_errors(op, result)
     _links(operations)
+    _report_headers(operations)
     return result
 
 
@@ -157,6 +159,25 @@ def _extra_errors(op: dict[str, Any], result: dict[str, Any]) -> None:
             continue
         responses.setdefault(str(status), {"description": description,
                                            "content": {"application/json": {"schema": ERROR_REF}}})
+
+
+REPORTING_OPERATIONS = ("instances_quantize_create", "instances_quantize_dequantize_create")
+
+
+def _report_headers(operations: dict[str, dict[str, Any]]) -> None:
+    """The X-Report-* headers of an answer to a call with report (binary answers have no body to carry it)."""
+    from .views import REPORT_HEADERS  # the views import this package's schema module: import when generating
+
+    for op_id in REPORTING_OPERATIONS:
+        ok = operations.get(op_id, {}).get("responses", {}).get("200")
+        if ok is None:
+            continue
+        headers = ok.setdefault("headers", {})
+        for header, figure in REPORT_HEADERS.items():
+            number = {"type": "integer"} if figure == "clipped" else {"type": "string", "description": "a number"}
+            headers[header] = {"description": f"With report: the report's {figure}"
+                               + (" (`null` when the SQNR is null: exact reconstruction or an all-zero input)"
+                                  if figure == "sqnr_db" else ""), "schema": number}
 
 
 def _links(operations: dict[str, dict[str, Any]]) -> None:

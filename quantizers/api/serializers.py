@@ -7,14 +7,17 @@ documents it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import enum
 import threading
 import typing
 from typing import Any
 
+from django.core.exceptions import ValidationError as DjangoValidationError
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
+from rest_framework.fields import SkipField
 
 from engine import STATS_FIELDS, QuantizationConfig, QuantizationType, Stats
 
@@ -92,6 +95,12 @@ class StrictSerializer(serializers.Serializer):
             fields = built[type(self)] = super().fields
         return fields
 
+    @classmethod
+    def bound_fields(cls) -> Any:
+        """The fields, without building a serializer once they are built."""
+        fields = vars(_BOUND_FIELDS).get("by_class", {}).get(cls)
+        return fields if fields is not None else cls().fields
+
     def to_internal_value(self, data: Any) -> Any:
         if not isinstance(data, dict):
             raise serializers.ValidationError({"non_field_errors": ["the body must be a JSON object"]})
@@ -100,10 +109,39 @@ class StrictSerializer(serializers.Serializer):
             raise serializers.ValidationError({unknown[0]: ["unknown field"]}, code="unknown_field")
         return super().to_internal_value(data)
 
+    @classmethod
+    def validated(cls, data: Any) -> dict[str, Any]:
+        """The validated body. A valid body goes through each field's own validation and nothing else (these
+        serializers declare fields only: no validate() or validators of their own); the serializer's run, which
+        wraps it in error collection and copies, is kept for a body that fails, so every error reads as before.
+        That run cost about a tenth of a small quantize."""
+        fields = cls.bound_fields()
+        if type(data) is dict and data.keys() <= fields.keys():
+            out: dict[str, Any] = {}
+            try:
+                for name, field in fields.items():
+                    if name in data:
+                        out[name] = field.run_validation(data[name])
+                    elif field.required:
+                        raise serializers.ValidationError("required")
+                    else:  # what run_validation gives an absent field
+                        with contextlib.suppress(SkipField):  # no default: left out
+                            out[name] = field.get_default()
+            except (serializers.ValidationError, DjangoValidationError):
+                pass  # the serializer's run below reports it
+            else:
+                return out
+        serializer = cls(data=data)
+        serializer.is_valid(raise_exception=True)
+        return dict(serializer.validated_data)
+
 
 LAYER_NAME = {"required": False, "allow_null": True, "default": None, "max_length": 256,
               "help_text": "Layer name for mixed precision and per-layer settings."}
 CHANNEL_DIM_HELP = "Axis of the channels for per-channel operation (negative counts from the end; default 0)."
+REPORT_HELP = ("Report what the quantization cost: SQNR, max / RMS / mean error, clipped values and range, against "
+               "the float32 input with the exact dequantized values (JSON answers: `report`; binary answers: "
+               "X-Report-* headers). Implies validate (the clipped count is part of the report).")
 
 
 class QuantizationSerializer(StrictSerializer):
@@ -112,6 +150,7 @@ class QuantizationSerializer(StrictSerializer):
                                   help_text="Scan for NaN/Inf and count clipped values (structural checks always run).")
     channel_dim = StrictIntegerField(required=False, allow_null=True, default=None, help_text=CHANNEL_DIM_HELP)
     layer_name = StrictCharField(**LAYER_NAME)
+    report = StrictBooleanField(required=False, default=False, help_text=REPORT_HELP)
 
 
 @extend_schema_field({"oneOf": [{"type": "number"}, {"type": "array", "minItems": 1, "items": {"type": "number"}}]})
@@ -135,6 +174,34 @@ class DequantizationSerializer(StrictSerializer):
                                           "whatever the instance has stored.")
     zero_point = ParameterValueField(required=False, allow_null=True, default=None,
                                      help_text="With scale: the zero point(s) (default 0, as in ONNX).")
+
+
+class StrictFloatField(serializers.FloatField):
+    """JSON numbers only (DRF's FloatField also takes "30" and true)."""
+
+    def to_internal_value(self, data: Any) -> float:
+        if isinstance(data, bool) or not isinstance(data, (int, float)):
+            self.fail("invalid")
+        return float(super().to_internal_value(data))
+
+
+class TargetSerializer(StrictSerializer):
+    min_sqnr_db = StrictFloatField(help_text="The least SQNR (dB) a recommended candidate must reach.")
+
+
+class EvaluationSpecSerializer(StrictSerializer):
+    """What the multipart form's `spec` part holds (the JSON body holds it beside `data`)."""
+
+    candidates = serializers.ListField(
+        child=serializers.DictField(), required=False, allow_null=True, default=None, min_length=1,
+        help_text="Partial configurations over the instance's own (as PATCH /instances/{id}/config takes them); "
+                  "absent or null: the standard grid.")
+    target = TargetSerializer(required=False, allow_null=True, default=None,
+                              help_text="With a target, `recommended` names the smallest candidate that meets it.")
+
+
+class EvaluationSerializer(EvaluationSpecSerializer):
+    data = FloatMatrixField(help_text="2-D array to evaluate the candidates on.")
 
 
 class CalibrationSerializer(StrictSerializer):
@@ -208,15 +275,38 @@ class MatrixOutField(serializers.Field):
         return value
 
 
-class QuantizationResponse(serializers.Serializer):
-    data = MatrixOutField(help_text="Quantized data: integer codes (floats for FLOAT16 / NONE).")
-    quantization_type = serializers.ChoiceField(TYPE_NAMES)
-    original_shape = serializers.ListField(child=serializers.IntegerField())
+SQNR_HELP = ("10 log10(sum x^2 / sum (x - x_hat)^2) in dB; null (never Infinity) when the reconstruction is exact "
+             "or the input is all zeros.")
+
+
+class QualityReportResponse(serializers.Serializer):
+    """engine.QualityReport as JSON (a test checks the fields against the dataclass)."""
+
+    sqnr_db = serializers.FloatField(allow_null=True, help_text=SQNR_HELP)
+    max_abs_error = serializers.FloatField(help_text="max |x_hat - x| over the finite values.")
+    rms_error = serializers.FloatField(help_text="sqrt(mean (x_hat - x)^2).")
+    mean_error = serializers.FloatField(help_text="mean (x_hat - x): the reconstruction's bias.")
+    clipped = serializers.IntegerField(help_text="Values that saturated (and non-finite inputs, where allowed).")
+    clipped_share = serializers.FloatField(help_text="clipped / values.")
+    range = serializers.ListField(child=serializers.FloatField(), min_length=2, max_length=2,
+                                  help_text="[min, max] of the input's finite values.")
+    values = serializers.IntegerField(help_text="Elements of the input.")
+    channel_sqnr_db = serializers.ListField(
+        child=serializers.FloatField(allow_null=True), required=False,
+        help_text="Per-channel parameters only: the SQNR of each channel along their axis (null as sqnr_db).")
 
 
 class ArrayResponse(serializers.Serializer):
     data = MatrixOutField()
     original_shape = serializers.ListField(child=serializers.IntegerField())
+    report = QualityReportResponse(required=False, help_text="With report: true (quantize_dequantize).")
+
+
+class QuantizationResponse(serializers.Serializer):
+    data = MatrixOutField(help_text="Quantized data: integer codes (floats for FLOAT16 / NONE).")
+    quantization_type = serializers.ChoiceField(TYPE_NAMES)
+    original_shape = serializers.ListField(child=serializers.IntegerField())
+    report = QualityReportResponse(required=False, help_text="With report: true: what the quantization cost.")
 
 
 @extend_schema_field({"oneOf": [{"type": "number"}, {"type": "array", "items": {"type": "number"}}]})
@@ -236,6 +326,17 @@ class CalibrationResponse(ScaleZeroPointResponse):
     per_channel_zero_points = serializers.ListField(child=serializers.IntegerField(), allow_null=True)
 
 
+class QualityStatsResponse(serializers.Serializer):
+    """engine.quality_summary's object."""
+
+    latest_sqnr_db = serializers.FloatField(allow_null=True, help_text="SQNR of the latest reported call (null "
+                                            "before any, or when it was exact or all zeros).")
+    min_sqnr_db = serializers.FloatField(allow_null=True, help_text="The lowest SQNR reported since the last reset.")
+    clipped_share = serializers.FloatField(allow_null=True, help_text="Clipped values / values over the reported "
+                                           "calls.")
+    reported_calls = serializers.IntegerField(help_text="Calls with report since the last reset.")
+
+
 def _stats_response() -> type[serializers.Serializer]:
     """The spec's StatsResponse: the engine's Stats fields (integers and floats), plus the latest per-channel
     parameters."""
@@ -245,10 +346,40 @@ def _stats_response() -> type[serializers.Serializer]:
     }
     fields["last_channel_scales"] = serializers.ListField(child=serializers.FloatField(), allow_null=True)
     fields["last_channel_zero_points"] = serializers.ListField(child=serializers.IntegerField(), allow_null=True)
+    fields["quality"] = QualityStatsResponse(help_text="Figures of the calls that asked for a report (null before "
+                                                       "any): plain calls add nothing.")
     return type("StatsResponse", (serializers.Serializer,), fields)
 
 
 StatsResponse = _stats_response()
+
+
+class EvaluatedCandidateResponse(serializers.Serializer):
+    """engine.Candidate as JSON."""
+
+    config = QuantizerConfigModel(help_text="The full configuration, as POST /instances/{id} accepts it.")
+    bits = serializers.IntegerField(help_text="Bits per value.")
+    bytes = serializers.IntegerField(help_text="Codes at their bit width (4-bit codes: half a byte each) plus 4 bytes "
+                                               "per scale and per zero point.")
+    sqnr_db = serializers.FloatField(allow_null=True, help_text=SQNR_HELP)
+    max_abs_error = serializers.FloatField()
+    clipped_share = serializers.FloatField()
+    ms = serializers.FloatField(help_text="Time of the candidate's calibration (if any) and fake quantization.")
+
+
+class EvaluationResponse(serializers.Serializer):
+    candidates = EvaluatedCandidateResponse(many=True)
+    recommended = EvaluatedCandidateResponse(allow_null=True, help_text="The candidate with the fewest bytes that "
+                                             "meets the target (ties: higher SQNR, then the earlier candidate); null "
+                                             "without a target or when none meets it. PATCH /instances/{id}/config "
+                                             "with its config applies it.")
+    target = TargetSerializer(allow_null=True)
+
+
+class EvaluationUploadRequest(serializers.Serializer):
+    file = serializers.FileField(help_text=".npy file (numeric dtype, 1-4 dimensions); never unpickled.")
+    spec = serializers.CharField(required=False, help_text='JSON object: {"candidates": [...], "target": '
+                                                           '{"min_sqnr_db": 30}}, both optional.')
 
 
 class UploadResponse(serializers.Serializer):

@@ -5,35 +5,40 @@ Their OpenAPI description is in `schema.py`; the query options each route takes 
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
 from django.core.files.uploadedfile import UploadedFile
 from django.core.files.uploadhandler import TemporaryFileUploadHandler
-from django.http import FileResponse
+from django.http import FileResponse, HttpResponse
 from django.http.multipartparser import MultiPartParserError
 from rest_framework import exceptions as drf_exceptions
-from rest_framework import pagination, serializers, status, viewsets
+from rest_framework import pagination, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from engine import OpResult, QParams, QuantizationType, wire_codes
+from engine import OpResult, QParams, QualityReport, QuantizationType, wire_codes
 
-from .. import health, jobs, selectors, services
+from .. import health, jobs, metrics, selectors, services
 from ..exceptions import BadRequest
+from ..permissions import MetricsAccess
 from . import options
 from .documentation import documentation
-from .parsers import MSG_NO_FILE, NpyParser, NpyUploadParser, OctetStreamParser, OrjsonParser
+from .parsers import MSG_NO_FILE, EvaluateUploadParser, NpyParser, NpyUploadParser, OctetStreamParser, OrjsonParser
 from .renderers import CheckpointRenderer, CsvRenderer, NpyRenderer, NpzRenderer, OctetStreamRenderer, OrjsonRenderer
 from .serializers import (
     CalibrationSerializer,
     DequantizationSerializer,
+    EvaluationSerializer,
+    EvaluationSpecSerializer,
     ImportExportParamsSerializer,
     QuantizationParamsSerializer,
     QuantizationSerializer,
+    StrictSerializer,
 )
 
 SERVICE = "Quantizer API"
@@ -72,6 +77,13 @@ class QueryOptionsMixin:
         self.query = self.query_options.parse(request.query_params, renderers=renderers)
         super().initial(request, *args, **kwargs)  # type: ignore[misc]
 
+    # Authentication runs when a credential was sent (a bad one is a 401 whatever the route), otherwise when the
+    # permission check first asks for request.user (only when QUANTIZER_REQUIRE_AUTH is on): DRF's lazy
+    # authentication. The outcome is the same; requests without credentials skip the token lookup machinery.
+    def perform_authentication(self, request: Request) -> None:
+        if "HTTP_AUTHORIZATION" in request._request.META:
+            request.user  # noqa: B018 - authenticates
+
 
 class Root(QueryOptionsMixin, APIView):
     authentication_classes = []
@@ -90,6 +102,19 @@ class Readyz(QueryOptionsMixin, APIView):
         if problem:
             return Response({"detail": problem, "code": "not_ready"}, status=503)
         return Response({"status": "ready", "service": SERVICE})
+
+
+class Metrics(QueryOptionsMixin, APIView):
+    """Prometheus' text format. Errors (401) stay JSON whatever a scraper accepts."""
+
+    permission_classes = [MetricsAccess]
+
+    def perform_content_negotiation(self, request: Request, force: bool = False) -> Any:
+        return super().perform_content_negotiation(request, force=True)
+
+    def get(self, request: Request) -> HttpResponse:
+        body, content_type = metrics.exposition()
+        return HttpResponse(body, content_type=content_type)
 
 
 class Documentation(QueryOptionsMixin, APIView):
@@ -144,15 +169,17 @@ class InstanceViewSet(QueryOptionsMixin, viewsets.ViewSet):
         result = services.instance_run(
             instance_id=instance_id, operation=operation, data=body["data"], validate=body.get("validate", True),
             channel_dim=body["channel_dim"], layer_name=body["layer_name"], finite_only=_answers_json(request),
-            **(explicit if operation == "dequantize" else {}),
+            **(explicit if operation == "dequantize" else {"report": body.get("report", False)}),
         )
         out: dict[str, Any] = {"data": result.data}
         if operation == "quantize":
             out["quantization_type"] = result.quantization_type.name
         out["original_shape"] = _shape(body["data"])
+        if result.report is not None:
+            out["report"] = result.report.to_dict()
         return _array_answer(out, result, codes=operation == "quantize")
 
-    @action(detail=True, methods=["post"], **ARRAY_IO)
+    @action(detail=True, methods=["post"], **{**ARRAY_IO, "query_options": options.QUANTIZE_BODY})
     def quantize(self, request: Request, instance_id: str) -> Response:
         return self._run(request, instance_id, "quantize")
 
@@ -160,7 +187,7 @@ class InstanceViewSet(QueryOptionsMixin, viewsets.ViewSet):
     def dequantize(self, request: Request, instance_id: str) -> Response:
         return self._run(request, instance_id, "dequantize")
 
-    @action(detail=True, methods=["post"], **ARRAY_IO)
+    @action(detail=True, methods=["post"], **{**ARRAY_IO, "query_options": options.QUANTIZE_BODY})
     def quantize_dequantize(self, request: Request, instance_id: str) -> Response:
         return self._run(request, instance_id, "quantize_dequantize")
 
@@ -191,6 +218,18 @@ class InstanceViewSet(QueryOptionsMixin, viewsets.ViewSet):
             "per_channel_scales": exported["per_channel_scales"],
             "per_channel_zero_points": exported["per_channel_zero_points"],
         })
+
+    @action(detail=True, methods=["post"], parser_classes=[OrjsonParser, EvaluateUploadParser])
+    def evaluate(self, request: Request, instance_id: str) -> Response:
+        payload = request.data
+        if isinstance(payload, dict) and isinstance(payload.get("data"), np.ndarray) and "spec" in payload:
+            data, spec = payload["data"], _valid_data(EvaluationSpecSerializer, payload["spec"])
+        else:
+            spec = _valid(EvaluationSerializer, request)
+            data = spec["data"]
+        evaluation = services.instance_evaluate(instance_id=instance_id, data=data, candidates=spec["candidates"],
+                                                min_sqnr_db=(spec["target"] or {}).get("min_sqnr_db"))
+        return Response(evaluation.to_dict())
 
     @action(detail=True, methods=["post"])
     def compute_params(self, request: Request, instance_id: str) -> Response:
@@ -318,13 +357,15 @@ def _json_object(request: Request) -> dict[str, Any]:
     return dict(data)
 
 
-def _valid(serializer_cls: type[serializers.Serializer], request: Request) -> dict[str, Any]:
-    serializer = serializer_cls(data=request.data)
-    serializer.is_valid(raise_exception=True)
-    return dict(serializer.validated_data)
+def _valid(serializer_cls: type[StrictSerializer], request: Request) -> dict[str, Any]:
+    return _valid_data(serializer_cls, request.data)
 
 
-def _array_body(request: Request, query: dict[str, Any], serializer_cls: type[serializers.Serializer]
+def _valid_data(serializer_cls: type[StrictSerializer], data: Any) -> dict[str, Any]:
+    return serializer_cls.validated(data)
+
+
+def _array_body(request: Request, query: dict[str, Any], serializer_cls: type[StrictSerializer]
                 ) -> dict[str, Any]:
     """A binary body (.npy, octet-stream) is the array alone, its options in the query string; a JSON body holds
     the array and its options."""
@@ -351,11 +392,28 @@ def _answers_json(request: Request) -> bool:
 class ArrayAnswer(Response):
     """An operation's answer, with the parameters it used for the renderers that carry them (.npz), its type, and
     for a quantize answer of a type numpy has no dtype for (INT4 / UINT4, FP8, BFLOAT16) the integer array that
-    carries it on the wire and the type's name (`wire`; JSON answers keep the codes or values of `data`)."""
+    carries it on the wire and the type's name (`wire`, computed when a binary renderer asks for it; JSON answers
+    keep the codes or values of `data`)."""
 
     params: QParams | None = None
     quantization_type: QuantizationType | None = None
-    wire: tuple[np.ndarray, str] | None = None
+    codes: np.ndarray | None = None  # a quantize answer's codes
+
+    @functools.cached_property
+    def wire(self) -> tuple[np.ndarray, str] | None:
+        if self.codes is None or self.quantization_type is None:
+            return None
+        return wire_codes(self.codes, self.quantization_type)
+
+
+# The report's scalar figures that binary answers carry in headers (null SQNR as `null`, as in JSON).
+REPORT_HEADERS = {"X-Report-Sqnr-Db": "sqnr_db", "X-Report-Max-Abs-Error": "max_abs_error",
+                  "X-Report-Rms-Error": "rms_error", "X-Report-Clipped": "clipped"}
+
+
+def report_headers(report: QualityReport) -> dict[str, str]:
+    figures = report.to_dict()
+    return {header: "null" if figures[name] is None else repr(figures[name]) for header, name in REPORT_HEADERS.items()}
 
 
 def _flat(values: Any) -> list[Any]:
@@ -373,8 +431,11 @@ def _array_answer(out: dict[str, Any], result: OpResult, codes: bool = False) ->
     response.params = result.params
     response.quantization_type = result.quantization_type
     if codes and isinstance(out.get("data"), np.ndarray):
-        response.wire = wire_codes(out["data"], result.quantization_type)
+        response.codes = out["data"]
     response["X-Quantization-Type"] = result.quantization_type.name
+    if result.report is not None:
+        for header, value in report_headers(result.report).items():
+            response[header] = value
     if result.params is None:
         return response
     if result.params.axis is not None:

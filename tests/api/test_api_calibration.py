@@ -346,3 +346,23 @@ def test_compute_params_unknown_instance_is_404(api):
 def test_get_on_calibration_routes_is_405(api, route):
     assert_error(api.get(f"/instances/default/{route}"), 405, code="http.method_not_allowed",
                  detail='Method "GET" not allowed.')
+
+
+def test_grouped_instances_calibrate_per_block_through_http(api):
+    """A grouped instance (INT4, groups of 2 along the last axis) calibrates one range per block and then
+    quantizes with those block parameters: the ONNX arithmetic in numpy, per block of the two batches."""
+    create(api, "grouped", {"quantization_type": "INT4", "group_size": 2, "calibration_method": "MINMAX"})
+    batches = [[[1.0, -2.0, 4.0], [0.5, 0.25, -8.0]], [[3.0, 1.0, 2.0], [-1.0, 0.5, 6.0]]]
+    ok(api.post("/instances/grouped/calibrate", {"data": batches}))
+    stacked = np.asarray(batches, F32)
+    padded = np.concatenate([stacked, stacked[..., -1:]], axis=-1).reshape(2, 2, 2, 2)
+    lo = np.minimum(padded.min(axis=(0, 3)), F32(0))
+    hi = np.maximum(padded.max(axis=(0, 3)), F32(0))
+    scale = ((hi - lo) / F32(15)).astype(F32)
+    zp = np.clip(np.rint(F32(-8) - lo / scale), -8, 7)
+    exported = ok(api.get("/instances/grouped/parameters"))
+    assert_bits_equal(exported["block_scales"], scale)
+    assert exported["block_zero_points"] == zp.astype(int).tolist()
+    x = np.asarray([[2.0, -1.0, 5.0], [0.1, -0.3, 9.0]], F32)
+    codes = np.clip(np.rint(x / np.repeat(scale, 2, axis=1)[:, :3]) + np.repeat(zp, 2, axis=1)[:, :3], -8, 7)
+    assert ok(api.post("/instances/grouped/quantize", {"data": x.tolist()}))["data"] == codes.tolist()

@@ -24,9 +24,9 @@ ROUTES = [
 # query options in the schema, per operation (format: DRF's renderer override, where there are several renderers)
 ARRAY_OPTIONS = {"validate", "channel_dim", "layer_name", "format"}
 DOCUMENTED = {
-    ("/instances/{instance_id}/quantize", "post"): ARRAY_OPTIONS,
+    ("/instances/{instance_id}/quantize", "post"): {"report", *ARRAY_OPTIONS},
     ("/instances/{instance_id}/dequantize", "post"): {"scale", "zero_point", *ARRAY_OPTIONS} - {"validate"},
-    ("/instances/{instance_id}/quantize_dequantize", "post"): ARRAY_OPTIONS,
+    ("/instances/{instance_id}/quantize_dequantize", "post"): {"report", *ARRAY_OPTIONS},
     ("/instances/{instance_id}/upload_numpy", "post"): {"operation", *ARRAY_OPTIONS},
     ("/instances/{instance_id}/jobs", "post"): {"filename", "channel_dim"},
     ("/jobs", "get"): {"instance_id", "status", "page"},

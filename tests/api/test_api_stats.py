@@ -34,8 +34,10 @@ def static_instance(api, instance_id="st", **config):
 @SLASHES
 def test_fresh_stats_are_zero(api, slash):
     body = ok(api.get(f"/instances/default/stats{slash}"))
-    assert set(body) == STATS_FIELDS | {"last_channel_scales", "last_channel_zero_points"}
+    assert set(body) == STATS_FIELDS | {"last_channel_scales", "last_channel_zero_points", "quality"}
     assert {k: body[k] for k in STATS_FIELDS} == ZERO
+    assert body["quality"] == {"latest_sqnr_db": None, "min_sqnr_db": None, "clipped_share": None,
+                               "reported_calls": 0}
     assert body["last_channel_scales"] is None
     assert body["last_channel_zero_points"] is None
     for name in ("clipped_values", "total_values", "quantize_calls", "dequantize_calls", "cache_hits", "cache_misses"):
@@ -73,6 +75,21 @@ def test_stats_are_shared_by_every_worker(api, workers):
     registry.active().clear()
     assert counters(api, "st") == {"clipped_values": 4, "total_values": 12, "quantize_calls": 4,
                                    "dequantize_calls": 0, "cache_hits": 0, "cache_misses": 0}
+
+
+def test_quality_is_shared_by_every_worker(api, workers):
+    """The quality figures of reported calls through several workers add up in the database, as the counters do."""
+    static_instance(api)
+    sqnrs = []
+    for name, data in (("a", [[1.04, 2.0, 300.0]]), ("b", [[0.33, -0.71]]), ("a", [[5.55, 1.0]]), ("c", [[0.1]])):
+        with workers(name):
+            sqnrs.append(ok(api.post("/instances/st/quantize", {"data": data, "report": True}))["report"]["sqnr_db"])
+    registry.active().clear()
+    quality = stats(api, "st")["quality"]
+    assert quality["reported_calls"] == 4
+    assert quality["clipped_share"] == 1 / 8
+    assert quality["latest_sqnr_db"] is None  # 0.1 at scale 0.1: exact
+    assert quality["min_sqnr_db"] == min(s for s in sqnrs if s is not None)
 
 
 def test_stats_of_an_unknown_instance_is_404(api):

@@ -44,6 +44,7 @@ MULTI_WORKER_TESTS = [
     ("test_api_config", "test_a_config_change_through_another_worker_is_seen_by_a_worker_holding_the_old_engine",
      stale_engines),
     ("test_api_stats", "test_stats_are_shared_by_every_worker", counts_in_memory),
+    ("test_api_stats", "test_quality_is_shared_by_every_worker", counts_in_memory),
     ("test_api_stats", "test_clear_cache_through_another_worker_empties_this_workers_cache", stale_engines),
     ("test_api_quantize", "test_dynamic_dequantize_uses_the_latest_quantize_in_any_worker", own_latest_quantize),
 ]

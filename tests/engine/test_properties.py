@@ -64,7 +64,7 @@ def test_codes_in_range_for_any_parameters(tb: tuple[QuantizationType, int], dat
     qtype, bits = tb
     qmin, qmax = qrange(qtype, bits)
     params = QParams.of(data.draw(st.floats(2.0**-100, 2.0**100, width=32)), data.draw(st.integers(qmin, qmax)))
-    codes = kernels.quantize(x, params, qmin, qmax, STORAGE_DTYPES[qtype], nan_to_zero_point=True)
+    codes = kernels.quantize(x, params, qmin, qmax, STORAGE_DTYPES[qtype])
     assert codes.min() >= qmin
     assert codes.max() <= qmax
     np.testing.assert_array_equal(codes[np.isnan(x)], int(params.zero_point))

@@ -1,0 +1,95 @@
+"""numba set-up for the kernels: the on-disk cache folder, the thread count, float32 <-> uint32 bit casts, and the
+registry that `warm_kernels` compiles (or loads from the cache) before a worker serves.
+
+Settings (environment, read once at import):
+- QUANTIZER_KERNEL_CACHE_DIR: where compiled kernels are cached (numba's NUMBA_CACHE_DIR). Unset: numba's own
+  choice, `__pycache__` beside engine/ when writable, else a per-user cache folder (read-only installs work).
+The kernels are single-threaded: web workers are the parallelism.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+_cache_dir = os.environ.get("QUANTIZER_KERNEL_CACHE_DIR")
+if _cache_dir and "NUMBA_CACHE_DIR" not in os.environ:
+    os.environ["NUMBA_CACHE_DIR"] = _cache_dir  # numba reads it when first imported, just below
+
+import numba  # noqa: E402
+from numba import types  # noqa: E402
+from numba.extending import intrinsic  # noqa: E402
+
+# Every kernel: no fastmath (float32 division stays a division, no reassociation), the GIL released, cached.
+OPTIONS: dict[str, Any] = {"cache": True, "nogil": True, "error_model": "numpy"}
+
+_REGISTRY: list[tuple[Any, tuple[str, ...]]] = []
+
+
+def kernel(*signatures: str) -> Callable[[Callable[..., Any]], Any]:
+    """@kernel("sig", ...): a cached njit function whose signatures `warm_kernels` compiles ahead of use. Lazy,
+    so that importing the engine (a `manage.py` command) does not pay for it."""
+
+    def wrap(fn: Callable[..., Any]) -> Any:
+        dispatcher = numba.njit(**OPTIONS)(fn)
+        _REGISTRY.append((dispatcher, signatures))
+        return dispatcher
+
+    return wrap
+
+
+def inline(fn: Callable[..., Any]) -> Any:
+    """A numba function inlined into the kernels that call it (engine modules get numba from here, so that the
+    cache folder is set before numba is first imported)."""
+    return numba.njit(inline="always")(fn)
+
+
+def warm_kernels() -> int:
+    """Compile every kernel for every signature the engine calls it with, or load it from the on-disk cache
+    (milliseconds each once cached): call before serving (gunicorn's post_fork, the Celery worker's start), so
+    that no request pays for a compilation. Returns the number of signatures now ready."""
+    count = 0
+    for dispatcher, signatures in _REGISTRY:
+        for sig in signatures:
+            dispatcher.compile(sig)
+            count += 1
+    return count
+
+
+def compiled_signatures() -> int:
+    """How many specializations exist now (a test checks that requests after `warm_kernels` add none)."""
+    return sum(len(dispatcher.overloads) for dispatcher, _ in _REGISTRY)
+
+
+def _f32_bits(typingctx: Any, v: Any) -> Any:
+    """The bit pattern of a float32 as uint32 (a register move)."""
+    if v != types.float32:
+        return None
+
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+        return builder.bitcast(args[0], context.get_value_type(types.uint32))
+
+    return types.uint32(types.float32), codegen
+
+
+def _bits_f32(typingctx: Any, u: Any) -> Any:
+    """The float32 whose bit pattern is the low 32 bits of integer `u` (numba widens integer arithmetic)."""
+    if not isinstance(u, types.Integer):
+        return None
+
+    width: int = u.bitwidth  # type: ignore[attr-defined]  # (numba's stubs lack it)
+
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+        value = args[0]
+        if width > 32:
+            value = builder.trunc(value, context.get_value_type(types.uint32))
+        elif width < 32:
+            value = builder.zext(value, context.get_value_type(types.uint32))
+        return builder.bitcast(value, context.get_value_type(types.float32))
+
+    return types.float32(u), codegen
+
+
+f32_bits: Any = intrinsic(_f32_bits)
+bits_f32: Any = intrinsic(_bits_f32)
