@@ -518,7 +518,7 @@ def run_quantize(x: npt.NDArray[np.float32], out: npt.NDArray[Any], lay: Layout,
 def compare(x: npt.NDArray[np.float32], d: npt.NDArray[np.float32], axis: int | None) -> Sums:
     """The report's sums of values `d` against `x` (same shape), per channel along `axis`, over the elements where
     both are finite."""
-    outer, channels, inner = as_3d(x.shape, axis)
+    _, channels, inner = as_3d(x.shape, axis)
     xf = np.ascontiguousarray(x, dtype=F32).reshape(-1)
     df = np.ascontiguousarray(d, dtype=F32).reshape(-1)
     psig, pnoise, acc = np.zeros(channels), np.zeros(channels), np.zeros(5)

@@ -291,7 +291,7 @@ def test_the_kernel_cache_folder_is_configurable(tmp_path: Path) -> None:
     assert result.stdout.strip() == str(tmp_path)
 
 
-@pytest.mark.parametrize("shape, axis", [((600, 1024), None), ((600, 1024), 0), ((4, 300, 256), 1)])
+@pytest.mark.parametrize(("shape", "axis"), [((600, 1024), None), ((600, 1024), 0), ((4, 300, 256), 1)])
 def test_threads_give_the_same_codes_and_report(shape: tuple[int, ...], axis: int | None) -> None:
     """Rows split over threads (model jobs): the same bits, the same clipped count, the same report sums."""
     rng = np.random.default_rng(7)
@@ -310,7 +310,8 @@ def test_threads_give_the_same_codes_and_report(shape: tuple[int, ...], axis: in
                                                report=True)
     assert split.tobytes() == single.tobytes()
     assert clipped3 == clipped > 0
-    assert sums is not None and sums3 is not None
+    assert sums is not None
+    assert sums3 is not None
     np.testing.assert_allclose(sums3.signal, sums.signal, rtol=1e-12)
     np.testing.assert_allclose(sums3.noise, sums.noise, rtol=1e-12)
     assert (sums3.worst, sums3.lo, sums3.hi, sums3.compared) == (sums.worst, sums.lo, sums.hi, sums.compared)
