@@ -12,7 +12,8 @@ row, `np.copyto` of the same float32 array into a preallocated one, measured in 
 round-robin, one call each per round (a slow spell of a shared machine then touches all rows alike), and each
 figure is the median of `--reps` rounds after `--warmup` untimed ones. Every call allocates its result, as the
 service does (a fresh float32 result is page-faulted in: dequantize and quantize_dequantize pay for that, the
-memcpy row does not); the dequantization cache is disabled, so dequantize rows measure the kernel, not a cache
+memcpy row does not; a second floor, a memcpy into a fresh array (`np.copy`), pays it too, and those rows are
+also printed as a share of it); the dequantization cache is disabled, so dequantize rows measure the kernel, not a cache
 hit. The kernels are compiled (or loaded from numba's cache) before the first round (`warm_kernels`).
 
 Rows:
