@@ -349,6 +349,21 @@ def _minmax_segments(x: Any, d: Any, seg: Any, lo_out: Any, hi_out: Any, absolut
                 hi_out[r * nb + k] = np.nan
 
 
+@kernel("void(float32[::1], int64, int64, float32[::1])")
+def _absmax_segments(x: Any, d: Any, seg: Any, hi_out: Any) -> None:
+    """max |x| of each segment (NaN if it holds one) by the bits: |x| without its sign bit orders as an unsigned
+    integer, NaN above +inf, and an integer maximum needs no per-lane arrays to vectorise (measured: the blocks of
+    symmetric INT4 grouped quantize, 128 long, spent more in _minmax_segments' lanes than in the codes)."""
+    nb = (d + seg - 1) // seg
+    for r in range(x.size // d):
+        for k in range(nb):
+            top = np.uint32(0)
+            for i in range(np.uint64(r * d + k * seg), np.uint64(r * d + min(d, (k + 1) * seg))):
+                v = f32_bits(x[i]) & np.uint32(0x7FFFFFFF)
+                top = v if v > top else top
+            hi_out[r * nb + k] = bits_f32(top)
+
+
 @kernel("void(float32[::1], int64, int64, int64, float32[::1], float32[::1])")
 def _minmax_rows(x: Any, row: Any, dim: Any, seg: Any, lo_out: Any, hi_out: Any) -> None:
     """Element-wise minimum and maximum over the rows that share a parameter row (NaN propagates)."""
@@ -648,7 +663,8 @@ def block_extremes(x: npt.NDArray[np.float32], axis: int, block_size: int, absol
             hi = np.maximum(np.abs(lo), np.abs(hi))
             lo = np.negative(hi)
         return lo, hi
-    _minmax_segments(x.reshape(-1), lay.d, lay.seg, lo, hi, absolute)
     if absolute:
-        lo = np.negative(hi)
+        _absmax_segments(x.reshape(-1), lay.d, lay.seg, hi)
+        return np.negative(hi), hi
+    _minmax_segments(x.reshape(-1), lay.d, lay.seg, lo, hi, absolute)
     return lo, hi
