@@ -379,7 +379,7 @@ def _absmax_segments(x: Any, d: Any, seg: Any, hi_out: Any) -> None:
         for k in range(nb):
             top = np.uint32(0)
             for i in range(np.uint64(r * d + k * seg), np.uint64(r * d + min(d, (k + 1) * seg))):
-                v = f32_bits(x[i]) & np.uint32(0x7FFFFFFF)
+                v = f32_bits(abs(x[i]))  # (not bits & 0x7FFFFFFF: numba widens that to 64 bits, half the lanes)
                 top = v if v > top else top
             hi_out[r * nb + k] = bits_f32(top)
 
