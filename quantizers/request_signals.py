@@ -1,0 +1,23 @@
+"""Django's per-request signal receivers that do nothing in this service's configuration, disconnected once at
+start-up: each is called on every request (about a tenth of GET /'s time in process went to the two signals)."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.core import signals
+from django.core.cache import close_caches
+from django.db import reset_queries
+
+# Cache backends whose close() does nothing (Django's default, local memory, among them).
+NOTHING_TO_CLOSE = frozenset({"django.core.cache.backends.locmem.LocMemCache",
+                              "django.core.cache.backends.dummy.DummyCache"})
+
+
+def disconnect_idle_receivers() -> None:
+    """reset_queries empties the query log, which is written only with DEBUG on (a test's
+    CaptureQueriesContext empties it itself); close_caches closes cache connections, which no configured backend
+    has. close_old_connections stays: it applies CONN_MAX_AGE and closes a connection left broken."""
+    if not settings.DEBUG:
+        signals.request_started.disconnect(reset_queries)
+    if all(cache["BACKEND"] in NOTHING_TO_CLOSE for cache in settings.CACHES.values()):
+        signals.request_finished.disconnect(close_caches)
