@@ -9,6 +9,7 @@ path, where wrk's figures swing with the machine's load; `--profile ROUTE` print
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib.util
 import io
 import os
@@ -117,6 +118,7 @@ def main() -> int:
         for fn, make in rows.values():  # warm: URLconf, the default instance, the engine's first call
             for _ in range(50):
                 call(fn, make)
+        gc.freeze()  # as gunicorn.conf.py does in each worker: the start-up objects are never walked again
         if args.profile:
             import cProfile
             import pstats
