@@ -3,11 +3,10 @@ start-up: each is called on every request (about a tenth of GET /'s time in proc
 
 from __future__ import annotations
 
-import weakref
-
 from django.conf import settings
 from django.core import signals
 from django.core.cache import close_caches
+from django.core.handlers.base import reset_urlconf
 from django.db import reset_queries
 from django.dispatch import Signal
 
@@ -29,15 +28,19 @@ def cache_receivers(signal: Signal) -> None:
     disconnect; the request signals are built without it, so each send walked the receivers under a lock (a few
     percent of GET /). Same receivers called, in the same order."""
     if not signal.use_caching:
-        signal.sender_receivers_cache = weakref.WeakKeyDictionary()
+        signal.sender_receivers_cache = {}  # (not weak, as Django's is: the senders are a handler class or None)
         signal.use_caching = True
 
 
 def _disconnect() -> None:
     """reset_queries empties the query log, which is written only with DEBUG on (a test's
     CaptureQueriesContext empties it itself); close_caches closes cache connections, which no configured backend
-    has. close_old_connections stays: it applies CONN_MAX_AGE and closes a connection left broken."""
+    has; reset_urlconf undoes a per-request URLconf (request.urlconf), which nothing here sets (each request
+    sets the thread's URLconf to ROOT_URLCONF again, which is what an unset one means). close_old_connections
+    stays: it applies CONN_MAX_AGE and closes a connection left broken.
+    (Importing each receiver's module above connects it first, so that it is there to disconnect.)"""
     if not settings.DEBUG:
         signals.request_started.disconnect(reset_queries)
     if all(cache["BACKEND"] in NOTHING_TO_CLOSE for cache in settings.CACHES.values()):
         signals.request_finished.disconnect(close_caches)
+    signals.request_finished.disconnect(reset_urlconf)
