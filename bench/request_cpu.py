@@ -27,7 +27,8 @@ sys.path.insert(0, str(ROOT))
 
 # The request bodies of bench/http.py (a file named like the standard library's http package: loaded by path).
 _spec = importlib.util.spec_from_file_location("bench_http", ROOT / "bench" / "http.py")
-assert _spec is not None and _spec.loader is not None
+assert _spec is not None
+assert _spec.loader is not None
 _http = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_http)
 HELLO_BODY, SMALL_BODY = _http.HELLO_BODY, _http.SMALL_BODY
