@@ -230,7 +230,8 @@ def job_create(*, instance_id: str, uploads: Sequence[File[bytes]], channel_dim:
         for name in stored:
             storage.delete(name)
         raise
-    job.refresh_from_db()
+    if enqueue_job and not settings.CELERY_BROKER_URL:
+        job.refresh_from_db()  # it ran inline: its final state (queued to a worker, the answer says queued)
     return job
 
 

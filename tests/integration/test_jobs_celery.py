@@ -163,14 +163,27 @@ def checkpoint(tensors: int, rows: int = 1024, cols: int = 1024) -> bytes:
                       for n in range(tensors)})
 
 
+# Jobs that last a few seconds whatever the machine: the MSE clip search costs about 0.25 s per 64x256 tensor (a
+# thousand times MINMAX's), so the tests can act while a job is between its first and last tensor.
+SLOW = {"calibration_method": "MSE"}
+
+
+def slow_checkpoint(tensors: int) -> bytes:
+    return checkpoint(tensors, 64, 256)
+
+
 def test_a_job_completes_on_a_worker_with_the_engines_codes(site):
+    """A 132 MiB checkpoint: above QUANTIZER_MAX_BODY_MB (128), through nginx's jobs location."""
     site.create_instance("it_plain")
     worker = site.worker("plain")
-    content = checkpoint(3, 64, 32)
+    content = checkpoint(33)
     job = site.wait(site.submit("it_plain", content), finished)
     assert job["status"] == "succeeded", job
     out = stnp.load(site.artifact(job["job_id"]))
-    for name, arr in stnp.load(content).items():
+    arrays = stnp.load(content)
+    assert set(out) >= set(arrays)
+    for name in ("layer0.weight", "layer32.weight"):
+        arr = arrays[name]
         response = site.session.post(f"{site.url}/instances/it_plain/quantize?channel_dim=0", data=arr.tobytes(),
                                      headers={"Content-Type": "application/octet-stream",
                                               "Accept": "application/octet-stream",
@@ -181,8 +194,8 @@ def test_a_job_completes_on_a_worker_with_the_engines_codes(site):
 
 
 def test_sigkill_mid_job_then_a_new_worker_gives_the_clean_runs_bytes(site):
-    site.create_instance("it_kill")
-    content = checkpoint(32)  # 128 MiB and its header: above QUANTIZER_MAX_BODY_MB, through nginx's jobs location
+    site.create_instance("it_kill", **SLOW)
+    content = slow_checkpoint(24)
     worker = site.worker("doomed")
     job_id = site.submit("it_kill", content)
     site.wait(job_id, lambda j: j["status"] == "running" and j["progress"]["tensors_done"] >= 2)
@@ -194,7 +207,7 @@ def test_sigkill_mid_job_then_a_new_worker_gives_the_clean_runs_bytes(site):
     killed_run = site.artifact(job_id)
     names = [row["name"] for row in site.report(job_id)["layers"]]
     assert sorted(names) == sorted(set(names))
-    assert len(names) == 32  # each layer once
+    assert len(names) == 24  # each layer once
 
     clean = site.wait(site.submit("it_kill", content), finished)
     assert clean["status"] == "succeeded"
@@ -202,10 +215,10 @@ def test_sigkill_mid_job_then_a_new_worker_gives_the_clean_runs_bytes(site):
 
 
 def test_cancel_stops_a_running_job_within_two_seconds(site):
-    site.create_instance("it_cancel")
+    site.create_instance("it_cancel", **SLOW)
     if not any(w.proc.poll() is None for w in site.workers):
         site.worker("cancel")
-    job_id = site.submit("it_cancel", checkpoint(32))
+    job_id = site.submit("it_cancel", slow_checkpoint(40))
     site.wait(job_id, lambda j: j["status"] == "running" and j["progress"]["tensors_done"] >= 1)
     started = time.monotonic()
     response = site.session.post(f"{site.url}/jobs/{job_id}/cancel", timeout=30)
@@ -218,19 +231,19 @@ def test_cancel_stops_a_running_job_within_two_seconds(site):
     job = site.job(job_id)
     assert job["status"] == "cancelled"
     assert job["progress"]["tensors_done"] == stopped  # nothing moved after the first 2 s
-    assert stopped < 32, (done_at_cancel, stopped, time.monotonic() - started)
+    assert stopped < 40, (done_at_cancel, stopped, time.monotonic() - started)
     assert site.session.get(f"{site.url}/jobs/{job_id}/artifact", timeout=30).status_code == 409
     outputs = list((site.workdir / "jobs" / job_id).glob("out/*"))
     assert outputs == []
 
 
 def test_two_jobs_run_at_once_on_two_workers(site):
-    site.create_instance("it_two")
+    site.create_instance("it_two", **SLOW)
     for worker in site.workers:
         worker.stop()
     site.worker("left")
     site.worker("right")
-    first, second = site.submit("it_two", checkpoint(16)), site.submit("it_two", checkpoint(16))
+    first, second = site.submit("it_two", slow_checkpoint(16)), site.submit("it_two", slow_checkpoint(16))
     site.wait(first, lambda j: j["status"] == "running" and site.job(second)["status"] == "running", timeout=60)
     assert site.wait(first, finished)["status"] == "succeeded"
     assert site.wait(second, finished)["status"] == "succeeded"
