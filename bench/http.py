@@ -172,6 +172,17 @@ class Server:
                     pids.append(int(entry))
         return sorted(pids)
 
+    def workers_cpu_seconds(self) -> float:
+        """User + system CPU time of the workers alive now (a worker that died meanwhile is not counted)."""
+        total = 0
+        for pid in self.worker_pids():
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of proc(5))
+        return total / os.sysconf("SC_CLK_TCK")
+
     def log_tail(self) -> str:
         try:
             return self.log_path.read_text(errors="replace")[-3000:]
@@ -437,20 +448,28 @@ SMALL_ROWS = (("hello app", "/", None), ("GET /", "/", None), ("spec quantize", 
                                                                SMALL_BODY))
 
 
+# Worker CPU seconds per request, by row (all client counts): filled by small_requests.
+WORKER_CPU: dict[str, list[float]] = {}
+
+
 def small_requests(srv: Server, hello: Server, rounds: int, window: int, tmp: Path
                    ) -> dict[tuple[str, int], list[float]]:
     """Requests/s of the hello app, GET / and the spec's example, alternating row by row, round by round, at 4 and
-    1 clients."""
+    1 clients; and the workers' CPU time per request of each window (WORKER_CPU), which the machine's other load
+    moves much less than the rates."""
     rps: dict[tuple[str, int], list[float]] = {}
     for _ in range(rounds):
         for clients in (4, 1):
             for name, path, body in SMALL_ROWS:
                 server = hello if name == "hello app" else srv
+                cpu_before = server.workers_cpu_seconds()
                 if WRK:
                     value = wrk_rps(server.port, path, clients, window, tmp, body)
                 else:
                     value = python_rps(server, path, clients, window, body)
+                cpu = server.workers_cpu_seconds() - cpu_before
                 rps.setdefault((name, clients), []).append(value)
+                WORKER_CPU.setdefault(name, []).append(cpu / (value * window))
     return rps
 
 
@@ -468,6 +487,12 @@ def small_table(rps: dict[tuple[str, int], list[float]], rounds: int, window: in
             value = med_rps[(name, clients)]
             cells.append(f"{value:10.0f} {value / med_rps[('hello app', clients)]:9.0%}")
         out.append(f"  {name:<15} {' '.join(cells)}")
+    if WORKER_CPU:
+        out.append("worker CPU per request (user + system of the workers over each window, median of the windows):")
+        hello_cpu = statistics.median(WORKER_CPU["hello app"])
+        for name, *_ in SMALL_ROWS:
+            value = statistics.median(WORKER_CPU[name])
+            out.append(f"  {name:<15} {value * 1e6:7.0f} us  {value / hello_cpu:5.1f}x hello")
     return out
 
 

@@ -19,6 +19,7 @@ if _cache_dir and "NUMBA_CACHE_DIR" not in os.environ:
 
 import numba  # noqa: E402
 from numba import types  # noqa: E402
+from numba.core import sigutils  # noqa: E402
 from numba.extending import intrinsic  # noqa: E402
 
 # Every kernel: no fastmath (float32 division stays a division, no reassociation), the GIL released, cached.
@@ -33,10 +34,19 @@ def kernel(*signatures: str) -> Callable[[Callable[..., Any]], Any]:
 
     def wrap(fn: Callable[..., Any]) -> Any:
         dispatcher = numba.njit(**OPTIONS)(fn)
-        _REGISTRY.append((dispatcher, signatures))
+        _REGISTRY.append((dispatcher, tuple(v for sig in signatures for v in _with_read_only_input(sig))))
         return dispatcher
 
     return wrap
+
+
+def _with_read_only_input(signature: str) -> tuple[Any, ...]:
+    """The signature, and the same with its first argument (the input) read-only: an array over a `bytes` request
+    body or a read-only file mapping is another numba type, which would otherwise compile at its first use."""
+    args, ret = sigutils.normalize_signature(signature)  # type: ignore[no-untyped-call]
+    if not isinstance(args[0], types.Array):
+        return (signature,)
+    return signature, ret(args[0].copy(readonly=True), *args[1:])
 
 
 def inline(fn: Callable[..., Any]) -> Any:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.middleware import AuthenticationMiddleware
 from django.contrib.messages.middleware import MessageMiddleware
 from django.contrib.sessions.middleware import SessionMiddleware
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.middleware.csrf import CsrfViewMiddleware
 from django.urls import reverse
 
 from .exceptions import MSG_BODY_TOO_LARGE, error_body
@@ -71,3 +73,11 @@ class AdminAuthenticationMiddleware(AdminOnly, AuthenticationMiddleware):
 
 class AdminMessageMiddleware(AdminOnly, MessageMiddleware):
     pass
+
+
+class AdminCsrfViewMiddleware(AdminOnly, CsrfViewMiddleware):
+    def process_view(self, request: HttpRequest, *args: Any) -> HttpResponse | None:
+        # Django's handler calls process_view itself, outside __call__.
+        if request.path_info.startswith(admin_prefix()):
+            return super().process_view(request, *args)  # type: ignore[no-any-return]
+        return None

@@ -72,10 +72,21 @@ class QueryOptionsMixin:
     query_options: options.Options = options.NONE
     query: dict[str, Any]
 
+    # Then DRF's APIView.initial, less the versioning and throttling the API does not configure (both would be
+    # no-ops; DRF's own runs if either is ever set). An empty query string is not parsed into a QueryDict.
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         renderers = len(self.renderer_classes)  # type: ignore[attr-defined]
-        self.query = self.query_options.parse(request.query_params, renderers=renderers)
-        super().initial(request, *args, **kwargs)  # type: ignore[misc]
+        query = request.query_params if request._request.META.get("QUERY_STRING") else {}
+        self.query = self.query_options.parse(query, renderers=renderers)
+        if self.versioning_class is not None or self.throttle_classes:  # type: ignore[attr-defined]
+            super().initial(request, *args, **kwargs)  # type: ignore[misc]
+            return
+        view: Any = self
+        view.format_kwarg = view.get_format_suffix(**kwargs)
+        request.accepted_renderer, request.accepted_media_type = view.perform_content_negotiation(request)
+        request.version, request.versioning_scheme = None, None
+        self.perform_authentication(request)
+        view.check_permissions(request)
 
     # Authentication runs when a credential was sent (a bad one is a 401 whatever the route), otherwise when the
     # permission check first asks for request.user (only when QUANTIZER_REQUIRE_AUTH is on): DRF's lazy

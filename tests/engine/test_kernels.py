@@ -178,14 +178,18 @@ class Listener(event.Listener):
 event.register("numba:compile", Listener())
 x = np.random.default_rng(0).standard_normal((64, 96)).astype(np.float32)
 x16 = (x * 100).astype(np.int16)
+x_ro = np.frombuffer(x.tobytes(), np.float32).reshape(x.shape)  # read-only, as over a `bytes` request body
 for fields in [{}, {"quantization_type": "UINT8"}, {"quantization_type": "INT16"}, {"per_channel": True},
                {"quantization_type": "INT4", "group_size": 32}, {"quantization_type": "UINT4", "symmetric": True},
                {"quantization_type": "FP8_E4M3"}, {"quantization_type": "FP8_E5M2", "per_channel": True},
                {"quantization_type": "FP8_E4M3", "group_size": 16}, {"quantization_type": "BFLOAT16"},
                {"quantization_type": "FLOAT16"}, {"quantization_mode": "DYNAMIC_PER_CHANNEL"}]:
-    for data in (x, x[:2, :3], x16):
+    for data in (x, x[:2, :3], x16, x_ro):
         q = Quantizer(QuantizationConfig.from_dict(fields))
         out = q.quantize(data, channel_dim=1 if "per_channel" in fields else None)
+        q.quantize(data, channel_dim=1 if "per_channel" in fields else None, report=True)
+        codes_ro = np.frombuffer(out.data.tobytes(), out.data.dtype).reshape(out.data.shape)
+        q.dequantize(codes_ro, channel_dim=1 if "per_channel" in fields else None)
         q.quantize_dequantize(data, channel_dim=1 if "per_channel" in fields else None)
         q.dequantize(out.data, channel_dim=1 if "per_channel" in fields else None)
         q.dequantize(out.data.astype(np.int64) if out.data.dtype.kind in "iu" else out.data,
@@ -193,13 +197,22 @@ for fields in [{}, {"quantization_type": "UINT8"}, {"quantization_type": "INT16"
     if fields.get("quantization_type") not in ("BFLOAT16", "FLOAT16"):
         q.calibrate([x], channel_dim=1 if "per_channel" in fields else None)
         q.quantize(x, channel_dim=1 if "per_channel" in fields else None)
+# a model job reads its tensors through a read-only file mapping
+import os, tempfile
+from safetensors.numpy import save_file
+folder = tempfile.mkdtemp()
+save_file({"w.weight": x, "w.bias": x[0].copy()}, os.path.join(folder, "m.safetensors"))
+for fields in [{}, {"per_channel": True}, {"quantization_type": "INT4", "group_size": 32}]:
+    engine.quantize_checkpoint(os.path.join(folder, "m.safetensors"), os.path.join(folder, "out.safetensors"),
+                               QuantizationConfig.from_dict(fields))
 print(before, compiled_signatures(), len(compiled))
 """
 
 
 def test_warm_kernels_leaves_nothing_to_compile_for_requests() -> None:
-    """After warm_kernels, the operations a request runs (every type, per tensor / channel / block, codes sent
-    back in any integer dtype) compile nothing: numba's compile events, in a fresh interpreter, stay at zero."""
+    """After warm_kernels, the operations a request or a model job runs (every type, per tensor / channel / block,
+    with and without the report, codes sent back in any integer dtype, inputs read-only as over a request body or
+    a file mapping) compile nothing: numba's compile events, in a fresh interpreter, stay at zero."""
     result = subprocess.run([sys.executable, "-c", WARM_CHECK], cwd=ROOT, capture_output=True, text=True,
                             timeout=600, check=False)
     assert result.returncode == 0, result.stderr[-2000:]

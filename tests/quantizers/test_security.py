@@ -162,3 +162,15 @@ def test_cors_never_allows_credentials_with_every_origin():
     assert _setting("CORS_ALLOWED_ORIGINS", QUANTIZER_CORS_ALLOW_ALL="0",
                     QUANTIZER_CORS_ORIGINS="https://a.example,https://b.example") == \
         "['https://a.example', 'https://b.example']"
+
+
+def test_the_deploy_check_wants_a_csrf_middleware(settings):
+    """Django's own check (security.W003, silenced) looks for its CSRF middleware by name; MIDDLEWARE holds the
+    admin-only subclass, and quantizers.W003 warns when neither is there."""
+    from quantizers.checks import csrf_middleware
+
+    assert csrf_middleware() == []
+    settings.MIDDLEWARE = [m for m in settings.MIDDLEWARE if "Csrf" not in m]
+    assert [w.id for w in csrf_middleware()] == ["quantizers.W003"]
+    settings.MIDDLEWARE = [*settings.MIDDLEWARE, "django.middleware.csrf.CsrfViewMiddleware"]
+    assert csrf_middleware() == []
