@@ -28,6 +28,7 @@ unsigned indices (signed ones make numba wrap negative indices, which stops LLVM
 from __future__ import annotations
 
 import contextlib
+import importlib
 import math
 import threading
 from collections.abc import Callable, Iterator
@@ -38,9 +39,11 @@ import numpy as np
 import numpy.typing as npt
 
 from .jit import OPTIONS, bits_f32, f32_bits, inline, kernel
-
-import numba  # noqa: E402  (after .jit, which sets numba's cache folder)
 from .qparams import QParams
+
+# The report's helpers are compiled with their own options (not registered: the report kernels that call them
+# compile them); numba only after .jit, which sets numba's cache folder before its import.
+_njit: Callable[..., Callable[[Callable[..., Any]], Any]] = importlib.import_module("numba").njit
 
 F32 = np.float32
 LANES = 16
@@ -77,7 +80,7 @@ def _code(v: Any, s: Any, z: Any, lo: Any, hi: Any, kind: Any, emin_bits: Any, o
 
 
 # ---------------------------------------------------------------------- quantize
-@numba.njit(**OPTIONS)
+@_njit(**OPTIONS)
 def _chunk_extremes(x: Any, eb: Any, c0: Any, n: Any, keys: Any) -> Any:
     """max |e|, min x and max x of x[c0:c0 + n] and its errors eb[:n], exactly, as 32-bit integer maxima and
     minima of the bits (no fastmath; integer reductions vectorise without per-lane arrays: the report measured
@@ -97,7 +100,7 @@ def _chunk_extremes(x: Any, eb: Any, c0: Any, n: Any, keys: Any) -> Any:
     return top, imax, imin, umax
 
 
-@numba.njit(**OPTIONS, fastmath={"reassoc", "contract"})
+@_njit(**OPTIONS, fastmath={"reassoc", "contract"})
 def _chunk_sums(x: Any, eb: Any, c0: Any, n: Any) -> Any:
     """(sum x^2, sum e^2, sum e) in float64 of x[c0:c0 + n] and its errors eb[:n]. Its own function so that only
     these sums may be reassociated (LLVM then keeps them in vector registers, where the kernel's per-lane arrays
