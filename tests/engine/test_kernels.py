@@ -329,3 +329,26 @@ def test_threads_give_the_same_codes_and_report(shape: tuple[int, ...], axis: in
     np.testing.assert_allclose(sums3.noise, sums.noise, rtol=1e-12)
     assert (sums3.worst, sums3.lo, sums3.hi, sums3.compared) == (sums.worst, sums.lo, sums.hi, sums.compared)
     assert sums3.error == pytest.approx(sums.error, rel=1e-9, abs=1e-9)
+
+
+@pytest.mark.parametrize("shift", [-50.0, 50.0, 0.0])
+@pytest.mark.parametrize("size", [5003, 37])
+def test_report_extremes_as_numpy(shift: float, size: int) -> None:
+    """The fused report's max |e|, min x and max x (taken from the bits of whole chunks, lanes for the tails)
+    against numpy: all negative, all positive and mixed data, signed zeros, chunked and tail-only sizes."""
+    rng = np.random.default_rng(5)
+    x = (rng.standard_normal(size) + shift).astype(F32)
+    x[::7] = -0.0
+    x[3::11] = 0.0
+    scale = F32(0.5)
+    out = np.empty(size, np.int8)
+    _, sums = kernels.run_quantize(x, out, kernels.layout(x.shape, None), scale, F32(0), -128, 127, False,
+                                   report=True)
+    assert sums is not None
+    codes = np.clip(np.rint(x / scale), -128, 127)
+    np.testing.assert_array_equal(out, codes.astype(np.int8))
+    error = (codes.astype(F32) * scale) - x
+    assert sums.lo == x.min()
+    assert sums.hi == x.max()
+    assert sums.worst == np.abs(error).max()
+    assert sums.finite
