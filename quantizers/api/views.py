@@ -24,7 +24,7 @@ from rest_framework.views import APIView
 from engine import OpResult, QParams, QualityReport, QuantizationType, wire_codes
 
 from .. import health, jobs, metrics, selectors, services
-from ..exceptions import BadRequest
+from ..exceptions import DATABASE_RETRY_AFTER_S, BadRequest
 from ..permissions import MetricsAccess
 from . import options
 from .documentation import documentation
@@ -111,7 +111,9 @@ class Readyz(QueryOptionsMixin, APIView):
     def get(self, request: Request) -> Response:
         problem = health.readiness_problem()
         if problem:
-            return Response({"detail": problem, "code": "not_ready"}, status=503)
+            # A load balancer or orchestrator asks again: say when (as the database outage answer does).
+            return Response({"detail": problem, "code": "not_ready"}, status=503,
+                            headers={"Retry-After": str(DATABASE_RETRY_AFTER_S)})
         return Response({"status": "ready", "service": SERVICE})
 
 

@@ -55,6 +55,16 @@ def test_liveness_and_readiness_need_no_token(api, auth_on):
     assert ready.json()["status"] == "ready"
 
 
+def test_not_ready_is_a_json_503_that_says_when_to_ask_again(api, monkeypatch):
+    from quantizers import health
+
+    monkeypatch.setattr(health, "readiness_problem", lambda: "2 migration(s) not applied")
+    ready = api.get("/readyz")
+    assert ready.status_code == 503
+    assert ready.json() == {"detail": "2 migration(s) not applied", "code": "not_ready"}
+    assert int(ready["Retry-After"]) > 0
+
+
 def test_auth_off_in_the_quick_start(api, settings):
     settings.QUANTIZER_REQUIRE_AUTH = False
     assert api.get("/instances").status_code == 200
