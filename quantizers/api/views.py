@@ -221,7 +221,7 @@ class InstanceViewSet(QueryOptionsMixin, viewsets.ViewSet):
 
     @action(detail=True, methods=["post"])
     def calibrate(self, request: Request, instance_id: str) -> Response:
-        body = _valid(CalibrationSerializer, request)
+        body = CalibrationSerializer.validated(request.data)
         _, exported = services.instance_calibrate(instance_id=instance_id, batches=body["data"],
                                                   channel_dim=body["channel_dim"])
         return Response({
@@ -236,9 +236,9 @@ class InstanceViewSet(QueryOptionsMixin, viewsets.ViewSet):
     def evaluate(self, request: Request, instance_id: str) -> Response:
         payload = request.data
         if isinstance(payload, dict) and isinstance(payload.get("data"), np.ndarray) and "spec" in payload:
-            data, spec = payload["data"], _valid_data(EvaluationSpecSerializer, payload["spec"])
+            data, spec = payload["data"], EvaluationSpecSerializer.validated(payload["spec"])
         else:
-            spec = _valid(EvaluationSerializer, request)
+            spec = EvaluationSerializer.validated(request.data)
             data = spec["data"]
         evaluation = services.instance_evaluate(instance_id=instance_id, data=data, candidates=spec["candidates"],
                                                 min_sqnr_db=(spec["target"] or {}).get("min_sqnr_db"))
@@ -246,7 +246,7 @@ class InstanceViewSet(QueryOptionsMixin, viewsets.ViewSet):
 
     @action(detail=True, methods=["post"])
     def compute_params(self, request: Request, instance_id: str) -> Response:
-        body = _valid(QuantizationParamsSerializer, request)
+        body = QuantizationParamsSerializer.validated(request.data)
         params = services.instance_compute_params(
             instance_id=instance_id, data=body["data"], channel_idx=body["channel_idx"],
             channel_dim=body["channel_dim"], layer_name=body["layer_name"],
@@ -274,7 +274,7 @@ class InstanceViewSet(QueryOptionsMixin, viewsets.ViewSet):
 
     @export_parameters.mapping.post
     def import_parameters(self, request: Request, instance_id: str) -> Response:
-        body = _valid(ImportExportParamsSerializer, request)
+        body = ImportExportParamsSerializer.validated(request.data)
         services.instance_import_parameters(instance_id=instance_id, parameters=body["parameters"])
         return Response({"message": MSG_IMPORTED})
 
@@ -370,14 +370,6 @@ def _json_object(request: Request) -> dict[str, Any]:
     return dict(data)
 
 
-def _valid(serializer_cls: type[StrictSerializer], request: Request) -> dict[str, Any]:
-    return _valid_data(serializer_cls, request.data)
-
-
-def _valid_data(serializer_cls: type[StrictSerializer], data: Any) -> dict[str, Any]:
-    return serializer_cls.validated(data)
-
-
 def _array_body(request: Request, query: dict[str, Any], serializer_cls: type[StrictSerializer]
                 ) -> dict[str, Any]:
     """A binary body (.npy, octet-stream) is the array alone, its options in the query string; a JSON body holds
@@ -389,7 +381,7 @@ def _array_body(request: Request, query: dict[str, Any], serializer_cls: type[St
             if isinstance(binary.get(name), list) and len(binary[name]) == 1 and binary["channel_dim"] is None:
                 binary[name] = binary[name][0]
         return binary
-    return _valid(serializer_cls, request)
+    return serializer_cls.validated(request.data)
 
 
 # ---------------------------------------------------------------------------- rendering
