@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from rest_framework.negotiation import DefaultContentNegotiation
+from rest_framework.parsers import BaseParser
 from rest_framework.renderers import BaseRenderer
 from rest_framework.request import Request
 
@@ -24,3 +25,10 @@ class ContentNegotiation(DefaultContentNegotiation):
                 and (not meta.get("QUERY_STRING") or self.settings.URL_FORMAT_OVERRIDE not in request.query_params)):
             return renderers[0], renderers[0].media_type
         return super().select_renderer(request, renderers, format_suffix)  # type: ignore[no-any-return]
+
+    def select_parser(self, request: Request, parsers: list[BaseParser]) -> BaseParser | None:
+        # DRF takes the first parser whose media type matches the request's: when the first one's is the request's
+        # Content-Type as it is (application/json on the JSON routes), that is the one, without parsing either.
+        if parsers and parsers[0].media_type == request.content_type:
+            return parsers[0]
+        return super().select_parser(request, parsers)  # type: ignore[no-any-return]
