@@ -142,6 +142,36 @@ def test_minmax_as_numpy(dtype: Any) -> None:
                 np.testing.assert_array_equal(hi, np.max(y, axis=axes))
 
 
+@pytest.mark.parametrize("threads", [1, 3])
+def test_minmax_bits_as_numpy(threads: int) -> None:
+    """The range by the values' bits (one pass of integer extremes): all negative, all non-negative, signed zeros,
+    infinities, and NaN of either sign anywhere, per tensor and per channel, whole and split over threads."""
+    rng = np.random.default_rng(3)
+    negative_nan = np.array(0xFFC00000, np.uint32).view(F32)
+    cases = {
+        "mixed": rng.standard_normal(1 << 19).astype(F32),
+        "negative": -np.abs(rng.standard_normal(1 << 19).astype(F32)) - F32(1e-3),
+        "non-negative": np.abs(rng.standard_normal(1 << 19).astype(F32)),
+        "zeros": np.where(rng.random(1 << 19) < 0.5, F32(0.0), F32(-0.0)).astype(F32),
+        "infinite": np.concatenate([rng.standard_normal((1 << 19) - 2), [np.inf, -np.inf]]).astype(F32),
+    }
+    for name, x in cases.items():
+        for nan in (None, np.float32(np.nan), negative_nan):
+            y = x.copy()
+            if nan is not None:
+                y[rng.integers(y.size)] = nan
+            for shape, axis in [((y.size,), None), ((512, y.size // 512), 0), ((64, 8192 // 64, y.size // 8192), 1)]:
+                z = y.reshape(shape)
+                axes = None if axis is None else tuple(i for i in range(z.ndim) if i != axis)
+                with kernels.threads(threads):
+                    lo, hi = kernels.minmax(z, axis)
+                np.testing.assert_array_equal(lo, np.min(z, axis=axes), err_msg=name)
+                np.testing.assert_array_equal(hi, np.max(z, axis=axes), err_msg=name)
+                if nan is None and name != "zeros":  # the very bits (numpy itself may pick either zero)
+                    assert np.asarray(lo).tobytes() == np.min(z, axis=axes).tobytes()
+                    assert np.asarray(hi).tobytes() == np.max(z, axis=axes).tobytes()
+
+
 def test_block_extremes_as_numpy() -> None:
     rng = np.random.default_rng(2)
     x = rng.standard_normal((3, 10, 4)).astype(F32)
