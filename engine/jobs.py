@@ -452,9 +452,10 @@ def _outputs(plan: TensorPlan, result: OpResult) -> list[npt.NDArray[Any]]:
 
 
 def warm_job_kernels() -> None:
-    """Load the compiled kernels a job runs (`warm_kernels`: the quantize kernels, with and without the report):
-    call once when a job worker starts, so that no job pays for a compilation."""
-    warm_kernels()
+    """Load the compiled kernels a job runs (the quantize kernels with the report, the range passes, the
+    bfloat16 cast), not the whole engine's: call once when a job worker starts, so that no job pays for a
+    compilation, and its worker holds no kernel it never runs."""
+    warm_kernels((*kernels.JOB_KERNELS, formats.BFLOAT16_KERNEL))
 
 
 # ---------------------------------------------------------------------- summary
