@@ -109,7 +109,8 @@ class QueryOptionsMixin:
     @property
     def default_response_headers(self) -> dict[str, str]:
         # Allow depends on the methods this view maps (a viewset's per route), Vary on its renderers: both fixed.
-        key = (type(self), tuple(getattr(self, "action_map", {}) or ()), len(self.renderer_classes))  # type: ignore[attr-defined]
+        view: Any = self
+        key = (type(view), tuple(getattr(view, "action_map", None) or ()), len(view.renderer_classes))
         headers = _DEFAULT_HEADERS.get(key)
         if headers is None:
             headers = _DEFAULT_HEADERS[key] = super().default_response_headers  # type: ignore[misc]
