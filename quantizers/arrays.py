@@ -65,6 +65,8 @@ def parse_2d(value: Any, *, field: str = "data", integers: bool = False, budget:
 
 def _from_rows(matrix: JsonMatrix, *, field: str, dtype: Any, budget: int | None) -> npt.NDArray[Any]:
     """The same checks as parse_2d, one row at a time into a preallocated buffer."""
+    if matrix.array is not None:
+        return matrix.array.astype(dtype, copy=False)
     limit = max_elements() if budget is None else budget
     rows = matrix.row_lists()
     first = next(rows)
@@ -78,7 +80,7 @@ def _from_rows(matrix: JsonMatrix, *, field: str, dtype: Any, budget: int | None
         for index, row in enumerate(_chain(first, rows)):
             _check_row(row, index, width, field)
             out[index] = row
-    return _check_range(out, field)
+    return matrix.converted(_check_range(out, field))
 
 
 def _check_row(row: list[Any], index: int, width: int, field: str) -> set[type]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import numpy.typing as npt
 import orjson
 
 _DATA_KEY = re.compile(rb'"data"\s*:\s*\[')
@@ -23,19 +24,29 @@ MIN_FAST_ELEMENTS = 4096  # small bodies: the ordinary parse is as fast and simp
 
 
 class JsonMatrix:
-    """A 2-D JSON array still in its raw bytes: rows located, not yet converted."""
+    """A 2-D JSON array still in its raw bytes: rows located, not yet converted. Once converted (`converted`), it
+    keeps the array and lets go of the body: the request's largest buffer is then freed before the answer is
+    computed, and a second validation of the same body (a serializer's run to report another field's error)
+    gets the array without parsing again."""
 
     def __init__(self, body: bytes, rows: list[tuple[int, int]]) -> None:
         self._body = body
         self._rows = rows
+        self._count = len(rows)
+        self.array: npt.NDArray[Any] | None = None
 
     def row_lists(self) -> Any:
         body = self._body
         for start, end in self._rows:
             yield orjson.loads(body[start:end])  # a bytes slice parses faster than a memoryview one
 
+    def converted(self, array: npt.NDArray[Any]) -> npt.NDArray[Any]:
+        self.array = array
+        self._body, self._rows = b"", []
+        return array
+
     def __len__(self) -> int:
-        return len(self._rows)
+        return self._count
 
 
 def split_body(raw: bytes) -> tuple[dict[str, Any], JsonMatrix] | None:
