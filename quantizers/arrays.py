@@ -78,7 +78,8 @@ def _from_rows(matrix: JsonMatrix, *, field: str, dtype: Any, budget: int | None
     out = np.empty((len(matrix), width), dtype=dtype)
     with np.errstate(over="ignore"):
         for index, row in enumerate(_chain(first, rows)):
-            _check_row(row, index, width, field)
+            if not matrix.numbers_only or len(row) != width:
+                _check_row(row, index, width, field)
             out[index] = row
     return matrix.converted(_check_range(out, field))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import orjson
 from django.conf import settings
 from rest_framework.exceptions import ParseError
@@ -13,13 +14,27 @@ from engine import LimitError, NpyFormatError, decode_npy, raw_decode
 
 from ..arrays import max_elements
 from ..exceptions import BadRequest
-from ..jsonmatrix import MAX_JSON_ROWS, split_body
+from ..jsonmatrix import MAX_JSON_ROWS, locate_matrix, split_body
 
 # What the limits below look at: brackets, braces, quotes and backslashes (nesting), commas (values) and "[" (rows).
 _NOT_COUNTED = bytes(b for b in range(256) if b not in b'[]{}"\\,')
 
 
 MSG_NO_FILE = "a multipart form field 'file' holding a .npy file is required"
+
+
+def occurrences(raw: bytes, chars: bytes, window: int = 1 << 18) -> list[int]:
+    """How many times each of `chars` occurs in `raw`: vectorised comparisons over windows of 256 KiB, ~4x faster
+    than bytes.count (a byte-at-a-time loop); whole-body comparisons would allocate the body's size again."""
+    if len(raw) < window:
+        return [raw.count(char) for char in chars]
+    data = np.frombuffer(raw, np.uint8)
+    counts = [0] * len(chars)
+    for begin in range(0, len(data), window):
+        part = data[begin : begin + window]
+        for index, char in enumerate(chars):
+            counts[index] += int(np.count_nonzero(part == char))
+    return counts
 
 
 def json_depth(raw: bytes) -> int:
@@ -62,27 +77,29 @@ class OrjsonParser(BaseParser):
             raw = stream.read() if stream is not None else b""
             if not raw:
                 raise ParseError("the request body is empty; a JSON object was expected")
-            # One pass over the body keeps what the limits count (a few percent of it); three passes (the nesting,
-            # the commas, the brackets) took a fifth of a large JSON quantize's time.
-            counted = raw.translate(None, _NOT_COUNTED)
+            matrix = locate_matrix(raw)
+            # The nesting is counted from the brackets and quotes (a few percent of the body); a matrix of numbers
+            # only adds two levels, which its outline keeps, so its megabytes of digits need not be walked.
+            outline = matrix.outline() if matrix is not None and matrix.numbers_only else raw
             limit = settings.QUANTIZER_MAX_JSON_DEPTH
-            if json_depth(counted) > limit:
+            if json_depth(outline.translate(None, _NOT_COUNTED)) > limit:
                 raise ParseError(f"JSON nested deeper than QUANTIZER_MAX_JSON_DEPTH ({limit})")
+            commas, opening = occurrences(raw, b",[")
             # Every value but the first of an array follows a comma: more commas than the element limit (plus room
             # for the few other fields) means more values than may be parsed, so refuse before building any.
             elements = max_elements()
-            if counted.count(b",") > elements + _FIELD_ALLOWANCE:
+            if commas > elements + _FIELD_ALLOWANCE:
                 raise LimitError(f"the body holds more than QUANTIZER_MAX_ELEMENTS ({elements}) values",
                                  field="QUANTIZER_MAX_ELEMENTS")
             # Every list costs ~60 bytes as a Python object: a tall, thin matrix parsed whole would take far more
             # memory than its values, so JSON matrices are limited in rows (binary bodies are not).
-            if counted.count(b"[") > MAX_JSON_ROWS + _FIELD_ALLOWANCE:
+            if opening > MAX_JSON_ROWS + _FIELD_ALLOWANCE:
                 raise LimitError(f"JSON arrays are limited to {MAX_JSON_ROWS} rows; send taller arrays as .npy "
                                  "(application/x-npy) or raw bytes (application/octet-stream)", field="data")
-            split = split_body(raw)
+            split = split_body(raw, matrix) if matrix is not None else None
             if split is not None:
-                rest, matrix = split
-                rest["data"] = matrix
+                rest, found = split
+                rest["data"] = found
                 return rest
             return orjson.loads(raw)
         except orjson.JSONDecodeError as exc:

@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from quantizers.arrays import parse_2d
-from quantizers.jsonmatrix import split_body
+from quantizers.jsonmatrix import locate_matrix, split_body
 
 PAD = b'"pad": "' + b"x" * 9000 + b'", '  # above the size under which the ordinary parse is used
 
@@ -57,3 +57,15 @@ def test_the_body_is_let_go_once_converted() -> None:
     np.testing.assert_array_equal(first, rows)
     np.testing.assert_array_equal(parse_2d(matrix), rows)
     assert rest == {"data": None, "x": 1}
+
+
+@pytest.mark.parametrize(("value", "numbers_only"), [
+    ("-1.5e-3", True), ("7", True), ("2E+5", True), ("true", False), ("false", False), ("null", False),
+    ('"1"', False), ('{"a": 1}', False),
+])
+def test_a_matrix_of_numbers_only_is_told_apart(value: str, numbers_only: bool) -> None:
+    """The row-by-row path skips the type check of every value only when the matrix holds nothing but numbers."""
+    raw = b'{"data": [[1, 2],\n [3, ' + value.encode() + b"]], " + PAD[:-2] + b"}"
+    matrix = locate_matrix(raw)
+    assert matrix is not None
+    assert matrix.numbers_only is numbers_only
