@@ -15,6 +15,7 @@ from engine import LimitError, NpyFormatError, decode_npy, raw_decode
 from ..arrays import max_elements
 from ..exceptions import BadRequest
 from ..jsonmatrix import MAX_JSON_ROWS, locate_matrix, split_body
+from ..request_body import read_body
 
 # What the limits below look at: brackets, braces, quotes and backslashes (nesting), commas (values) and "[" (rows).
 _NOT_COUNTED = bytes(b for b in range(256) if b not in b'[]{}"\\,')
@@ -63,6 +64,17 @@ def json_depth(raw: bytes) -> int:
 _FIELD_ALLOWANCE = 1024
 
 
+def _read(stream: Any, parser_context: Any) -> bytes | bytearray:
+    """The whole body, in one buffer (see request_body)."""
+    request = parser_context.get("request") if parser_context else None
+    return read_body(stream, getattr(request, "_request", None))
+
+
+def _read_only(raw: bytes | bytearray) -> bytes | memoryview:
+    """Arrays decoded over the body stay read-only, as over bytes (the engine never writes into a request's data)."""
+    return memoryview(raw).toreadonly() if isinstance(raw, bytearray) else raw
+
+
 class OrjsonParser(BaseParser):
     """Strict JSON (no NaN / Infinity tokens, integers within 64 bits) parsed by orjson, about 3x the stdlib.
 
@@ -74,7 +86,7 @@ class OrjsonParser(BaseParser):
 
     def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> Any:
         try:
-            raw = stream.read() if stream is not None else b""
+            raw = _read(stream, parser_context)
             if not raw:
                 raise ParseError("the request body is empty; a JSON object was expected")
             matrix = locate_matrix(raw)
@@ -112,8 +124,8 @@ class NpyParser(BaseParser):
     media_type = "application/x-npy"
 
     def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> Any:
-        raw = stream.read() if stream is not None else b""
-        return {"data": decode_npy(raw, max_elements=max_elements())}
+        raw = _read(stream, parser_context)
+        return {"data": decode_npy(_read_only(raw), max_elements=max_elements())}
 
 
 class OctetStreamParser(BaseParser):
@@ -127,8 +139,8 @@ class OctetStreamParser(BaseParser):
         if not shape:
             raise NpyFormatError("an application/octet-stream body needs an X-Shape header, e.g. X-Shape: 2000,2000",
                                  field="X-Shape")
-        raw = stream.read() if stream is not None else b""
-        return {"data": raw_decode(raw, shape=shape, dtype=dtype, max_elements=max_elements())}
+        raw = _read(stream, parser_context)
+        return {"data": raw_decode(_read_only(raw), shape=shape, dtype=dtype, max_elements=max_elements())}
 
 
 MSG_BAD_SPEC = "the spec part must be a JSON object (candidates and target): {error}"
