@@ -85,7 +85,7 @@ def test_a_body_shorter_than_its_content_length_is_a_parse_error(pair) -> None:
 
 def test_small_bodies_and_other_readers_go_through_wsgi_input(pair) -> None:
     server, _ = pair
-    request, body = gunicorn_request(server, b"small", 5)
+    request, _ = gunicorn_request(server, b"small", 5)
     assert read_body(request, request) == b"small"
     unreader = SocketUnreader(server)
     unreader.unread(b"5\r\nhello\r\n0\r\n\r\n")
