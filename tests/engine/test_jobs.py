@@ -227,6 +227,26 @@ def test_calibration_methods_give_each_weight_its_calibrated_range(tmp_path: Pat
     assert reports[0].clipped == engine.delta.clipped_values
 
 
+@pytest.mark.parametrize("channel_dim", [0, 1])
+def test_per_channel_histograms_go_some_channels_at_a_time_with_the_same_ranges(
+        tmp_path: Path, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch, channel_dim: int) -> None:
+    """A weight of more channels than HISTOGRAM_CHANNELS (5 here, 8192 in use) is calibrated in slices of
+    channels, and its codes and scales are those of one calibration over the whole weight."""
+    import engine.jobs
+
+    monkeypatch.setattr(engine.jobs, "HISTOGRAM_CHANNELS", 5)
+    x = rng.standard_normal((23, 17)).astype(F32)
+    x[3, 4] = 30.0
+    cfg = config(calibration_method="PERCENTILE", per_channel=True)
+    _, dst = run(tmp_path, {"w": x}, cfg, channel_dim=channel_dim)
+    reference = Quantizer(cfg)
+    reference.calibrate([x], channel_dim=channel_dim)
+    expected = reference.quantize(x, channel_dim=channel_dim)
+    out = load_file(dst)
+    assert np.array_equal(out["w"], expected.data)
+    assert np.array_equal(out["w_scale"].reshape(-1), expected.params.scale)
+
+
 # ---------------------------------------------------------------------- what is kept, skipped, planned
 def test_kept_and_skipped_tensors_are_byte_identical(tmp_path: Path, rng: np.random.Generator) -> None:
     tensors = model(rng)
