@@ -50,7 +50,8 @@ def _from_gunicorn_socket(request: HttpRequest) -> bytearray | None:
         return None
     if (Body is None or type(body) is not Body or type(body.reader) is not LengthReader or sock is None
             or type(body.reader.unreader) is not SocketUnreader or length < DIRECT_MIN_BYTES
-            or request._read_started or body.reader.length != length or body.buf.tell()):
+            or request._read_started or body.reader.length != length or body.buf.tell()
+            or sock.gettimeout() == 0.0):  # a non-blocking socket (an event loop's): gunicorn's own reads
         return None
     reader = body.reader
     request._read_started = True  # what HttpRequest.read() records: the stream is consumed

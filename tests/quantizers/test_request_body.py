@@ -56,8 +56,8 @@ def test_a_large_body_is_read_whole_after_what_gunicorn_read_ahead(pair, monkeyp
     server, client = pair
     payload = os.urandom(LENGTH)
     sender = send_later(client, payload[5000:] + b"NEXT REQUEST")
+    monkeypatch.setattr(Body, "read", not_through_wsgi_input)  # (before Django's request takes Body.read)
     request, body = gunicorn_request(server, payload[:5000], LENGTH)
-    monkeypatch.setattr(Body, "read", not_through_wsgi_input)
     got = read_body(request, request)
     sender.join()
     assert got == payload
@@ -68,8 +68,8 @@ def test_a_large_body_is_read_whole_after_what_gunicorn_read_ahead(pair, monkeyp
 def test_bytes_read_ahead_past_the_body_stay_with_gunicorn(pair, monkeypatch) -> None:
     server, _ = pair
     payload = os.urandom(LENGTH)
-    request, body = gunicorn_request(server, payload + b"GET / HTTP/1.1\r\n", LENGTH)
     monkeypatch.setattr(Body, "read", not_through_wsgi_input)
+    request, body = gunicorn_request(server, payload + b"GET / HTTP/1.1\r\n", LENGTH)
     assert read_body(request, request) == payload
     assert body.reader.unreader.read() == b"GET / HTTP/1.1\r\n"
 
@@ -94,3 +94,20 @@ def test_small_bodies_and_other_readers_go_through_wsgi_input(pair) -> None:
                            "SERVER_NAME": "127.0.0.1", "SERVER_PORT": "80", "wsgi.url_scheme": "http"})
     assert read_body(chunked, chunked) == b"hello"
     assert read_body(None, None) == b""
+
+
+def test_a_non_blocking_socket_is_left_to_gunicorn(pair, monkeypatch) -> None:
+    server, _ = pair
+    server.setblocking(False)
+    payload = os.urandom(LENGTH)
+    read_through_gunicorn = []
+    original = Body.read
+
+    def counted(self: Body, size: int | None = None) -> bytes:
+        read_through_gunicorn.append(size)
+        return original(self, size)
+
+    monkeypatch.setattr(Body, "read", counted)
+    request, _ = gunicorn_request(server, payload, LENGTH)
+    assert read_body(request, request) == payload
+    assert read_through_gunicorn
