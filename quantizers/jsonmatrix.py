@@ -30,7 +30,7 @@ class JsonMatrix:
     computed, and a second validation of the same body (a serializer's run to report another field's error)
     gets the array without parsing again."""
 
-    def __init__(self, body: bytes, start: int, end: int, rows: list[tuple[int, int]]) -> None:
+    def __init__(self, body: bytes | bytearray, start: int, end: int, rows: list[tuple[int, int]]) -> None:
         self._body = body
         self._span = start, end  # the matrix's outer brackets
         self._rows = rows
@@ -67,7 +67,7 @@ class JsonMatrix:
         return self._count
 
 
-def locate_matrix(raw: bytes) -> JsonMatrix | None:
+def locate_matrix(raw: bytes | bytearray) -> JsonMatrix | None:
     """The `"data": [[...], ...]` matrix of a body, rows located, or None when the fast path does not apply."""
     if len(raw) < MIN_FAST_ELEMENTS * 2:
         return None
@@ -82,7 +82,7 @@ def locate_matrix(raw: bytes) -> JsonMatrix | None:
     return JsonMatrix(raw, start, end, rows)
 
 
-def split_body(raw: bytes, matrix: JsonMatrix | None = None) -> tuple[dict[str, Any], JsonMatrix] | None:
+def split_body(raw: bytes | bytearray, matrix: JsonMatrix | None = None) -> tuple[dict[str, Any], JsonMatrix] | None:
     """(the body without its data, the data matrix), or None when the fast path does not apply; `matrix`, when
     given, is `locate_matrix(raw)`."""
     matrix = matrix or locate_matrix(raw)
