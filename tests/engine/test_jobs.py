@@ -4,6 +4,7 @@ with numpy written here, report figures recomputed here."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import math
@@ -401,6 +402,37 @@ def test_a_failing_tensor_leaves_nothing(tmp_path: Path, rng: np.random.Generato
     with pytest.raises(InputError) as info:
         run(tmp_path, tensors, config())
     assert info.value.code == "input.nan"
+    assert os.listdir(tmp_path) == ["in.safetensors"]
+
+
+def test_the_output_is_reserved_whole_and_a_full_disk_refuses_the_job_before_any_work(
+        tmp_path: Path, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The output's blocks are allocated up front, exactly its final size (a larger reservation would leave
+    bytes after the data, which safetensors refuses); where the disk lacks the space, the job stops there with
+    model.no_space, before any tensor is read, and leaves nothing."""
+    import engine.checkpoint
+
+    reserved: list[int] = []
+    real = os.posix_fallocate
+
+    def fallocate(fd: int, offset: int, length: int) -> None:
+        reserved.append(length)
+        real(fd, offset, length)
+
+    monkeypatch.setattr(engine.checkpoint.os, "posix_fallocate", fallocate)
+    _, dst = run(tmp_path, model(rng), config())
+    assert reserved == [dst.stat().st_size]
+    dst.unlink()
+
+    def full(fd: int, offset: int, length: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    asked = []
+    monkeypatch.setattr(engine.checkpoint.os, "posix_fallocate", full)
+    with pytest.raises(CheckpointError) as info:
+        run(tmp_path, model(rng), config(), should_cancel=lambda: asked.append(1) and False)
+    assert info.value.code == "model.no_space"
+    assert asked == []  # no tensor was started
     assert os.listdir(tmp_path) == ["in.safetensors"]
 
 
