@@ -39,7 +39,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .jit import OPTIONS, bits_f32, f32_bits, inline, kernel
-from .qparams import QParams
+from .qparams import QParams, block_params32
 
 # The report's helpers are compiled with their own options (not registered: the report kernels that call them
 # compile them); numba only after .jit, which sets numba's cache folder before its import.
@@ -274,6 +274,65 @@ def _finish_sums(acc_out: Any, err: Any, worst: Any, xlo: Any, xhi: Any) -> None
 
 _quantize_segments, _quantize_rows = _quantize_kernels(False)
 _report_segments, _report_rows = _quantize_kernels(True)
+
+_QBLOCKS = "int64(float32[::1], {0}[::1], int64, int64, int64, int64, int64, int64, boolean, boolean, boolean, " \
+           "float32[::1], float32[::1])"
+
+
+@kernel(*(_QBLOCKS.format(t) for t in _OUT_TYPES))
+def _quantize_blocks(x: Any, out: Any, d: Any, seg: Any, qmin: Any, qmax: Any, cmin: Any, cmax: Any,
+                     symmetric: Any, torch: Any, fake: Any, scale_out: Any, zp_out: Any) -> Any:
+    """Segments of `seg` in rows of `d` (blocks along the last axis), each block's parameters from its own range:
+    per block, its max |x| (symmetric) or min and max from the bits (as _absmax_segments and _minmax_segments
+    take them), its scale and zero point by qparams.block_params32, then its codes while the block is in L1; the
+    input is read from memory once (two passes read it twice: measured 3.6 ms of 11.7 for INT4 on 16M). Returns
+    the clipped count, or -1 as soon as a block's range is not finite or its parameters need the float64 fallback
+    (the caller then takes the two passes)."""
+    nb = (d + seg - 1) // seg
+    acc = np.zeros(LANES, np.int32)
+    total = 0
+    lo, hi = np.float32(qmin), np.float32(qmax)
+    for r in range(x.size // d):
+        for k in range(nb):
+            a = np.uint64(r * d + k * seg)
+            b = np.uint64(r * d + min(d, (k + 1) * seg))
+            if symmetric:
+                top = np.uint32(0)
+                for i in range(a, b):
+                    v = f32_bits(abs(x[i]))
+                    top = v if v > top else top
+                amax = bits_f32(top)
+                rmin, rmax = -amax, amax
+            else:
+                imax, imin, umax = np.int32(-0x80000000), np.int32(0x7FFFFFFF), np.uint32(0)
+                for i in range(a, b):
+                    ub = f32_bits(x[i])
+                    ib = np.int32(ub)
+                    imax = ib if ib > imax else imax
+                    imin = ib if ib < imin else imin
+                    umax = ub if ub > umax else umax
+                rmin, rmax = _extremes(imax, imin, umax)
+            if not (np.isfinite(rmin) and np.isfinite(rmax)):
+                return -1
+            s, z, fallback = block_params32(rmin, rmax, cmin, cmax, symmetric, torch)
+            if fallback:
+                return -1
+            scale_out[r * nb + k], zp_out[r * nb + k] = s, z
+            m = a + (b - a) // np.uint64(LANES) * np.uint64(LANES)
+            for i0 in range(a, m, np.uint64(LANES)):
+                for j in range(LANES):
+                    i = i0 + np.uint64(j)
+                    c, bad = _code(x[i], s, z, lo, hi, INT, np.uint32(0), np.uint32(0))
+                    acc[j] += np.int32(bad)
+                    out[i] = (c - z) * s if fake else c
+            for t in range(m, b):
+                c, bad = _code(x[t], s, z, lo, hi, INT, np.uint32(0), np.uint32(0))
+                total += bad
+                out[t] = (c - z) * s if fake else c
+        if acc[0] > 1 << 30:
+            total += acc.sum()
+            acc[:] = 0
+    return total + acc.sum()
 
 
 # ---------------------------------------------------------------------- compare (the report of given values)
@@ -556,6 +615,34 @@ def run_quantize(x: npt.NDArray[np.float32], out: npt.NDArray[Any], lay: Layout,
         worst = math.nan
     return clipped, Sums(per[0], per[1], sum(float(acc[0]) for acc in parts), worst,
                          min(float(acc[2]) for acc in parts), max(float(acc[3]) for acc in parts), x.size)
+
+
+def quantize_blocks(x: npt.NDArray[np.float32], axis: int, block_size: int, qrange: tuple[int, int],
+                    crange: tuple[int, int], symmetric: bool, torch: bool, dtype: np.dtype[Any],
+                    out: npt.NDArray[Any] | None = None
+                    ) -> tuple[npt.NDArray[Any], int, npt.NDArray[np.float32], npt.NDArray[np.float32]] | None:
+    """Dynamic blocked quantize of float32 `x` in one pass (_quantize_blocks): (result in `dtype`, clipped count,
+    flat scales, flat zero points as float32) with codes clipped to `qrange` and parameters for `crange` by the
+    onnx (or `torch`) rule; None for blocks along an inner axis, non-finite data or parameters that need the
+    float64 fallback."""
+    x = np.ascontiguousarray(x, dtype=F32)
+    lay = layout(x.shape, axis, block_size)
+    if lay.rows or x.size == 0:
+        return None
+    if out is None:
+        out = np.empty(x.shape, dtype)
+    xf, of = x.reshape(-1), out.reshape(-1)
+    nb = (lay.d + lay.seg - 1) // lay.seg
+    scale, zp = np.empty(xf.size // lay.d * nb, F32), np.empty(xf.size // lay.d * nb, F32)
+
+    def one(a: int, b: int) -> int:
+        return int(_quantize_blocks(xf[a * lay.d:b * lay.d], of[a * lay.d:b * lay.d], lay.d, lay.seg, *qrange,
+                                    *crange, symmetric, torch, dtype == F32, scale[a * nb:b * nb], zp[a * nb:b * nb]))
+
+    counts = _map(one, _chunks(xf.size // lay.d, xf.size))
+    if min(counts) < 0:
+        return None
+    return out, sum(counts), scale, zp
 
 
 def compare(x: npt.NDArray[np.float32], d: npt.NDArray[np.float32], axis: int | None) -> Sums:
