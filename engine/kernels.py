@@ -21,6 +21,8 @@ Layouts. Every parameter shape is run as one of two loops over the flat data:
 - rows: rows of `L` elements with a parameter per element of the row, row r using parameter row
   (r // dim) * nb + (r % dim) // seg: per channel with short runs (one parameter row, the channels repeated over
   a period), blocks along an inner axis.
+Dynamic integer blocks along the last axis have a kernel of their own (_quantize_blocks): each block's range,
+parameters and codes in one pass over it, so that the data is read from memory once.
 Inner loops run over 16 lanes with per-lane counters (a single counter would serialise the vector loop) and
 unsigned indices (signed ones make numba wrap negative indices, which stops LLVM from vectorising).
 """
