@@ -323,10 +323,10 @@ def _quantize_blocks(x: Any, out: Any, d: Any, seg: Any, qmin: Any, qmax: Any, c
             m = a + (b - a) // np.uint64(LANES) * np.uint64(LANES)
             for i0 in range(a, m, np.uint64(LANES)):
                 for j in range(LANES):
-                    i = i0 + np.uint64(j)
-                    c, bad = _code(x[i], s, z, lo, hi, INT, np.uint32(0), np.uint32(0))
+                    e = i0 + np.uint64(j)
+                    c, bad = _code(x[e], s, z, lo, hi, INT, np.uint32(0), np.uint32(0))
                     acc[j] += np.int32(bad)
-                    out[i] = (c - z) * s if fake else c
+                    out[e] = (c - z) * s if fake else c
             for t in range(m, b):
                 c, bad = _code(x[t], s, z, lo, hi, INT, np.uint32(0), np.uint32(0))
                 total += bad
