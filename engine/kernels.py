@@ -35,13 +35,15 @@ import math
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 
 from .jit import OPTIONS, bits_f32, f32_bits, inline, kernel
-from .qparams import QParams, block_params32
+
+if TYPE_CHECKING:
+    from .qparams import QParams
 
 # The report's helpers are compiled with their own options (not registered: the report kernels that call them
 # compile them); numba only after .jit, which sets numba's cache folder before its import.
@@ -79,6 +81,79 @@ def _code(v: Any, s: Any, z: Any, lo: Any, hi: Any, kind: Any, emin_bits: Any, o
     r = (a + k) - k
     c = bits_f32(f32_bits(r) | (f32_bits(c) & np.uint32(0x80000000)))
     return c, not (abs(w) <= -lo)
+
+
+# ---------------------------------------------------------------------- parameters (qparams' float32 rules)
+# qparams.scale_zero_point's `onnx` and `torch` rules are these compiled functions, so that _quantize_blocks inlines
+# the very same arithmetic; they live in this file because numba's on-disk cache of a kernel is checked against its
+# own file only (an inlined function from another module could change without recompiling the kernel).
+TINY = np.finfo(np.float32).tiny
+TORCH_EPS = F32(2.0**-23)  # torch.finfo(torch.float32).eps, the observers' scale floor
+
+
+@inline
+def _widen(rmin: Any, rmax: Any, symmetric: Any) -> Any:
+    """The range [rmin, rmax] (float32) widened to include 0 (symmetric: [-amax, amax]), with np.minimum's and
+    np.maximum's NaN and signed-zero choices (a if a < b or a is NaN, else b)."""
+    zero = np.float32(0)
+    lo = rmin if rmin < zero or rmin != rmin else zero
+    hi = rmax if rmax > zero or rmax != rmax else zero
+    if symmetric:
+        a, b = abs(lo), abs(hi)
+        amax = a if a > b or a != a else b
+        lo, hi = -amax, amax
+    return lo, hi
+
+
+@inline
+def _float32_params(lo: Any, hi: Any, qmin: Any, qmax: Any, symmetric: Any, torch: Any) -> Any:
+    """The `onnx` and `torch` rules for one widened range [lo, hi]: (scale, zero point, fallback?), all arithmetic
+    in float32 (the zero point a float32 integer). `fallback`: the scale is not a finite normal float32 or the
+    range is [0, 0] (torch's eps floor answers that one itself): scale_zero_point then takes ort_tooling's."""
+    if symmetric:
+        if torch or qmin < 0:
+            scale = hi / np.float32((qmax - qmin) / 2)  # torch: amax / 127.5; onnx signed (narrowed): amax / qmax
+        else:
+            scale = (hi * np.float32(2)) / np.float32(qmax - qmin)  # onnx unsigned: 2 amax / 255
+        if torch:
+            scale = TORCH_EPS if scale < TORCH_EPS else scale  # (np.maximum: NaN stays NaN)
+        zp = np.float32(np.rint((qmin + qmax) / 2))
+    else:
+        scale = (hi - lo) / np.float32(qmax - qmin)
+        if torch:
+            scale = TORCH_EPS if scale < TORCH_EPS else scale
+            zp = np.float32(qmin) - np.rint(lo / scale)  # qmin - round(min_neg / scale)
+        else:
+            zp = np.rint(np.float32(qmin) - lo / scale)  # round(qmin - min / scale): ORT's initial_zp, then rounded
+        zp = np.float32(0) if zp != zp else zp  # only where the scale falls back (the caller replaces those)
+        zp = np.float32(qmin) if zp < qmin else zp
+        zp = np.float32(qmax) if zp > qmax else zp
+    fallback = not (np.isfinite(scale) and scale >= TINY) or (hi == lo and not torch)
+    return scale, zp, fallback
+
+
+@inline
+def block_params32(rmin: Any, rmax: Any, qmin: Any, qmax: Any, symmetric: Any, torch: Any) -> Any:
+    """qparams.scale_zero_point's `onnx` / `torch` rule for one range (the fused grouped kernel):
+    (scale, zero point as float32, fallback?); where `fallback` is true the parameters are ort_tooling's, which
+    only scale_zero_point computes."""
+    lo, hi = _widen(rmin, rmax, symmetric)
+    return _float32_params(lo, hi, qmin, qmax, symmetric, torch)
+
+
+@kernel("void(float32[::1], float32[::1], boolean, float32[::1], float32[::1])")
+def widen_all(rmin: Any, rmax: Any, symmetric: Any, lo: Any, hi: Any) -> None:
+    """_widen over arrays (lo, hi may be rmin, rmax themselves)."""
+    for i in range(rmin.size):
+        lo[i], hi[i] = _widen(rmin[i], rmax[i], symmetric)
+
+
+@kernel("void(float32[::1], float32[::1], int64, int64, boolean, boolean, float32[::1], float32[::1], boolean[::1])")
+def float32_params_all(lo: Any, hi: Any, qmin: Any, qmax: Any, symmetric: Any, torch: Any, scale: Any, zp: Any,
+                       fallback: Any) -> None:
+    """_float32_params over arrays."""
+    for i in range(lo.size):
+        scale[i], zp[i], fallback[i] = _float32_params(lo[i], hi[i], qmin, qmax, symmetric, torch)
 
 
 # ---------------------------------------------------------------------- quantize
@@ -286,7 +361,7 @@ def _quantize_blocks(x: Any, out: Any, d: Any, seg: Any, qmin: Any, qmax: Any, c
                      symmetric: Any, torch: Any, fake: Any, scale_out: Any, zp_out: Any) -> Any:
     """Segments of `seg` in rows of `d` (blocks along the last axis), each block's parameters from its own range:
     per block, its max |x| (symmetric) or min and max from the bits (as _absmax_segments and _minmax_segments
-    take them), its scale and zero point by qparams.block_params32, then its codes while the block is in L1; the
+    take them), its scale and zero point by block_params32, then its codes while the block is in L1; the
     input is read from memory once (two passes read it twice: measured 3.6 ms of 11.7 for INT4 on 16M). Returns
     the clipped count, or -1 as soon as a block's range is not finite or its parameters need the float64 fallback
     (the caller then takes the two passes)."""

@@ -10,14 +10,12 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from . import kernels
 from .config import QParamsRule, QuantizationType
-from .jit import inline, kernel
 
 F32 = np.float32
 FloatArray = npt.NDArray[np.float32]
 IntArray = npt.NDArray[np.int64]
-_TINY = np.finfo(np.float32).tiny
-_TORCH_EPS = F32(2.0**-23)  # torch.finfo(torch.float32).eps, the observers' scale floor
 
 STORAGE_DTYPES: dict[QuantizationType, Any] = {
     QuantizationType.INT8: np.int8,
@@ -45,77 +43,16 @@ def calibration_range(qmin: int, qmax: int, symmetric: bool, rule: QParamsRule =
     return qmin, qmax
 
 
-@inline
-def _widen(rmin: Any, rmax: Any, symmetric: Any) -> Any:
-    """The range [rmin, rmax] (float32) widened to include 0 (symmetric: [-amax, amax]), with np.minimum's and
-    np.maximum's NaN and signed-zero choices (a if a < b or a is NaN, else b)."""
-    zero = np.float32(0)
-    lo = rmin if rmin < zero or rmin != rmin else zero
-    hi = rmax if rmax > zero or rmax != rmax else zero
-    if symmetric:
-        a, b = abs(lo), abs(hi)
-        amax = a if a > b or a != a else b
-        lo, hi = -amax, amax
-    return lo, hi
-
-
-@inline
-def _float32_params(lo: Any, hi: Any, qmin: Any, qmax: Any, symmetric: Any, torch: Any) -> Any:
-    """The `onnx` and `torch` rules for one widened range [lo, hi]: (scale, zero point, fallback?), all arithmetic
-    in float32 (the zero point a float32 integer). `fallback`: the scale is not a finite normal float32 or the
-    range is [0, 0] (torch's eps floor answers that one itself): scale_zero_point then takes ort_tooling's."""
-    if symmetric:
-        if torch or qmin < 0:
-            scale = hi / np.float32((qmax - qmin) / 2)  # torch: amax / 127.5; onnx signed (narrowed): amax / qmax
-        else:
-            scale = (hi * np.float32(2)) / np.float32(qmax - qmin)  # onnx unsigned: 2 amax / 255
-        if torch:
-            scale = _TORCH_EPS if scale < _TORCH_EPS else scale  # (np.maximum: NaN stays NaN)
-        zp = np.float32(np.rint((qmin + qmax) / 2))
-    else:
-        scale = (hi - lo) / np.float32(qmax - qmin)
-        if torch:
-            scale = _TORCH_EPS if scale < _TORCH_EPS else scale
-            zp = np.float32(qmin) - np.rint(lo / scale)  # qmin - round(min_neg / scale)
-        else:
-            zp = np.rint(np.float32(qmin) - lo / scale)  # round(qmin - min / scale): ORT's initial_zp, then rounded
-        zp = np.float32(0) if zp != zp else zp  # only where the scale falls back (the caller replaces those)
-        zp = np.float32(qmin) if zp < qmin else zp
-        zp = np.float32(qmax) if zp > qmax else zp
-    fallback = not (np.isfinite(scale) and scale >= _TINY) or (hi == lo and not torch)
-    return scale, zp, fallback
-
-
-@inline
-def block_params32(rmin: Any, rmax: Any, qmin: Any, qmax: Any, symmetric: Any, torch: Any) -> Any:
-    """scale_zero_point's `onnx` / `torch` rule for one range, in compiled code (the fused grouped kernels):
-    (scale, zero point as float32, fallback?); where `fallback` is true the parameters are ort_tooling's, which
-    only scale_zero_point computes."""
-    lo, hi = _widen(rmin, rmax, symmetric)
-    return _float32_params(lo, hi, qmin, qmax, symmetric, torch)
-
-
-@kernel("void(float32[::1], float32[::1], boolean, float32[::1], float32[::1])")
-def _widen_all(rmin: Any, rmax: Any, symmetric: Any, lo: Any, hi: Any) -> None:
-    for i in range(rmin.size):
-        lo[i], hi[i] = _widen(rmin[i], rmax[i], symmetric)
-
-
-@kernel("void(float32[::1], float32[::1], int64, int64, boolean, boolean, float32[::1], float32[::1], boolean[::1])")
-def _float32_params_all(lo: Any, hi: Any, qmin: Any, qmax: Any, symmetric: Any, torch: Any, scale: Any, zp: Any,
-                        fallback: Any) -> None:
-    for i in range(lo.size):
-        scale[i], zp[i], fallback[i] = _float32_params(lo[i], hi[i], qmin, qmax, symmetric, torch)
-
-
 def _flat(a: npt.ArrayLike) -> FloatArray:
     return np.ascontiguousarray(a, dtype=F32).reshape(-1)
 
 
 def _widened(rmin: npt.ArrayLike, rmax: npt.ArrayLike, symmetric: bool) -> tuple[FloatArray, FloatArray]:
-    rmin, rmax = np.broadcast_arrays(np.asarray(rmin, F32), np.asarray(rmax, F32))
-    lo, hi = np.empty(rmin.shape, F32), np.empty(rmin.shape, F32)
-    _widen_all(_flat(rmin), _flat(rmax), symmetric, lo.reshape(-1), hi.reshape(-1))
+    lo, hi = np.array(rmin, F32, order="C"), np.array(rmax, F32, order="C")  # (copies: widened in place)
+    if lo.shape != hi.shape:
+        lo, hi = (np.ascontiguousarray(a) for a in np.broadcast_arrays(lo, hi))
+    flat_lo, flat_hi = lo.reshape(-1), hi.reshape(-1)
+    kernels.widen_all(flat_lo, flat_hi, symmetric, flat_lo, flat_hi)
     return lo, hi
 
 
@@ -123,7 +60,7 @@ def _ort_tooling(lo: FloatArray, hi: FloatArray, qmin: int, qmax: int, symmetric
                  ) -> tuple[FloatArray, IntArray]:
     """compute_scale_zp: float64 range and scale; below float32 tiny (compared in float64): scale 1, zp 0."""
     scale64 = (hi.astype(np.float64) - lo.astype(np.float64)) / (float(qmax) - float(qmin))
-    tiny = ~(scale64 >= float(_TINY))
+    tiny = ~(scale64 >= float(kernels.TINY))
     safe64 = np.where(tiny, 1.0, scale64)
     if symmetric:
         zp = np.full(scale64.shape, np.round((qmin + qmax) / 2.0))
@@ -135,10 +72,11 @@ def _ort_tooling(lo: FloatArray, hi: FloatArray, qmin: int, qmax: int, symmetric
 
 def _float32_rule(lo: FloatArray, hi: FloatArray, qmin: int, qmax: int, symmetric: bool, rule: QParamsRule
                   ) -> tuple[FloatArray, IntArray, npt.NDArray[np.bool_]]:
-    """`onnx` and `torch` (_float32_params) over arrays: scale, zero point, and where ort_tooling's replace them."""
+    """`onnx` and `torch` over arrays (compiled in kernels, where the fused grouped kernel inlines the same
+    function): scale, zero point, and where ort_tooling's replace them."""
     scale, zp, fallback = np.empty(lo.shape, F32), np.empty(lo.shape, F32), np.empty(lo.shape, np.bool_)
-    _float32_params_all(_flat(lo), _flat(hi), qmin, qmax, symmetric, rule is QParamsRule.torch, scale.reshape(-1),
-                        zp.reshape(-1), fallback.reshape(-1))
+    kernels.float32_params_all(_flat(lo), _flat(hi), qmin, qmax, symmetric, rule is QParamsRule.torch,
+                               scale.reshape(-1), zp.reshape(-1), fallback.reshape(-1))
     return scale, zp.astype(np.int64), fallback
 
 
