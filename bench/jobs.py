@@ -11,12 +11,14 @@ jobs read it, as a file just uploaded is. Each run is `engine.quantize_checkpoin
 whole job: header, memory-mapped reads, range pass, quantize, error figures, streaming write, rename), which
 loads its compiled kernels first, as a worker does when it starts (`warm_job_kernels`), and reports the job's
 wall time and its peak resident set (`resource.getrusage(RUSAGE_SELF).ru_maxrss`), so the memory
-figure is that of the process doing the job, including the interpreter and numpy. The floor is `np.copyto` of a
-float32 array as large as the checkpoint's largest tensor into a preallocated one, median of `--reps` rounds,
-expressed as GB/s of input; the job's rate is the checkpoint's bytes over its median wall time, and its CPU time
-(user + system, every thread) is shown beside it: on a shared machine the wall time also counts the time other
-processes held the cores. Targets: the job at least 25 % of the memcpy rate; its peak RSS at most 2.5 x the
-largest tensor + 150 MB.
+figure is that of the process doing the job, including the interpreter and numpy. The floor is `np.copyto` of as
+many float32 bytes as the checkpoint holds into a preallocated array (the job's data volume through memory, once
+each way), median of `--reps` rounds, expressed as GB/s of input; the job's rate is the checkpoint's bytes over its
+median wall time, and its CPU time (user + system, every thread) is shown beside it: on a shared machine the wall
+time also counts the time other processes held the cores. Also printed, for reference: a memcpy of the largest
+tensor alone, which (16 MiB source and destination against a 32 MiB L3 here) runs from the cache at about twice
+the memory's rate, a rate no job over a gigabyte of data can see. Targets: the job at least 25 % of the memcpy rate
+(issue 14: 50 %); its peak RSS at most 2.5 x the largest tensor + 150 MB.
 """
 
 from __future__ import annotations
@@ -111,7 +113,7 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=4096)
     ap.add_argument("--cols", type=int, default=1024)
     ap.add_argument("--runs", type=int, default=3, help="job runs (the median is reported)")
-    ap.add_argument("--reps", type=int, default=20, help="memcpy rounds (the median is reported)")
+    ap.add_argument("--reps", type=int, default=5, help="memcpy rounds (the median is reported)")
     args = ap.parse_args()
     largest = args.rows * args.cols * 4
     with tempfile.TemporaryDirectory(prefix="quantsite-bench-") as tmp:
@@ -120,8 +122,10 @@ def main() -> None:
         baseline = child("-c", BASELINE)["maxrss_kb"] * 1024
         runs = []
         floors = []
+        cached = []
         for _ in range(args.runs):
-            floors.append(child(__file__, "--memcpy", str(largest), str(args.reps)))
+            floors.append(child(__file__, "--memcpy", str(total), str(args.reps)))
+            cached.append(child(__file__, "--memcpy", str(largest), str(4 * args.reps)))
             runs.append(run_job(src, dst))
             dst.unlink()
     seconds = statistics.median(r["seconds"] for r in runs)
@@ -129,15 +133,19 @@ def main() -> None:
     rss = max(r["maxrss_kb"] for r in runs) * 1024
     hwm = max(r["vmhwm_kb"] for r in runs) * 1024
     floor = statistics.median(floors)
+    in_cache = statistics.median(cached)
     job_gbps = total / seconds / 1e9
     rss_target = 2.5 * largest + 150 * MB
     print(f"model job: {args.tensors} float32 tensors of {args.rows}x{args.cols} ({total / MB:.0f} MiB), "
           f"per-channel INT8 with the full report; {os.cpu_count()} CPUs, numpy {np.__version__}, median of "
           f"{args.runs} runs")
     rows = [
-        ("memcpy (np.copyto, float32)", f"{floor:.2f} GB/s", "floor"),
+        (f"memcpy (np.copyto) of {total / MB:.0f} MiB", f"{floor:.2f} GB/s", "floor"),
+        (f"  memcpy of the largest tensor, {largest / MB:.0f} MiB", f"{in_cache:.2f} GB/s",
+         "from the cache, for reference"),
         ("quantize_checkpoint", f"{job_gbps:.2f} GB/s ({seconds:.2f} s)",
-         f"{100 * job_gbps / floor:.0f} % of memcpy (target >= 25 %)"),
+         f"{100 * job_gbps / floor:.0f} % of memcpy (target >= 25 %; issue 14: 50 %); "
+         f"{100 * job_gbps / in_cache:.0f} % of the cached one"),
         ("  CPU time of the job (all threads)", f"{cpu:.2f} s", f"{total / cpu / 1e9:.2f} GB per CPU second"),
         ("peak RSS of the job process", f"{rss / MB:.0f} MB",
          f"target <= {rss_target / MB:.0f} MB (2.5 x {largest / MB:.0f} MB + 150 MB); ru_maxrss (VmHWM "

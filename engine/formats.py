@@ -145,6 +145,9 @@ def _bfloat16(u: Any, out: Any) -> Any:
     return over, bad
 
 
+BFLOAT16_KERNEL = _bfloat16  # (engine.jobs warms it)
+
+
 def to_bfloat16(x: FloatArray) -> tuple[FloatArray, int, int]:
     """float32 -> bfloat16 (round to nearest even), decoded back to float32; NaN -> quiet NaN with its sign.
     Also returns how many finite values overflowed to +-inf and how many inputs were not finite, counted in the

@@ -51,7 +51,7 @@ import numpy as np
 import numpy.typing as npt
 
 from . import formats, kernels
-from .calibration import RangeCollector
+from .calibration import NUM_BINS, RangeCollector
 from .checkpoint import BackgroundFile, CheckpointReader, TensorInfo, checkpoint_format, open_checkpoint, writer_for
 from .config import CalibrationMethod, QuantizationConfig, QuantizationMode, QuantizationType
 from .errors import CheckpointError, InputError, JobCancelled
@@ -59,7 +59,7 @@ from .jit import warm_kernels
 from .layers import LayerPlan, resolve_layer
 from .parameters import ParameterState
 from .qparams import STORAGE_DTYPES, QParams, f32_float, qrange
-from .quantizer import OpResult, Quantizer
+from .quantizer import MAX_HISTOGRAM_CELLS, OpResult, Quantizer
 from .ranges import normalize_axis, params_for_range
 from .safetensors import DTYPES as SAFETENSORS_DTYPES
 from .safetensors import FLOAT_DTYPES
@@ -71,6 +71,7 @@ PARTIAL_SUFFIX: Final = ".partial"
 # while the next is quantized), the largest go one at a time, so that with the writer's queue the peak stays
 # within 2.5 x the largest tensor above the process's own baseline.
 OVERLAP_FACTOR: Final = 2.0
+HISTOGRAM_CHANNELS: Final = MAX_HISTOGRAM_CELLS // NUM_BINS  # per-channel histograms held at a time (calibration)
 FORMAT_NOTE: Final = ("codes under the tensor's name (I8: INT8 and INT4, U8: UINT8 and UINT4, one code per byte; "
                       "I16; F8_E4M3 / F8_E5M2; F16 / BF16 values for FLOAT16 / BFLOAT16 layers); <name>_scale F32, "
                       "shaped to broadcast against the tensor; <name>_zero_point in the codes' dtype when not 0; "
@@ -413,11 +414,23 @@ def _calibrated_params(config: QuantizationConfig, plan: TensorPlan, x: npt.NDAr
         _check_nonfinite(config, x)
         x = np.where(np.isfinite(x), x, F32(0))
     qmin, qmax = qrange(layer.quantization_type, layer.num_bits)
-    collector = RangeCollector(config.calibration_method, axis=plan.axis, symmetric=_symmetric(config, layer),
-                               qmin=qmin, qmax=qmax, min_percentile=config.min_percentile,
-                               max_percentile=config.max_percentile)
-    collector.update(x)
-    rmin, rmax = collector.compute_range()
+
+    def calibrated(part: npt.NDArray[np.float32]) -> tuple[Any, Any]:
+        collector = RangeCollector(config.calibration_method, axis=plan.axis, symmetric=_symmetric(config, layer),
+                                   qmin=qmin, qmax=qmax, min_percentile=config.min_percentile,
+                                   max_percentile=config.max_percentile)
+        collector.update(part)
+        return collector.compute_range()
+
+    if plan.axis is None:
+        rmin, rmax = calibrated(x)
+    else:
+        # Each channel's histogram (16 KiB) sees its own values only, so channels go HISTOGRAM_CHANNELS at a time:
+        # the same ranges, and an embedding of 128k rows holds 128 MiB of histograms, not 2 GiB.
+        ranges = [calibrated(x[(slice(None),) * plan.axis + (slice(c, c + HISTOGRAM_CHANNELS),)])
+                  for c in range(0, x.shape[plan.axis], HISTOGRAM_CHANNELS)]
+        rmin = np.concatenate([np.reshape(lo, -1) for lo, _ in ranges])
+        rmax = np.concatenate([np.reshape(hi, -1) for _, hi in ranges])
     flat_layer = dataclasses.replace(layer, symmetric=_symmetric(config, layer))
     return params_for_range(config, rmin, rmax, flat_layer, plan.axis)
 
@@ -452,9 +465,10 @@ def _outputs(plan: TensorPlan, result: OpResult) -> list[npt.NDArray[Any]]:
 
 
 def warm_job_kernels() -> None:
-    """Load the compiled kernels a job runs (`warm_kernels`: the quantize kernels, with and without the report):
-    call once when a job worker starts, so that no job pays for a compilation."""
-    warm_kernels()
+    """Load the compiled kernels a job runs (the quantize kernels with the report, the range passes, the
+    bfloat16 cast), not the whole engine's: call once when a job worker starts, so that no job pays for a
+    compilation, and its worker holds no kernel it never runs."""
+    warm_kernels((*kernels.JOB_KERNELS, formats.BFLOAT16_KERNEL))
 
 
 # ---------------------------------------------------------------------- summary

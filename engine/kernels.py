@@ -539,6 +539,12 @@ def _minmax_rows(x: Any, row: Any, dim: Any, seg: Any, lo_out: Any, hi_out: Any)
             lo_out[t] = hi_out[t] = np.nan
 
 
+# What a model job runs (engine.jobs.warm_job_kernels): its quantizes always take the report (not the plain
+# kernels), and it dequantizes only to redo the report of a tensor holding NaN or infinities (with _compare).
+JOB_KERNELS = (_report_segments, _report_rows, _compare, _dequantize_segments, _dequantize_rows, _minmax_segments,
+               _absmax_segments, _minmax_rows)
+
+
 # ---------------------------------------------------------------------- layouts
 class Layout(NamedTuple):
     """How a parameter shape runs (module docstring): `rows` False: segments of `seg` in rows of `d`; True: rows

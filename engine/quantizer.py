@@ -39,7 +39,7 @@ from .ranges import normalize_axis
 F32 = np.float32
 FloatArray = npt.NDArray[np.float32]
 
-MAX_HISTOGRAM_CELLS = 1 << 24  # grouped calibration: blocks x histogram bins (8 bytes each: 128 MiB)
+MAX_HISTOGRAM_CELLS = 1 << 24  # calibration: channels or blocks x histogram bins (8 bytes each: 128 MiB)
 _OWN = object()  # dequantize's default last_params: this object's own latest quantize
 
 MSG_CHANNEL_DIM = ("channel_dim applies to per-channel quantization only, and this {what} quantizes per tensor: "
@@ -456,15 +456,16 @@ class Quantizer:
             if self._check_finite(x, validate=True, lo=lo, hi=hi):
                 x = np.where(np.isfinite(x), x, F32(0))
             if group and axis is not None:
-                rows = formats.blocks_as_rows(x, axis, group)
-                if (self.config.calibration_method in HISTOGRAM_METHODS
-                        and rows.shape[0] * NUM_BINS > MAX_HISTOGRAM_CELLS):
-                    raise LimitError(
-                        f"{rows.shape[0]} blocks of {NUM_BINS}-bin histograms are too many for "
-                        f"{self.config.calibration_method.name} calibration (at most "
-                        f"{MAX_HISTOGRAM_CELLS // NUM_BINS}): use MINMAX or MOVING_AVERAGE, or larger groups",
-                        field="calibration_method")
-                x = rows
+                x = formats.blocks_as_rows(x, axis, group)
+                histograms, what, instead = x.shape[0], "blocks", "or larger groups"
+            else:
+                histograms, what, instead = 1 if axis is None else x.shape[axis], "channels", "or per tensor"
+            if (self.config.calibration_method in HISTOGRAM_METHODS
+                    and histograms * NUM_BINS > MAX_HISTOGRAM_CELLS):
+                raise LimitError(
+                    f"{histograms} {what} of {NUM_BINS}-bin histograms are too many for "
+                    f"{self.config.calibration_method.name} calibration (at most {MAX_HISTOGRAM_CELLS // NUM_BINS}): "
+                    f"use MINMAX or MOVING_AVERAGE, {instead}", field="calibration_method")
             collector.update(x)
         if collector is None or shape is None:
             raise InputError("calibration needs at least one batch", field="data")

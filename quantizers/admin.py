@@ -9,7 +9,7 @@ from typing import Any
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import F, QuerySet
-from django.http import FileResponse, HttpRequest, HttpResponse
+from django.http import FileResponse, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import redirect
 from django.urls import path, reverse
 from django.utils import timezone
@@ -20,7 +20,7 @@ from django.utils.timezone import localtime
 from engine import QuantizationMode, QuantizationType
 
 from . import jobs, registry, services
-from .exceptions import ServiceError
+from .exceptions import InstanceExists, ServiceError
 from .forms import CONFIG_FIELDS, InstanceForm
 from .models import DEFAULT_INSTANCE_ID, Job, JobLayer, QuantizerInstance
 from .overview import instance_overview
@@ -156,6 +156,19 @@ class QuantizerInstanceAdmin(admin.ModelAdmin):
         return super().change_view(request, object_id, form_url, {**(extra_context or {}), "overview": overview})
 
     # ------------------------------------------------------------------ saving and deleting through services
+    def changeform_view(self, request: HttpRequest, object_id: str | None = None, form_url: str = "",
+                        extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        """The form's uniqueness check and the INSERT are two steps: someone else (the API, another admin) may
+        create the same id in between. The database's unique constraint then refuses the INSERT (the service
+        raises InstanceExists, the view's transaction rolls back), and the add page comes back with the reason
+        instead of a server error."""
+        try:
+            return super().changeform_view(request, object_id, form_url, extra_context)
+        except InstanceExists as exc:
+            self.message_user(request, f"{exc.detail} (created while this form was being sent): choose another id",
+                              messages.ERROR)
+            return HttpResponseRedirect(request.get_full_path())
+
     def save_model(self, request: HttpRequest, obj: QuantizerInstance, form: Any, change: bool) -> None:
         config = form.config_dict()
         if change:

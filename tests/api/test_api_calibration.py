@@ -206,6 +206,22 @@ def test_a_per_channel_calibration_with_channel_dim_out_of_range_stores_nothing(
     assert snapshot(api, "pc") == before
 
 
+@pytest.mark.parametrize(("config", "what"), [
+    ({"per_channel": True, "calibration_method": "PERCENTILE"}, "8193 channels"),
+    ({"quantization_type": "INT4", "group_size": 2, "calibration_method": "ENTROPY"}, "8194 blocks"),  # 4097 x 2
+])
+def test_histograms_beyond_the_limit_are_413_and_store_nothing(api, config, what):
+    """A histogram method keeps 2048 int64 counts per channel (or block): 8193 channels of one value each would
+    take 128 MiB and seconds for a 64 KiB body, so more than 8192 are refused before any histogram exists."""
+    create(api, "hist", config)
+    before = snapshot(api, "hist")
+    batch = np.random.default_rng(0).standard_normal((8193, 2)).astype(F32)
+    answer = assert_error(api.post("/instances/hist/calibrate", {"data": [batch.tolist()], "channel_dim": 0}), 413,
+                          field="calibration_method")
+    assert answer["detail"].startswith(f"{what} of 2048-bin histograms are too many"), answer
+    assert snapshot(api, "hist") == before
+
+
 @pytest.mark.parametrize("qtype", ["FLOAT16", "NONE"])
 def test_types_without_scale_cannot_be_calibrated(api, qtype):
     create(api, "float", {"quantization_type": qtype})

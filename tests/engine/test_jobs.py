@@ -4,6 +4,7 @@ with numpy written here, report figures recomputed here."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import math
@@ -227,6 +228,26 @@ def test_calibration_methods_give_each_weight_its_calibrated_range(tmp_path: Pat
     assert reports[0].clipped == engine.delta.clipped_values
 
 
+@pytest.mark.parametrize("channel_dim", [0, 1])
+def test_per_channel_histograms_go_some_channels_at_a_time_with_the_same_ranges(
+        tmp_path: Path, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch, channel_dim: int) -> None:
+    """A weight of more channels than HISTOGRAM_CHANNELS (5 here, 8192 in use) is calibrated in slices of
+    channels, and its codes and scales are those of one calibration over the whole weight."""
+    import engine.jobs
+
+    monkeypatch.setattr(engine.jobs, "HISTOGRAM_CHANNELS", 5)
+    x = rng.standard_normal((23, 17)).astype(F32)
+    x[3, 4] = 30.0
+    cfg = config(calibration_method="PERCENTILE", per_channel=True)
+    _, dst = run(tmp_path, {"w": x}, cfg, channel_dim=channel_dim)
+    reference = Quantizer(cfg)
+    reference.calibrate([x], channel_dim=channel_dim)
+    expected = reference.quantize(x, channel_dim=channel_dim)
+    out = load_file(dst)
+    assert np.array_equal(out["w"], expected.data)
+    assert np.array_equal(out["w_scale"].reshape(-1), expected.params.scale)
+
+
 # ---------------------------------------------------------------------- what is kept, skipped, planned
 def test_kept_and_skipped_tensors_are_byte_identical(tmp_path: Path, rng: np.random.Generator) -> None:
     tensors = model(rng)
@@ -381,6 +402,37 @@ def test_a_failing_tensor_leaves_nothing(tmp_path: Path, rng: np.random.Generato
     with pytest.raises(InputError) as info:
         run(tmp_path, tensors, config())
     assert info.value.code == "input.nan"
+    assert os.listdir(tmp_path) == ["in.safetensors"]
+
+
+def test_the_output_is_reserved_whole_and_a_full_disk_refuses_the_job_before_any_work(
+        tmp_path: Path, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The output's blocks are allocated up front, exactly its final size (a larger reservation would leave
+    bytes after the data, which safetensors refuses); where the disk lacks the space, the job stops there with
+    model.no_space, before any tensor is read, and leaves nothing."""
+    import engine.checkpoint
+
+    reserved: list[int] = []
+    real = os.posix_fallocate
+
+    def fallocate(fd: int, offset: int, length: int) -> None:
+        reserved.append(length)
+        real(fd, offset, length)
+
+    monkeypatch.setattr(engine.checkpoint.os, "posix_fallocate", fallocate)
+    _, dst = run(tmp_path, model(rng), config())
+    assert reserved == [dst.stat().st_size]
+    dst.unlink()
+
+    def full(fd: int, offset: int, length: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    asked = []
+    monkeypatch.setattr(engine.checkpoint.os, "posix_fallocate", full)
+    with pytest.raises(CheckpointError) as info:
+        run(tmp_path, model(rng), config(), should_cancel=lambda: asked.append(1) and False)
+    assert info.value.code == "model.no_space"
+    assert asked == []  # no tensor was started
     assert os.listdir(tmp_path) == ["in.safetensors"]
 
 

@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import array_shapes, arrays
 
-from engine import QParams, kernels
+from engine import QParams, jit, kernels
 from engine.qparams import STORAGE_DTYPES, qrange
 
 F32 = np.float32
@@ -248,6 +248,60 @@ def test_warm_kernels_leaves_nothing_to_compile_for_requests() -> None:
     assert result.returncode == 0, result.stderr[-2000:]
     before, after, events = (int(v) for v in result.stdout.split())
     assert before > 0
+    assert (after, events) == (before, 0)
+
+
+WARM_JOB_CHECK = """
+import os, tempfile
+import ml_dtypes
+import numpy as np
+from numba.core import event
+import engine
+from engine import QuantizationConfig, warm_job_kernels
+from engine.jit import compiled_signatures
+
+warm_job_kernels()
+before = compiled_signatures()
+compiled = []
+class Listener(event.Listener):
+    def on_start(self, ev): compiled.append(str(ev.data))
+    def on_end(self, ev): pass
+event.register("numba:compile", Listener())
+rng = np.random.default_rng(0)
+x = rng.standard_normal((64, 96)).astype(np.float32)
+bad = x.copy()
+bad[3, 5], bad[7, 1] = np.nan, np.inf
+folder = tempfile.mkdtemp()
+from safetensors.numpy import save_file
+save_file({"a.weight": x, "b.weight": x.astype(np.float16), "c.weight": x.astype(ml_dtypes.bfloat16),
+           "d.bias": x[0].copy(), "e.weight": x.reshape(64, 3, 32)}, os.path.join(folder, "m.safetensors"))
+save_file({"f.weight": bad}, os.path.join(folder, "bad.safetensors"))
+for fields in [{}, {"per_channel": True}, {"quantization_type": "UINT8", "per_channel": True},
+               {"quantization_type": "INT16"}, {"quantization_type": "INT4", "group_size": 32},
+               {"quantization_type": "UINT4", "group_size": 32}, {"quantization_type": "INT4", "group_size": 16,
+                                                                  "symmetric": True},
+               {"quantization_type": "FP8_E4M3"}, {"quantization_type": "FP8_E5M2", "per_channel": True},
+               {"quantization_type": "FP8_E4M3", "group_size": 16}, {"quantization_type": "BFLOAT16"},
+               {"quantization_type": "FLOAT16"}, {"calibration_method": "PERCENTILE", "per_channel": True},
+               {"quantization_mode": "DYNAMIC_PER_CHANNEL"}]:
+    for channel_dim in (None, -1):
+        engine.quantize_checkpoint(os.path.join(folder, "m.safetensors"), os.path.join(folder, "out.safetensors"),
+                                   QuantizationConfig.from_dict(fields), channel_dim=channel_dim)
+    engine.quantize_checkpoint(os.path.join(folder, "bad.safetensors"), os.path.join(folder, "out.safetensors"),
+                               QuantizationConfig.from_dict({**fields, "error_on_nan": False, "error_on_inf": False}))
+print(before, compiled_signatures(), len(compiled))
+"""
+
+
+def test_warm_job_kernels_leaves_nothing_to_compile_for_jobs() -> None:
+    """A job worker loads only the job's kernels (warm_job_kernels), and they are all a job runs: every type, per
+    tensor / channel (first or last axis) / block, float32 / float16 / bfloat16 tensors, non-finite values; numba's
+    compile events, in a fresh interpreter, stay at zero, with fewer signatures loaded than warm_kernels loads."""
+    result = subprocess.run([sys.executable, "-c", WARM_JOB_CHECK], cwd=ROOT, capture_output=True, text=True,
+                            timeout=600, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    before, after, events = (int(v) for v in result.stdout.split())
+    assert 0 < before < sum(len(sigs) for _, sigs in jit._REGISTRY)
     assert (after, events) == (before, 0)
 
 

@@ -282,6 +282,23 @@ def test_help_texts_are_the_engines_field_descriptions(admin_client, db):
         assert re.search(rf'id="id_{name}_helptext">\s*<div>{re.escape(text)}', html), name
 
 
+def test_add_of_an_id_created_meanwhile_says_so_and_changes_nothing(admin_client, api, monkeypatch):
+    """The race between the form's uniqueness check and the INSERT: the API creates the id after the check (the
+    check is passed here, as it is when the other request comes in between). The add page comes back with the
+    reason (no server error) and the instance created first keeps its config."""
+    from quantizers.forms import InstanceForm
+
+    form_page = admin_client.get(ADD)
+    ok_json(api.post("/instances/raced", {"quantization_type": "INT16"}))
+    monkeypatch.setattr(InstanceForm, "validate_unique", lambda self: None)
+    response = admin_client.post(ADD, submitted(form_page, instance_id="raced", quantization_type="UINT8"),
+                                 follow=True)
+    assert response.status_code == 200
+    assert response.redirect_chain == [(ADD, 302)]
+    assert any("raced already exists (created while this form was being sent)" in m for m in messages_of(response))
+    assert config_of("raced")["quantization_type"] == "INT16"
+
+
 def test_add_creates_an_instance_with_the_posted_config(admin_client, api):
     changes = {"quantization_type": "UINT8", "quantization_mode": "STATIC", "num_bits": "6", "symmetric": "on",
                "enable_cache": None, "cache_size": "5", "min_percentile": "1.5", "outlier_threshold": "2.5",
