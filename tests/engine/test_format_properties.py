@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import array_shapes, arrays
 
-from engine import QParamsRule, QuantizationConfig, Quantizer, scale_zero_point
+from engine import QParamsRule, QuantizationConfig, Quantizer, ranges, scale_zero_point
 
 PROPERTY = settings(max_examples=120, deadline=None, database=None)
 finite = st.floats(-1e4, 1e4, width=32, allow_nan=False, allow_infinity=False)
@@ -204,3 +204,23 @@ def test_grouped_dynamic_one_pass_equals_numpy(x: npt.NDArray[np.float32], signe
         unclipped = np.rint(x / np.repeat(scale, group, axis=-1)[..., : x.shape[-1]]).astype(np.int64) + np.repeat(
             zp, group, axis=-1)[..., : x.shape[-1]]
         assert result.delta.clipped_values == int(np.count_nonzero((unclipped < lo) | (unclipped > hi)))
+
+
+def test_grouped_one_pass_takes_finite_last_axis_blocks_only() -> None:
+    """The one pass answers finite data in blocks along the last axis (numpy's parameters and codes), and turns
+    down an all-zero block (float64 fallback), NaN and blocks along an inner axis, which take two passes."""
+    q = quantizer(quantization_type="INT4", group_size=4, symmetric=True)
+    plan = q.layer_plan(None)
+    x = np.arange(-12, 12, dtype=np.float32).reshape(2, 12) / np.float32(5)
+    done = ranges.quantize_blocks(q.config, x, plan, 1, False)
+    assert done is not None
+    scale, zp, codes = _block_reference(x, 4, "INT4", True, q.config.qparams_rule.name)
+    np.testing.assert_array_equal(done[0], codes)
+    assert np.array_equal(done[2].scale.view(np.uint32), scale.view(np.uint32))
+    np.testing.assert_array_equal(done[2].zero_point, zp)
+    zero_block, nan = x.copy(), x.copy()
+    zero_block[0, :4] = 0
+    nan[1, 5] = np.nan
+    assert ranges.quantize_blocks(q.config, zero_block, plan, 1, False) is None
+    assert ranges.quantize_blocks(q.config, nan, plan, 1, False) is None
+    assert ranges.quantize_blocks(q.config, x.T.copy(), plan, 0, False) is None
