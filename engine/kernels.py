@@ -540,9 +540,10 @@ def _minmax_rows(x: Any, row: Any, dim: Any, seg: Any, lo_out: Any, hi_out: Any)
 
 
 # What a model job runs (engine.jobs.warm_job_kernels): its quantizes always take the report (not the plain
-# kernels), and it dequantizes only to redo the report of a tensor holding NaN or infinities (with _compare).
+# kernels, nor the grouped one pass), it dequantizes only to redo the report of a tensor holding NaN or infinities
+# (with _compare), and its parameters come from qparams.scale_zero_point (widen_all, float32_params_all).
 JOB_KERNELS = (_report_segments, _report_rows, _compare, _dequantize_segments, _dequantize_rows, _minmax_segments,
-               _absmax_segments, _minmax_rows)
+               _absmax_segments, _minmax_rows, widen_all, float32_params_all)
 
 
 # ---------------------------------------------------------------------- layouts
