@@ -95,7 +95,14 @@ def application(environ, start_response):
 
 
 # ---------------------------------------------------------------------------- servers
+# --port BASE: the servers take BASE, BASE+1, ... (a range agreed on a shared machine); unset, free ports.
+_next_port: list[int] = []
+
+
 def free_port() -> int:
+    if _next_port:
+        _next_port[0] += 1
+        return _next_port[0] - 1
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -534,7 +541,10 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="fewer repetitions, shorter throughput windows")
     ap.add_argument("--small", action="store_true", help="the requests/s rows only (hello, GET /, the small quantize)")
     ap.add_argument("--rounds", type=int, help="alternating rounds of the requests/s rows (default 3, --quick 2)")
+    ap.add_argument("--port", type=int, help="the servers' first port (the next ones follow); default: free ports")
     args = ap.parse_args()
+    if args.port:
+        _next_port.append(args.port)
     reps = {100: 7, 1000: 7, 2000: 5} if not args.quick else {100: 5, 1000: 5, 2000: 3}
     pair_reps = 15 if not args.quick else 7  # .npy quantize 2000^2, its floor and octet-stream, alternating
     rounds, window = (3, 4) if not args.quick else (2, 2)  # requests/s: alternating rounds of `window` seconds

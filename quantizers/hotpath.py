@@ -66,7 +66,7 @@ def run_state(instance_id: str, *, last_params: bool = True) -> tuple[Quantizer,
         cursor.execute(_select_sql(connection.alias, last_params), [instance_id])
         row = cursor.fetchone()
     if row is not None:
-        uid = _UID.to_python(row[0])
+        uid = _uid(row[0])
         quantizer = registry.active().current(instance_id, uid, int(row[1]), int(row[2]))
         if quantizer is not None:
             return quantizer, _LAST_PARAMS.from_db_value(row[3], None, connection) if last_params else None
@@ -102,6 +102,13 @@ def record_stats(instance_id: str, result: OpResult, *, quantized: bool) -> None
     sql = _update_sql(connection.alias, tuple(added), tuple(stored), tuple(lowest))
     with transaction.mark_for_rollback_on_error(using=connection.alias), connection.cursor() as cursor:
         cursor.execute(sql, [*params, instance_id])
+
+
+@functools.lru_cache(maxsize=1024)
+def _uid(stored: Any) -> Any:
+    """The uid column's value as the model field reads it (a UUID from SQLite's text), once per value: every request
+    reads the same few."""
+    return _UID.to_python(stored)
 
 
 _UID = QuantizerInstance._meta.get_field("uid")

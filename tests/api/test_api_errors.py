@@ -145,6 +145,23 @@ def test_a_method_a_route_does_not_take_is_a_json_405(api, path, spelt, method):
     assert state(api) == before
 
 
+# Answers of different routes, interleaved (each route's Allow and Vary are built once, then reused): the routes
+# that answer in several formats vary by Accept, the JSON-only ones do not.
+ANSWERS = [("get", "/", None, False), ("post", "/instances/default/quantize", {"data": [[1.0, 2.0]]}, True),
+           ("get", "/instances/default/config", None, False), ("get", "/instances/default/stats", None, False),
+           ("post", "/instances/default/dequantize", {"data": [[1, 2]]}, True)]
+
+
+def test_every_answer_carries_its_own_routes_allow_and_vary(api):
+    allowed = dict(ROUTES)
+    for _ in range(2):
+        for method, path, body, varies in ANSWERS:
+            response = getattr(api, method)(path, body) if body is not None else getattr(api, method)(path)
+            assert response.status_code == 200, response.content
+            assert {m.strip() for m in response["Allow"].split(",")} - {"HEAD"} == allowed[path] | {"OPTIONS"}
+            assert (response.get("Vary") == "Accept") is varies, (path, response.get("Vary"))
+
+
 # ---------------------------------------------------------------------------- malformed JSON
 MALFORMED = [
     b'{"data": [[1, 2]]', b'{data: [[1]]}', b"{'data': [[1]]}", b'{"data": [[1, 2]]}}', b'{"data": [[1, 2]],}',
