@@ -10,13 +10,12 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from . import kernels
 from .config import QParamsRule, QuantizationType
 
 F32 = np.float32
 FloatArray = npt.NDArray[np.float32]
 IntArray = npt.NDArray[np.int64]
-_TINY = np.finfo(np.float32).tiny
-_TORCH_EPS = F32(2.0**-23)  # torch.finfo(torch.float32).eps, the observers' scale floor
 
 STORAGE_DTYPES: dict[QuantizationType, Any] = {
     QuantizationType.INT8: np.int8,
@@ -44,12 +43,16 @@ def calibration_range(qmin: int, qmax: int, symmetric: bool, rule: QParamsRule =
     return qmin, qmax
 
 
+def _flat(a: npt.ArrayLike) -> FloatArray:
+    return np.ascontiguousarray(a, dtype=F32).reshape(-1)
+
+
 def _widened(rmin: npt.ArrayLike, rmax: npt.ArrayLike, symmetric: bool) -> tuple[FloatArray, FloatArray]:
-    lo = np.minimum(np.asarray(rmin, dtype=F32), F32(0))
-    hi = np.maximum(np.asarray(rmax, dtype=F32), F32(0))
-    if symmetric:
-        amax = np.maximum(np.abs(lo), np.abs(hi))
-        lo, hi = -amax, amax
+    lo, hi = np.array(rmin, F32, order="C"), np.array(rmax, F32, order="C")  # (copies: widened in place)
+    if lo.shape != hi.shape:
+        lo, hi = (np.ascontiguousarray(a) for a in np.broadcast_arrays(lo, hi))
+    flat_lo, flat_hi = lo.reshape(-1), hi.reshape(-1)
+    kernels.widen_all(flat_lo, flat_hi, symmetric, flat_lo, flat_hi)
     return lo, hi
 
 
@@ -57,7 +60,7 @@ def _ort_tooling(lo: FloatArray, hi: FloatArray, qmin: int, qmax: int, symmetric
                  ) -> tuple[FloatArray, IntArray]:
     """compute_scale_zp: float64 range and scale; below float32 tiny (compared in float64): scale 1, zp 0."""
     scale64 = (hi.astype(np.float64) - lo.astype(np.float64)) / (float(qmax) - float(qmin))
-    tiny = ~(scale64 >= float(_TINY))
+    tiny = ~(scale64 >= float(kernels.TINY))
     safe64 = np.where(tiny, 1.0, scale64)
     if symmetric:
         zp = np.full(scale64.shape, np.round((qmin + qmax) / 2.0))
@@ -68,28 +71,13 @@ def _ort_tooling(lo: FloatArray, hi: FloatArray, qmin: int, qmax: int, symmetric
 
 
 def _float32_rule(lo: FloatArray, hi: FloatArray, qmin: int, qmax: int, symmetric: bool, rule: QParamsRule
-                  ) -> tuple[FloatArray, IntArray]:
-    """`onnx` and `torch`: all arithmetic in float32 (the scale may overflow to inf or be subnormal or 0: the
-    caller replaces those)."""
-    if symmetric:
-        amax = hi
-        if rule is QParamsRule.torch or qmin < 0:
-            scale = amax / F32((qmax - qmin) / 2)  # torch: amax / 127.5; onnx signed (narrowed): amax / qmax
-        else:
-            scale = (amax * F32(2)) / F32(qmax - qmin)  # onnx unsigned: 2 amax / 255
-        if rule is QParamsRule.torch:
-            scale = np.maximum(scale, _TORCH_EPS)
-        zp = np.full(np.shape(scale), np.rint((qmin + qmax) / 2), dtype=np.int64)
-        return np.asarray(scale, F32), zp
-    scale = (hi - lo) / F32(qmax - qmin)
-    if rule is QParamsRule.torch:
-        scale = np.maximum(scale, _TORCH_EPS)
-        zp_f = F32(qmin) - np.rint(lo / scale)  # qmin - round(min_neg / scale)
-    else:
-        zp_f = np.rint(F32(qmin) - lo / scale)  # round(qmin - min / scale): ORT's initial_zp, then rounded
-    if not np.isfinite(zp_f).all():  # only where the scale falls back (the caller replaces those)
-        zp_f = np.nan_to_num(zp_f, nan=0.0, posinf=qmax, neginf=qmin)
-    return np.asarray(scale, F32), np.clip(zp_f, qmin, qmax).astype(np.int64)
+                  ) -> tuple[FloatArray, IntArray, npt.NDArray[np.bool_]]:
+    """`onnx` and `torch` over arrays (compiled in kernels, where the fused grouped kernel inlines the same
+    function): scale, zero point, and where ort_tooling's replace them."""
+    scale, zp, fallback = np.empty(lo.shape, F32), np.empty(lo.shape, F32), np.empty(lo.shape, np.bool_)
+    kernels.float32_params_all(_flat(lo), _flat(hi), qmin, qmax, symmetric, rule is QParamsRule.torch,
+                               scale.reshape(-1), zp.reshape(-1), fallback.reshape(-1))
+    return scale, zp.astype(np.int64), fallback
 
 
 def scale_zero_point(
@@ -107,11 +95,7 @@ def scale_zero_point(
     lo, hi = _widened(rmin, rmax, symmetric)
     if rule is QParamsRule.ort_tooling:
         return _ort_tooling(lo, hi, qmin, qmax, symmetric)
-    with np.errstate(over="ignore", under="ignore", divide="ignore", invalid="ignore"):
-        scale, zp = _float32_rule(lo, hi, qmin, qmax, symmetric, rule)
-    fallback = ~(np.isfinite(scale) & (scale >= _TINY)) | (hi == lo)
-    if rule is QParamsRule.torch:
-        fallback &= ~np.isfinite(scale) | ~(scale >= _TINY)  # torch's eps floor answers [0, 0] itself
+    scale, zp, fallback = _float32_rule(lo, hi, qmin, qmax, symmetric, rule)
     if fallback.any():
         exact, exact_zp = _ort_tooling(lo, hi, qmin, qmax, symmetric)
         scale = np.where(fallback, exact, scale).astype(F32)

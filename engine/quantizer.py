@@ -218,7 +218,18 @@ class Quantizer:
 
         group = self.config.group_size
         gaxis = normalize_axis(-1 if channel_dim is None else channel_dim, x.ndim) if group else None
-        if dynamic:
+        # optimize_memory: fake quantization overwrites the caller's own float32 buffer (no second array).
+        # A report compares with the input afterwards: never in place then.
+        in_place = (self.config.optimize_memory and dequantize_after and not report and x is data
+                    and x.flags.writeable and x.flags.c_contiguous)
+        # Dynamic integer blocks: each block's range, parameters and codes in one pass, when the data is finite
+        # and no block needs the float64 fallback (else None: the range pass, then the codes). Not in place: a
+        # block that turns it down would find the blocks before it already overwritten.
+        fused = (ranges.quantize_blocks(self.config, x, plan, gaxis, dequantize_after)
+                 if dynamic and gaxis is not None and qtype.is_integer and not report and not in_place else None)
+        if fused is not None:
+            params = fused[2]
+        elif dynamic:
             # The range pass (per tensor, channel or block), which also reveals NaN / Inf.
             if gaxis is not None:
                 symmetric = plan.symmetric or self.config.quantization_mode is QuantizationMode.SYMMETRIC
@@ -238,14 +249,13 @@ class Quantizer:
             raise InputError("block parameters need a grouped instance (group_size > 0)", field="data")
         if not group:
             self._check_channel_dim(channel_dim, plan, params)
-        # optimize_memory: fake quantization overwrites the caller's own float32 buffer (no second array).
-        # A report compares with the input afterwards: never in place then.
-        in_place = (self.config.optimize_memory and dequantize_after and not report and x is data
-                    and x.flags.writeable and x.flags.c_contiguous)
         if validate and not dynamic and in_place:  # the input is about to be overwritten: check it first
             self._check_finite(x, validate=True, lo=kernels.minmax(x)[0], hi=kernels.minmax(x)[1])
-        out, clipped, sums = self._quantize_kernel(x, params, plan, dequantize_after, x if in_place else None,
-                                                   report)
+        if fused is not None:
+            out, clipped, sums = fused[0], fused[1], None
+        else:
+            out, clipped, sums = self._quantize_kernel(x, params, plan, dequantize_after, x if in_place else None,
+                                                       report)
         if validate and clipped and not dynamic and not in_place:
             # NaN and Inf always clip: only when something clipped can there be any (error_on_nan / error_on_inf
             # then refuse the call, and its answer is dropped).

@@ -13,7 +13,7 @@ from . import formats, kernels
 from .config import QParamsRule, QuantizationConfig, QuantizationMode, QuantizationType
 from .errors import InputError
 from .layers import LayerPlan
-from .qparams import QParams, calibration_range, qrange, scale_zero_point
+from .qparams import STORAGE_DTYPES, QParams, calibration_range, qrange, scale_zero_point
 
 F32 = np.float32
 FloatArray = npt.NDArray[np.float32]
@@ -71,18 +71,25 @@ def params_for_range(config: QuantizationConfig, lo: Any, hi: Any, plan: LayerPl
     qtype = plan.quantization_type
     if qtype.is_float8:
         return QParams(*fp8_scale(lo, hi, qtype), axis, block_size)
+    cmin, cmax, symmetric, rule = integer_rule(config, plan, block_size is not None)
+    scale, zp = scale_zero_point(lo, hi, cmin, cmax, symmetric, rule)
+    return QParams(scale, zp, axis, block_size)
+
+
+def integer_rule(config: QuantizationConfig, plan: LayerPlan, blocked: bool) -> tuple[int, int, bool, QParamsRule]:
+    """How integer parameters are derived from a range: (calibration qmin, qmax, symmetric, rule)."""
+    qtype = plan.quantization_type
     qmin, qmax = qrange(qtype, plan.num_bits)
     symmetric = plan.symmetric or config.quantization_mode is QuantizationMode.SYMMETRIC
     rule = config.qparams_rule
     # ORT's tooling gives INT4 its full range -8..7 when symmetric (INT8 / INT16: -qmax..qmax).
     narrow = not (rule is QParamsRule.ort_tooling and qtype is QuantizationType.INT4)
-    if rule is QParamsRule.ort_tooling and block_size is not None:
+    if rule is QParamsRule.ort_tooling and blocked:
         # compute_scale_zp_blocked works in float32 over the full range: float32(hi - lo) / float32(qmax - qmin)
         # (symmetric: 2 amax / (qmax - qmin)), zp = round(qmin - lo / scale): the onnx rule's arithmetic.
         rule, narrow = QParamsRule.onnx, False
     cmin, cmax = calibration_range(qmin, qmax, symmetric, rule, narrow)
-    scale, zp = scale_zero_point(lo, hi, cmin, cmax, symmetric, rule)
-    return QParams(scale, zp, axis, block_size)
+    return cmin, cmax, symmetric, rule
 
 
 def fp8_scale(lo: Any, hi: Any, qtype: QuantizationType) -> tuple[FloatArray, npt.NDArray[np.int64]]:
@@ -104,6 +111,26 @@ def block_params(config: QuantizationConfig, x: FloatArray, plan: LayerPlan, axi
     if not (np.isfinite(lo).all() and np.isfinite(hi).all()):
         lo, hi = formats.block_minmax(x, axis, config.group_size)
     return params_for_range(config, lo, hi, plan, axis, config.group_size)
+
+
+def quantize_blocks(config: QuantizationConfig, x: FloatArray, plan: LayerPlan, axis: int, dequantize_after: bool,
+                    out: npt.NDArray[Any] | None = None) -> tuple[npt.NDArray[Any], int, QParams] | None:
+    """Dynamic grouped integer quantization in one pass (kernels.quantize_blocks): the codes (fake: the dequantized
+    values), the clipped count and the block parameters, each block's parameters from its own range by
+    block_params' rule. None where that pass does not apply (blocks along an inner axis, non-finite data, a block
+    whose parameters need the float64 fallback, such as an all-zero block): then block_params and a quantize
+    pass. `out` may be `x` itself (fake quantization): a block is read before it is written."""
+    cmin, cmax, symmetric, rule = integer_rule(config, plan, True)
+    qmin, qmax = qrange(plan.quantization_type, plan.num_bits)
+    dtype = np.dtype(F32 if dequantize_after else STORAGE_DTYPES[plan.quantization_type])
+    done = kernels.quantize_blocks(x, axis, config.group_size, (qmin, qmax), (cmin, cmax), symmetric,
+                                   rule is QParamsRule.torch, dtype, out)
+    if done is None:
+        return None
+    result, clipped, scale, zp = done
+    target = formats.block_shape(x.shape, axis, config.group_size)
+    return result, clipped, QParams(scale.reshape(target), zp.astype(np.int64).reshape(target), axis,
+                                    config.group_size)
 
 
 def refine(config: QuantizationConfig, x: FloatArray, lo: Any, hi: Any, params: QParams, plan: LayerPlan) -> QParams:

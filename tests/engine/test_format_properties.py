@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import array_shapes, arrays
 
-from engine import QuantizationConfig, Quantizer
+from engine import QParamsRule, QuantizationConfig, Quantizer, ranges, scale_zero_point
 
 PROPERTY = settings(max_examples=120, deadline=None, database=None)
 finite = st.floats(-1e4, 1e4, width=32, allow_nan=False, allow_infinity=False)
@@ -157,3 +157,70 @@ def test_grouped_nan_and_inf_follow_error_on_nan_and_inf() -> None:
     expected = [[int(np.rint(np.float32(1.0) / s0)), 0, -7, 7, 7, int(np.rint(np.float32(0.5) / s1))]]
     assert result.data.tolist() == expected  # NaN -> zp 0, +inf saturates to 7
     assert result.delta.clipped_values == 2
+
+
+def _block_reference(x: npt.NDArray[np.float32], group: int, qtype: str, symmetric: bool, rule: str
+                     ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """(scales, zero points, codes) of dynamic blocks along the last axis, the blocks' ranges and codes by numpy
+    here, the parameters by scale_zero_point (checked against ORT by test_formats_vectors) for the calibration
+    range each rule uses with blocks."""
+    qmin, qmax = (-8, 7) if qtype == "INT4" else (0, 15)
+    # onnx narrows symmetric signed ranges; torch never does; ort_tooling's blocked rule is onnx over the full range
+    cmin = -qmax if rule == "onnx" and symmetric and qmin < 0 else qmin
+    nb = -(-x.shape[-1] // group)
+    padded = np.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, nb * group - x.shape[-1])], mode="edge")
+    blocks = padded.reshape(*x.shape[:-1], nb, group)
+    scale, zp = scale_zero_point(blocks.min(axis=-1), blocks.max(axis=-1), cmin, qmax, symmetric,
+                                 QParamsRule.torch if rule == "torch" else QParamsRule.onnx)
+    s = np.repeat(scale, group, axis=-1)[..., : x.shape[-1]]
+    z = np.repeat(zp, group, axis=-1)[..., : x.shape[-1]]
+    codes = np.clip(np.rint(x / s).astype(np.int64) + z, qmin, qmax)
+    return scale, zp, codes
+
+
+@PROPERTY
+@given(x=float_arrays(st.one_of(st.just(0.0), finite, st.floats(-2.0**-126, 2.0**-126, width=32))),
+       signed=st.booleans(), symmetric=st.booleans(), group=st.sampled_from([1, 2, 3, 4, 7, 16]),
+       rule=st.sampled_from(["onnx", "ort_tooling", "torch"]), fake=st.booleans())
+def test_grouped_dynamic_one_pass_equals_numpy(x: npt.NDArray[np.float32], signed: bool, symmetric: bool,
+                                               group: int, rule: str, fake: bool) -> None:
+    """Dynamic groups along the last axis (ranges, parameters and codes in one pass; all-zero and subnormal
+    blocks take the two passes): parameters and codes as numpy gives them, fake quantization (codes - zp) * s."""
+    qtype = "INT4" if signed else "UINT4"
+    q = quantizer(quantization_type=qtype, symmetric=symmetric, group_size=group, qparams_rule=rule)
+    scale, zp, codes = _block_reference(x, group, qtype, symmetric, rule)
+    result = q.quantize_dequantize(x) if fake else q.quantize(x)
+    assert result.params is not None
+    assert np.array_equal(result.params.scale.view(np.uint32), scale.view(np.uint32))
+    np.testing.assert_array_equal(result.params.zero_point, zp)
+    if fake:
+        s = np.repeat(scale, group, axis=-1)[..., : x.shape[-1]]
+        z = np.repeat(zp, group, axis=-1)[..., : x.shape[-1]]
+        expected = (codes - z).astype(np.float32) * s
+        assert np.array_equal(result.data.view(np.uint32), (expected + np.float32(0)).view(np.uint32))
+    else:
+        np.testing.assert_array_equal(result.data.astype(np.int64), codes)
+        lo, hi = (-8, 7) if signed else (0, 15)
+        unclipped = np.rint(x / np.repeat(scale, group, axis=-1)[..., : x.shape[-1]]).astype(np.int64) + np.repeat(
+            zp, group, axis=-1)[..., : x.shape[-1]]
+        assert result.delta.clipped_values == int(np.count_nonzero((unclipped < lo) | (unclipped > hi)))
+
+
+def test_grouped_one_pass_takes_finite_last_axis_blocks_only() -> None:
+    """The one pass answers finite data in blocks along the last axis (numpy's parameters and codes), and turns
+    down an all-zero block (float64 fallback), NaN and blocks along an inner axis, which take two passes."""
+    q = quantizer(quantization_type="INT4", group_size=4, symmetric=True)
+    plan = q.layer_plan(None)
+    x = np.arange(-12, 12, dtype=np.float32).reshape(2, 12) / np.float32(5)
+    done = ranges.quantize_blocks(q.config, x, plan, 1, False)
+    assert done is not None
+    scale, zp, codes = _block_reference(x, 4, "INT4", True, q.config.qparams_rule.name)
+    np.testing.assert_array_equal(done[0], codes)
+    assert np.array_equal(done[2].scale.view(np.uint32), scale.view(np.uint32))
+    np.testing.assert_array_equal(done[2].zero_point, zp)
+    zero_block, nan = x.copy(), x.copy()
+    zero_block[0, :4] = 0
+    nan[1, 5] = np.nan
+    assert ranges.quantize_blocks(q.config, zero_block, plan, 1, False) is None
+    assert ranges.quantize_blocks(q.config, nan, plan, 1, False) is None
+    assert ranges.quantize_blocks(q.config, x.T.copy(), plan, 0, False) is None
