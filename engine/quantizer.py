@@ -222,11 +222,17 @@ class Quantizer:
         # A report compares with the input afterwards: never in place then.
         in_place = (self.config.optimize_memory and dequantize_after and not report and x is data
                     and x.flags.writeable and x.flags.c_contiguous)
-        # Dynamic integer blocks: each block's range, parameters and codes in one pass, when the data is finite
-        # and no block needs the float64 fallback (else None: the range pass, then the codes). Not in place: a
-        # block that turns it down would find the blocks before it already overwritten.
-        fused = (ranges.quantize_blocks(self.config, x, plan, gaxis, dequantize_after)
-                 if dynamic and gaxis is not None and qtype.is_integer and not report and not in_place else None)
+        # Dynamic integer blocks, and channels that are contiguous runs: each block's (channel's) range, parameters
+        # and codes in one pass, when the data is finite and none needs the float64 fallback (else None: the range
+        # pass, then the codes). Not in place: a block that turns it down would find the ones before it already
+        # overwritten.
+        one_pass = dynamic and qtype.is_integer and not report and not in_place
+        axis = ranges.dynamic_axis(self.config, plan, x.ndim, channel_dim) if dynamic and gaxis is None else None
+        fused = None
+        if one_pass and gaxis is not None:
+            fused = ranges.quantize_blocks(self.config, x, plan, gaxis, dequantize_after)
+        elif one_pass and axis is not None:  # per channel: each channel's run a block, when runs are contiguous
+            fused = ranges.quantize_channels(self.config, x, plan, axis, dequantize_after)
         if fused is not None:
             params = fused[2]
         elif dynamic:
@@ -237,7 +243,6 @@ class Quantizer:
                 lo, hi = F32(np.min(raw[0])), F32(np.max(raw[1]))
                 params = ranges.block_params(self.config, x, plan, gaxis, raw)
             else:
-                axis = ranges.dynamic_axis(self.config, plan, x.ndim, channel_dim)
                 lo, hi = kernels.minmax(x, axis)
                 params = small.dynamic_params(self.config, x, plan, axis, (lo, hi))
             self._check_finite(x, validate=validate, lo=lo, hi=hi)

@@ -224,3 +224,66 @@ def test_grouped_one_pass_takes_finite_last_axis_blocks_only() -> None:
     assert ranges.quantize_blocks(q.config, zero_block, plan, 1, False) is None
     assert ranges.quantize_blocks(q.config, nan, plan, 1, False) is None
     assert ranges.quantize_blocks(q.config, x.T.copy(), plan, 0, False) is None
+
+
+QRANGES = {"INT8": (-128, 127), "UINT8": (0, 255), "INT16": (-32768, 32767)}
+
+
+@pytest.mark.parametrize("qtype", list(QRANGES))
+@pytest.mark.parametrize("symmetric", [False, True])
+@pytest.mark.parametrize("rule", ["onnx", "torch"])
+@pytest.mark.parametrize("fake", [False, True])
+@pytest.mark.parametrize("one_value", [False, True])
+def test_per_channel_dynamic_one_pass_equals_numpy(qtype: str, symmetric: bool, rule: str, fake: bool,
+                                                   one_value: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Dynamic per channel, each channel one contiguous run of 64 or more: ranges, parameters and codes in one
+    pass, except where an all-zero channel needs onnx's float64 fallback (then two passes): parameters by
+    scale_zero_point over numpy's per-row range, codes and fake values by numpy here, the clipped count of the
+    rounded values outside the grid."""
+    rng = np.random.default_rng(11)
+    x = (rng.standard_normal((37, 3, 40)) * rng.uniform(0.01, 50.0, (37, 1, 1))).astype(np.float32)
+    x[2] = np.abs(x[2])  # a channel of positive values only
+    x[3] = -np.abs(x[3])  # and of negative values only
+    if one_value:
+        x[4] = 0.0  # range [0, 0]: onnx's rule falls back to float64 there
+    qmin, qmax = QRANGES[qtype]
+    q = quantizer(quantization_type=qtype, symmetric=symmetric, per_channel=True, qparams_rule=rule)
+    cmin = -qmax if rule == "onnx" and symmetric and qmin < 0 else qmin  # onnx narrows symmetric signed ranges
+    rows = x.reshape(37, -1)
+    scale, zp = scale_zero_point(rows.min(axis=1), rows.max(axis=1), cmin, qmax, symmetric,
+                                 QParamsRule.torch if rule == "torch" else QParamsRule.onnx)
+    s, z = scale[:, None, None], zp[:, None, None]
+    unclipped = np.rint(x / s).astype(np.int64) + z
+    codes = np.clip(unclipped, qmin, qmax)
+    answered = []
+    one_pass = ranges.quantize_channels
+    monkeypatch.setattr(ranges, "quantize_channels", lambda *a: answered.append(one_pass(*a)) or answered[-1])
+    result = q.quantize_dequantize(x, channel_dim=0) if fake else q.quantize(x, channel_dim=0)
+    assert (answered[0] is not None) == (not one_value or rule == "torch")  # which path this case tested
+    assert result.params is not None
+    assert np.array_equal(result.params.scale.view(np.uint32), scale.view(np.uint32))
+    np.testing.assert_array_equal(result.params.zero_point, zp)
+    if fake:
+        expected = (codes - z).astype(np.float32) * s
+        assert np.array_equal(result.data.view(np.uint32), (expected + np.float32(0)).view(np.uint32))
+    else:
+        np.testing.assert_array_equal(result.data.astype(np.int64), codes)
+        assert result.delta.clipped_values == int(np.count_nonzero((unclipped < qmin) | (unclipped > qmax)))
+
+
+def test_per_channel_one_pass_takes_contiguous_finite_runs_only() -> None:
+    """The one pass answers channels that are contiguous runs of 64 or more, and turns down short runs, a channel
+    axis after a longer one, NaN, percentiles and the float64 ort_tooling rule (those take two passes)."""
+    q = quantizer(per_channel=True)
+    plan = q.layer_plan(None)
+    x = np.random.default_rng(5).standard_normal((6, 64)).astype(np.float32)
+    assert ranges.quantize_channels(q.config, x, plan, 0, False) is not None
+    two_pass = quantizer(per_channel=True, qparams_rule="ort_tooling")
+    assert ranges.quantize_channels(two_pass.config, x, two_pass.layer_plan(None), 0, False) is None
+    nan = x.copy()
+    nan[1, 7] = np.nan
+    assert ranges.quantize_channels(q.config, nan, plan, 0, False) is None
+    assert ranges.quantize_channels(q.config, x[:, :63].copy(), plan, 0, False) is None
+    assert ranges.quantize_channels(q.config, x.T.copy(), plan, 1, False) is None
+    pct = quantizer(per_channel=True, use_percentile=True)
+    assert ranges.quantize_channels(pct.config, x, pct.layer_plan(None), 0, False) is None
