@@ -22,7 +22,8 @@ Layouts. Every parameter shape is run as one of two loops over the flat data:
   (r // dim) * nb + (r % dim) // seg: per channel with short runs (one parameter row, the channels repeated over
   a period), blocks along an inner axis.
 Dynamic integer blocks along the last axis have a kernel of their own (_quantize_blocks): each block's range,
-parameters and codes in one pass over it, so that the data is read from memory once.
+parameters and codes in one pass over it, so that the data is read from memory once; per-channel quantizes whose
+channels are long contiguous runs use it with one block per channel (engine.ranges.quantize_channels).
 Inner loops run over 16 lanes with per-lane counters (a single counter would serialise the vector loop) and
 unsigned indices (signed ones make numba wrap negative indices, which stops LLVM from vectorising).
 """
