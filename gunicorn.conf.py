@@ -59,17 +59,17 @@ def on_exit(server):
 
 
 # Memory after large requests. Django and DRF leave every request in reference cycles (request <-> view via
-# parser_context, response <-> renderer_context, request <-> messages storage ...), so what a request held -- the
-# raw body (82 MB for a 2000x2000 JSON array), the parsed array, the rendered answer -- is freed only by a full
-# (generation 2) collection, which CPython runs rarely: measured on one worker, ten 2000x2000 JSON quantizes in a
-# row took its RSS from 83 MB up by ~100 MB a request to 589 MB, and it fell only when such a collection happened.
-# So after a request that carried or returned at least GUNICORN_GC_AFTER_BYTES (default 1 MiB), a full collection
-# runs before the worker's next request, once nothing references the large one any more (in post_request gunicorn
-# still holds its response, and so the whole cycle); small requests never trigger it; 0 turns it off. Measured:
-# twenty such requests in a row, worker RSS 193-201 MB after each, peak the same. A full collection walks every
-# tracked object, ~90 ms for the ~90,000 a loaded worker holds, so those that exist once the application is loaded
-# are frozen (gc.freeze in post_worker_init: never walked, never collected); each collection then took 31-38 ms
-# (load average 4 on 2 cores), against ~2 s for the request, most of it releasing the ~100 MB that request left.
+# parser_context, response <-> renderer_context, request <-> messages storage ...), so what a request still holds
+# when it ends -- its parsed array and its rendered answer, ~30 MB for a 2000x2000 JSON quantize (the body itself
+# is freed once parsed) -- is freed only by a full (generation 2) collection, which CPython runs rarely: measured
+# on one worker without the collection below, RSS climbed by ~30 MB a request until one happened. So after a
+# request that carried or returned at least GUNICORN_GC_AFTER_BYTES (default 1 MiB), a full collection runs before
+# the worker's next request, once nothing references the large one any more (in post_request gunicorn still holds
+# its response, and so the whole cycle); small requests never trigger it; 0 turns it off. Measured: twenty
+# 2000x2000 JSON quantizes in a row, worker RSS 179 MB after each (148 MB before them), peak 246 MB. A full
+# collection walks every tracked object, ~90 ms for the ~90,000 a loaded worker holds, so those that exist once
+# the application is loaded are frozen (gc.freeze in post_worker_init: never walked, never collected); each
+# collection then took 31-38 ms (load average 4 on 2 cores), against ~2 s for the request.
 gc_after_bytes = int(os.environ.get("GUNICORN_GC_AFTER_BYTES", str(1 << 20)))
 _gc_pending = False
 

@@ -65,6 +65,8 @@ def parse_2d(value: Any, *, field: str = "data", integers: bool = False, budget:
 
 def _from_rows(matrix: JsonMatrix, *, field: str, dtype: Any, budget: int | None) -> npt.NDArray[Any]:
     """The same checks as parse_2d, one row at a time into a preallocated buffer."""
+    if matrix.array is not None:
+        return matrix.array.astype(dtype, copy=False)
     limit = max_elements() if budget is None else budget
     rows = matrix.row_lists()
     first = next(rows)
@@ -76,9 +78,10 @@ def _from_rows(matrix: JsonMatrix, *, field: str, dtype: Any, budget: int | None
     out = np.empty((len(matrix), width), dtype=dtype)
     with np.errstate(over="ignore"):
         for index, row in enumerate(_chain(first, rows)):
-            _check_row(row, index, width, field)
+            if not matrix.numbers_only or len(row) != width:
+                _check_row(row, index, width, field)
             out[index] = row
-    return _check_range(out, field)
+    return matrix.converted(_check_range(out, field))
 
 
 def _check_row(row: list[Any], index: int, width: int, field: str) -> set[type]:

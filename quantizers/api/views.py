@@ -72,6 +72,14 @@ class QueryOptionsMixin:
     query_options: options.Options = options.NONE
     query: dict[str, Any]
 
+    # drf-spectacular puts an annotated action's schema *class* in the action's kwargs, which DRF passes to every
+    # view it builds; assigning it made the class-level schema descriptor store that view on the class (`cls.view
+    # = view`), so each action's last request -- its body (83 MB for a 2000x2000 JSON array), its answer -- stayed
+    # referenced until the action's next request. Schema generation takes the class from the action itself.
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.pop("schema", None)
+        super().__init__(**kwargs)
+
     # Then DRF's APIView.initial, less the versioning and throttling the API does not configure (both would be
     # no-ops; DRF's own runs if either is ever set). An empty query string is not parsed into a QueryDict.
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:

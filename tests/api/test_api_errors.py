@@ -609,3 +609,16 @@ def test_json_matrices_are_limited_in_rows(api, monkeypatch):
     response = api.raw("post", "/instances/default/quantize", body, "application/json")
     assert response.status_code == 413
     assert "application/x-npy" in response.json()["detail"]
+
+
+@pytest.mark.parametrize("size", ["small", "large"])
+def test_the_depth_limit_counts_the_matrix_on_the_row_by_row_path_too(api, settings, size):
+    """A large matrix of numbers is not walked byte by byte for the nesting (its outline is): its two levels still
+    count. A body {"data": [[...]]} nests three deep."""
+    raw = _small(_row(2)) if size == "small" else _big(_row(WIDTH))
+    settings.QUANTIZER_MAX_JSON_DEPTH = 2
+    response = api.raw("post", "/instances/default/quantize", raw, "application/json")
+    assert_error(response, 400, detail="JSON nested deeper than QUANTIZER_MAX_JSON_DEPTH (2)")
+    settings.QUANTIZER_MAX_JSON_DEPTH = 3
+    assert ok(api.raw("post", "/instances/default/quantize", raw, "application/json"))["original_shape"] == (
+        [2, 2] if size == "small" else [ROWS, WIDTH])
