@@ -69,6 +69,7 @@ class Quantizer:
         self.stats = Stats()
         self.quality = QualityStats()
         self._last_params: QParams | None = None
+        self._own_plan: tuple[QuantizationConfig, LayerPlan] | None = None  # layer_plan(None) of that config
         self._cache = DequantCache(self.config.cache_size if self.config.enable_cache else 0)
         if parameters:
             self.import_parameters(parameters)
@@ -84,7 +85,12 @@ class Quantizer:
 
     # ------------------------------------------------------------------ helpers
     def layer_plan(self, layer_name: str | None) -> LayerPlan:
-        return resolve_layer(self.config, layer_name)
+        if layer_name is not None:
+            return resolve_layer(self.config, layer_name)
+        # Most calls name no layer: their plan is kept while the (frozen) config is the same object.
+        if self._own_plan is None or self._own_plan[0] is not self.config:
+            self._own_plan = (self.config, resolve_layer(self.config, None))
+        return self._own_plan[1]
 
     def _finish(self, result: OpResult, started: float, report_of: FloatArray | None = None,
                 sums: kernels.Sums | None = None) -> OpResult:
@@ -278,6 +284,8 @@ class Quantizer:
                 return formats.quantize_fp8(x, params.scale, params.axis, params.block_size, _fp8_name(qtype),
                                             dequantize_after, report)
             qmin, qmax = qrange(qtype, plan.num_bits)
+            if small.applies(x, params, report):
+                return small.quantize(x, params, qmin, qmax, STORAGE_DTYPES[qtype], dequantize_after, out, report)
             if params.block_size is not None:
                 assert params.axis is not None
                 return formats.quantize_blocked(x, params.scale, params.zero_point, params.axis, params.block_size,
