@@ -27,9 +27,10 @@ from .qparams import QParams
 
 F32 = np.float32
 F64 = np.float64
-# Per-tensor integer quantize of at most this many values runs here (bench/small.py --crossover measured where the
-# compiled kernel's fixed cost stops paying for itself).
-MAX_ELEMENTS = 1024
+# Per-tensor integer quantize of at most this many values runs here. `bench/small.py --crossover` found the kernel
+# faster from about 64K values (2-core machine under load); this stays well below,
+# where the temporaries are a few L1/L2-sized arrays.
+MAX_ELEMENTS = 4096
 REPORT_MAX_ELEMENTS = 64  # with the report, whose sums are taken in Python (_sums)
 
 
