@@ -231,8 +231,13 @@ class Quantizer:
         # Dynamic integer blocks: each block's range, parameters and codes in one pass, when the data is finite
         # and no block needs the float64 fallback (else None: the range pass, then the codes). Not in place: a
         # block that turns it down would find the blocks before it already overwritten.
-        fused = (ranges.quantize_blocks(self.config, x, plan, gaxis, dequantize_after)
-                 if dynamic and gaxis is not None and qtype.is_integer and not report and not in_place else None)
+        # A small per-tensor array likewise (engine/small.py).
+        fused = None
+        if dynamic and qtype.is_integer and not report and not in_place:
+            if gaxis is not None:
+                fused = ranges.quantize_blocks(self.config, x, plan, gaxis, dequantize_after)
+            elif ranges.dynamic_axis(self.config, plan, x.ndim, channel_dim) is None:
+                fused = small.quantize_dynamic(self.config, x, plan, dequantize_after)
         if fused is not None:
             params = fused[2]
         elif dynamic:

@@ -19,11 +19,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from . import ranges
-from .config import QuantizationConfig
+from . import kernels, ranges
+from .config import QParamsRule, QuantizationConfig
 from .kernels import Sums
 from .layers import LayerPlan
-from .qparams import QParams
+from .qparams import STORAGE_DTYPES, QParams, qrange
 
 F32 = np.float32
 F64 = np.float64
@@ -51,6 +51,29 @@ def dynamic_params(config: QuantizationConfig, x: Any, plan: LayerPlan, axis: in
             or config.outlier_threshold is not None or config.enable_requantization):
         return ranges.dynamic_params(config, x, plan, axis, raw)
     return ranges.params_for_range(config, lo, hi, plan, None)
+
+
+def quantize_dynamic(config: QuantizationConfig, x: npt.NDArray[np.float32], plan: LayerPlan, fake: bool
+                     ) -> tuple[npt.NDArray[Any], int, QParams] | None:
+    """A dynamic per-tensor integer quantize of a small array in one compiled call: kernels.quantize_blocks with
+    the whole array as one block takes its range, the parameters by the instance's rule (the compiled onnx / torch
+    rule scale_zero_point runs) and the codes (fake: the dequantized values), instead of a range pass, the
+    parameters' array code and a quantize, each with its own set-up. Returns (result, clipped count, parameters),
+    or None where it does not apply: more than MAX_ELEMENTS values, the ort_tooling rule (float64: qparams),
+    percentiles, outlier clipping, requantization, non-finite data or parameters that need the float64 fallback
+    (the kernel turns those down). The caller has checked that the parameters are per tensor."""
+    if (x.size > MAX_ELEMENTS or config.qparams_rule is QParamsRule.ort_tooling or config.use_percentile
+            or config.outlier_threshold is not None or config.enable_requantization):
+        return None
+    cmin, cmax, symmetric, rule = ranges.integer_rule(config, plan, False)
+    dtype = np.dtype(F32 if fake else STORAGE_DTYPES[plan.quantization_type])
+    flat = x.reshape(-1)
+    done = kernels.quantize_blocks(flat, 0, flat.size, qrange(plan.quantization_type, plan.num_bits), (cmin, cmax),
+                                   symmetric, rule is QParamsRule.torch, dtype)
+    if done is None:
+        return None
+    out, clipped, scale, zp = done
+    return out.reshape(x.shape), clipped, QParams(scale.reshape(()), zp.astype(np.int64).reshape(()))
 
 
 def applies(x: npt.NDArray[np.float32], params: QParams, report: bool) -> bool:

@@ -35,8 +35,9 @@ def test_scalar_dynamic_params_match_ranges(fields: dict[str, Any]) -> None:
 
 # ---------------------------------------------------------------------- engine/small.py: quantize vs the kernel
 # Every engine call below runs twice, on two fresh instances: once as it comes (a small per-tensor array takes
-# small.quantize) and once with small.MAX_ELEMENTS = 0 (the compiled kernel). A spy checks that the first run did
-# take the small path and the second did not, so that these tests cannot quietly compare the kernel with itself.
+# small.quantize_dynamic or small.quantize) and once with small.MAX_ELEMENTS = 0 (the compiled kernel). A spy
+# checks that the first run did take a small path and the second did not, so that these tests cannot quietly
+# compare the kernel with itself.
 PROPERTY = settings(max_examples=200, deadline=None, database=None)
 ALL_INTEGER_TYPES = (*INTEGER_TYPES, QuantizationType.INT4, QuantizationType.UINT4)
 RULES = ("onnx", "ort_tooling", "torch")
@@ -58,14 +59,21 @@ def fields_of(tb: tuple[QuantizationType, int], **fields: Any) -> dict[str, Any]
 def both_paths(monkeypatch: pytest.MonkeyPatch, make: Callable[[], Quantizer], call: Callable[[Quantizer], Any]
                ) -> tuple[tuple[Any, Quantizer], tuple[Any, Quantizer]]:
     """((result, instance) by the small path, (result, instance) by the kernel) of `call` on fresh instances."""
-    taken: list[int] = []
-    real = small.quantize
+    taken: list[str] = []
 
-    def spy(*args: Any, **kwargs: Any) -> Any:
-        taken.append(1)
-        return real(*args, **kwargs)
+    def spy(name: str) -> Callable[..., Any]:
+        real = getattr(small, name)
 
-    monkeypatch.setattr(small, "quantize", spy)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            answer = real(*args, **kwargs)
+            if answer is not None:
+                taken.append(name)
+            return answer
+
+        return run
+
+    for name in ("quantize", "quantize_dynamic"):
+        monkeypatch.setattr(small, name, spy(name))
     fast = make()
     fast_result = call(fast)
     assert taken, "the small path was not taken"
