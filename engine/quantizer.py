@@ -231,13 +231,14 @@ class Quantizer:
         # Dynamic integer blocks: each block's range, parameters and codes in one pass, when the data is finite
         # and no block needs the float64 fallback (else None: the range pass, then the codes). Not in place: a
         # block that turns it down would find the blocks before it already overwritten.
-        # A small per-tensor array likewise (engine/small.py).
-        fused = None
-        if dynamic and qtype.is_integer and not report and not in_place:
-            if gaxis is not None:
-                fused = ranges.quantize_blocks(self.config, x, plan, gaxis, dequantize_after)
-            elif ranges.dynamic_axis(self.config, plan, x.ndim, channel_dim) is None:
-                fused = small.quantize_dynamic(self.config, x, plan, dequantize_after)
+        # A small per-tensor array likewise, the report's sums included (engine/small.py).
+        fused: tuple[npt.NDArray[Any], int, QParams, kernels.Sums | None] | None = None
+        if dynamic and qtype.is_integer and not in_place:
+            if gaxis is not None and not report:
+                blocks = ranges.quantize_blocks(self.config, x, plan, gaxis, dequantize_after)
+                fused = None if blocks is None else (*blocks, None)
+            elif gaxis is None and ranges.dynamic_axis(self.config, plan, x.ndim, channel_dim) is None:
+                fused = small.quantize_dynamic(self.config, x, plan, dequantize_after, report)
         if fused is not None:
             params = fused[2]
         elif dynamic:
@@ -263,7 +264,7 @@ class Quantizer:
         if validate and not dynamic and in_place:  # the input is about to be overwritten: check it first
             self._check_finite(x, validate=True, lo=kernels.minmax(x)[0], hi=kernels.minmax(x)[1])
         if fused is not None:
-            out, clipped, sums = fused[0], fused[1], None
+            out, clipped, _, sums = fused
         else:
             out, clipped, sums = self._quantize_kernel(x, params, plan, dequantize_after, x if in_place else None,
                                                        report)

@@ -53,17 +53,18 @@ def dynamic_params(config: QuantizationConfig, x: Any, plan: LayerPlan, axis: in
     return ranges.params_for_range(config, lo, hi, plan, None)
 
 
-def quantize_dynamic(config: QuantizationConfig, x: npt.NDArray[np.float32], plan: LayerPlan, fake: bool
-                     ) -> tuple[npt.NDArray[Any], int, QParams] | None:
+def quantize_dynamic(config: QuantizationConfig, x: npt.NDArray[np.float32], plan: LayerPlan, fake: bool,
+                     report: bool) -> tuple[npt.NDArray[Any], int, QParams, Sums | None] | None:
     """A dynamic per-tensor integer quantize of a small array in one compiled call: kernels.quantize_blocks with
     the whole array as one block takes its range, the parameters by the instance's rule (the compiled onnx / torch
     rule scale_zero_point runs) and the codes (fake: the dequantized values), instead of a range pass, the
-    parameters' array code and a quantize, each with its own set-up. Returns (result, clipped count, parameters),
-    or None where it does not apply: more than MAX_ELEMENTS values, the ort_tooling rule (float64: qparams),
+    parameters' array code and a quantize, each with its own set-up. Returns (result, clipped count, parameters,
+    with `report` the report's sums), or None where it does not apply: more than MAX_ELEMENTS values
+    (REPORT_MAX_ELEMENTS with `report`), the ort_tooling rule (float64: qparams),
     percentiles, outlier clipping, requantization, non-finite data or parameters that need the float64 fallback
     (the kernel turns those down). The caller has checked that the parameters are per tensor."""
-    if (x.size > MAX_ELEMENTS or config.qparams_rule is QParamsRule.ort_tooling or config.use_percentile
-            or config.outlier_threshold is not None or config.enable_requantization):
+    if (x.size > (REPORT_MAX_ELEMENTS if report else MAX_ELEMENTS) or config.qparams_rule is QParamsRule.ort_tooling
+            or config.use_percentile or config.outlier_threshold is not None or config.enable_requantization):
         return None
     cmin, cmax, symmetric, rule = ranges.integer_rule(config, plan, False)
     dtype = np.dtype(F32 if fake else STORAGE_DTYPES[plan.quantization_type])
@@ -73,7 +74,12 @@ def quantize_dynamic(config: QuantizationConfig, x: npt.NDArray[np.float32], pla
     if done is None:
         return None
     out, clipped, scale, zp = done
-    return out.reshape(x.shape), clipped, QParams(scale.reshape(()), zp.astype(np.int64).reshape(()))
+    out = out.reshape(x.shape)
+    params = QParams(scale.reshape(()), zp.astype(np.int64).reshape(()))
+    if not report:
+        return out, clipped, params, None
+    s, z = F32(params.scale), F32(params.zero_point)
+    return out, clipped, params, _sums(x, out if fake else (out.astype(F32) - z) * s)
 
 
 def applies(x: npt.NDArray[np.float32], params: QParams, report: bool) -> bool:
