@@ -1,14 +1,19 @@
 """Per-tensor shortcuts for small arrays, where per-call overhead, not the data, is the cost.
 
 A 2x3 quantize spent most of its ~250 us in a dozen 0-d array operations (the range pass over finite values, the
-finiteness checks), a few microseconds each. Here those checks run on numpy float32 scalars and Python numbers,
-and the codes of an array of at most MAX_ELEMENTS values come from a few numpy operations on the whole array
-instead of the compiled kernel, whose dispatch and set-up (layout, parameter expansion, work arrays) cost more than
-the arithmetic below that size. Both round alike (float32 division, rint half to even, the zero point added after
-rounding, no fastmath), so the results are the same bits; tests/engine/test_small_arrays.py compares them with the
-general code. The scale and zero point always come from the instance's rule (`ranges.params_for_range`). Anything
-else (per channel, blocks, float8, percentiles, outlier clipping, requantization, non-finite extremes) goes the
-general way.
+finiteness checks), a few microseconds each, and then in the set-up of three compiled calls (range, parameters,
+codes). Here, for a per-tensor integer quantize of at most MAX_ELEMENTS values:
+- the finiteness checks run on numpy float32 scalars and Python numbers;
+- a dynamic quantize of finite data by the `onnx` or `torch` rule is one compiled call (`quantize_dynamic`: the
+  one-pass block kernel with the whole array as one block: range, parameters by the compiled rule that
+  `qparams.scale_zero_point` runs, codes);
+- otherwise (frozen parameters; dynamic ones by the `ort_tooling` rule or of data with NaN / inf allowed, which
+  come from the instance's rule as always, `ranges.params_for_range`) the codes come from a few numpy operations
+  on the whole array (`quantize`) instead of the compiled kernel, whose dispatch and set-up cost more than the
+  arithmetic there. Both round alike (float32 division, rint half to even, the zero point added after rounding, no
+  fastmath), so the results are the same bits.
+tests/engine/test_small_arrays.py compares every path with the general code. Anything else (per channel, blocks,
+float8, percentiles, outlier clipping, requantization, larger arrays) goes the general way.
 """
 
 from __future__ import annotations
@@ -26,7 +31,6 @@ from .layers import LayerPlan
 from .qparams import STORAGE_DTYPES, QParams, qrange
 
 F32 = np.float32
-F64 = np.float64
 # Per-tensor integer quantize of at most this many values runs here. `bench/small.py --crossover` found the kernel
 # faster from about 64K values (2-core machine under load); this stays well below,
 # where the temporaries are a few L1/L2-sized arrays.
