@@ -19,8 +19,9 @@ Rows (a dynamic per-tensor INT8 instance from the default config, the dequantiza
   quantize, report=True     with the quality report (SQNR, errors, range)
   quantize_dequantize       fake quantization, float32 answer
   quantize_dequantize, report=True
---crossover: `quantize` of float32 arrays of each size, through engine/small.py and with it switched off
-(small.MAX_ELEMENTS = 0: the compiled kernel), to place MAX_ELEMENTS where the kernel starts to win.
+--crossover: `quantize` with frozen per-tensor parameters of float32 arrays of each size, through engine/small.py's
+numpy path and with it switched off (small.MAX_ELEMENTS = 0: the compiled kernel), to place MAX_ELEMENTS where the
+kernel starts to win.
 """
 
 from __future__ import annotations
@@ -90,7 +91,10 @@ def spec_cases() -> list[Case]:
 
 
 def crossover_cases(sizes: list[int]) -> list[Case]:
-    q = Quantizer(QuantizationConfig.from_dict({"enable_cache": False}))
+    """Frozen parameters (the numpy path of small.quantize; a dynamic onnx / torch quantize is one compiled call
+    either way)."""
+    q = Quantizer(QuantizationConfig.from_dict({"enable_cache": False, "quantization_mode": "STATIC"}),
+                  parameters={"global_scale": 4.0 / 127, "global_zero_point": 0})
     rng = np.random.default_rng(0)
     cases: list[Case] = []
     for n in sizes:
