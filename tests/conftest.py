@@ -63,3 +63,12 @@ def cheap_per_test_setup() -> Any:
     with override_settings(WHITENOISE_AUTOREFRESH=True,
                            PASSWORD_HASHERS=["django.contrib.auth.hashers.MD5PasswordHasher"]):
         yield
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Compile the engine's kernels into numba's on-disk cache (or load them from it) before any test runs. On a
+    fresh clone the cache is empty, and whichever came first would otherwise pay the 30-90 s compilation: a
+    gunicorn that a test starts (its master compiles before forking) would then miss its 60 s start-up limit."""
+    from engine import warm_kernels
+
+    warm_kernels()
