@@ -14,9 +14,12 @@ from .errors import InputError
 F32 = np.float32
 FloatArray = npt.NDArray[np.float32]
 HALF_MAX = float(np.finfo(np.float16).max)
+_F32 = np.dtype(F32)
 
 
 def as_float(x: npt.ArrayLike) -> FloatArray:
+    if type(x) is np.ndarray and x.dtype is _F32 and x.ndim and x.size:  # already what it needs (the common case)
+        return x
     arr = np.asarray(x)
     if arr.dtype.kind not in "fiu" or arr.dtype == np.bool_:
         raise InputError("data must be numeric", field="data")

@@ -102,15 +102,14 @@ class QualityStats:
 
     def add(self, report: QualityReport) -> None:
         delta = quality_delta(report)
-        for f in dataclasses.fields(self):
-            value = delta[f.name]
-            if f.metadata.get("counter"):
-                setattr(self, f.name, getattr(self, f.name) + value)
-            elif f.metadata.get("latest"):
-                setattr(self, f.name, value)
-            elif value is not None:
-                current = getattr(self, f.name)
-                setattr(self, f.name, value if current is None else min(current, value))
+        for name in QUALITY_COUNTERS:
+            setattr(self, name, getattr(self, name) + delta[name])
+        for name in QUALITY_LATEST:
+            setattr(self, name, delta[name])
+        for name in QUALITY_LOWEST:
+            value, current = delta[name], getattr(self, name)
+            if value is not None:
+                setattr(self, name, value if current is None else min(current, value))
 
     def to_dict(self) -> dict[str, Any]:
         """The API's `quality` object."""

@@ -69,6 +69,7 @@ class Quantizer:
         self.stats = Stats()
         self.quality = QualityStats()
         self._last_params: QParams | None = None
+        self._own_plan: tuple[QuantizationConfig, LayerPlan] | None = None  # layer_plan(None) of that config
         self._cache = DequantCache(self.config.cache_size if self.config.enable_cache else 0)
         if parameters:
             self.import_parameters(parameters)
@@ -84,7 +85,12 @@ class Quantizer:
 
     # ------------------------------------------------------------------ helpers
     def layer_plan(self, layer_name: str | None) -> LayerPlan:
-        return resolve_layer(self.config, layer_name)
+        if layer_name is not None:
+            return resolve_layer(self.config, layer_name)
+        # Most calls name no layer: their plan is kept while the (frozen) config is the same object.
+        if self._own_plan is None or self._own_plan[0] is not self.config:
+            self._own_plan = (self.config, resolve_layer(self.config, None))
+        return self._own_plan[1]
 
     def _finish(self, result: OpResult, started: float, report_of: FloatArray | None = None,
                 sums: kernels.Sums | None = None) -> OpResult:
@@ -225,14 +231,18 @@ class Quantizer:
         # Dynamic integer blocks, and channels that are contiguous runs: each block's (channel's) range, parameters
         # and codes in one pass, when the data is finite and none needs the float64 fallback (else None: the range
         # pass, then the codes). Not in place: a block that turns it down would find the ones before it already
-        # overwritten.
-        one_pass = dynamic and qtype.is_integer and not report and not in_place
+        # overwritten. A small per-tensor array likewise, the report's sums included (engine/small.py).
         axis = ranges.dynamic_axis(self.config, plan, x.ndim, channel_dim) if dynamic and gaxis is None else None
-        fused = None
-        if one_pass and gaxis is not None:
-            fused = ranges.quantize_blocks(self.config, x, plan, gaxis, dequantize_after)
-        elif one_pass and axis is not None:  # per channel: each channel's run a block, when runs are contiguous
-            fused = ranges.quantize_channels(self.config, x, plan, axis, dequantize_after)
+        fused: tuple[npt.NDArray[Any], int, QParams, kernels.Sums | None] | None = None
+        if dynamic and qtype.is_integer and not in_place:
+            if gaxis is not None and not report:
+                blocks = ranges.quantize_blocks(self.config, x, plan, gaxis, dequantize_after)
+                fused = None if blocks is None else (*blocks, None)
+            elif axis is not None and not report:
+                channels = ranges.quantize_channels(self.config, x, plan, axis, dequantize_after)
+                fused = None if channels is None else (*channels, None)
+            elif gaxis is None and axis is None:
+                fused = small.quantize_dynamic(self.config, x, plan, dequantize_after, report)
         if fused is not None:
             params = fused[2]
         elif dynamic:
@@ -257,7 +267,7 @@ class Quantizer:
         if validate and not dynamic and in_place:  # the input is about to be overwritten: check it first
             self._check_finite(x, validate=True, lo=kernels.minmax(x)[0], hi=kernels.minmax(x)[1])
         if fused is not None:
-            out, clipped, sums = fused[0], fused[1], None
+            out, clipped, _, sums = fused
         else:
             out, clipped, sums = self._quantize_kernel(x, params, plan, dequantize_after, x if in_place else None,
                                                        report)
@@ -283,6 +293,8 @@ class Quantizer:
                 return formats.quantize_fp8(x, params.scale, params.axis, params.block_size, _fp8_name(qtype),
                                             dequantize_after, report)
             qmin, qmax = qrange(qtype, plan.num_bits)
+            if small.applies(x, params, report):
+                return small.quantize(x, params, qmin, qmax, STORAGE_DTYPES[qtype], dequantize_after, out, report)
             if params.block_size is not None:
                 assert params.axis is not None
                 return formats.quantize_blocked(x, params.scale, params.zero_point, params.axis, params.block_size,
