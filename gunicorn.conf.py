@@ -87,9 +87,12 @@ def post_request(worker, req, environ, resp):
 def post_worker_init(worker):
     # Django imports the URLconf (the API, the admin, drf-spectacular's views: ~0.3 s) and builds its reverse
     # tables on a worker's first request; done here, no client waits for it, and what it creates is frozen too.
-    from django.urls import get_resolver
+    from django.apps import apps
 
-    get_resolver().reverse_dict  # noqa: B018 - populates the resolver
+    if apps.ready:  # the Django application (the benchmarks also serve bare WSGI functions with this file)
+        from django.urls import get_resolver
+
+        get_resolver().reverse_dict  # noqa: B018 - populates the resolver
     gc.freeze()
 
 
