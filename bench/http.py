@@ -72,6 +72,8 @@ if str(ROOT) not in sys.path:
 
 import numpy as np  # noqa: E402
 
+from tests.integration import stack  # noqa: E402  (the test stack's helpers, as bench/upload.py uses them)
+
 PY = str(ROOT / ".venv" / "bin" / "python")
 GUNICORN = str(ROOT / ".venv" / "bin" / "gunicorn")
 SMALL_BODY = json.dumps({"data": [[1.2, 3.4, 5.6], [7.8, 9.0, 2.1]], "validate": True}).encode()
@@ -168,16 +170,7 @@ class Server:
 
     def worker_pids(self) -> list[int]:
         assert self.proc is not None
-        pids = []
-        for entry in os.listdir("/proc"):
-            if entry.isdigit():
-                try:
-                    stat = Path(f"/proc/{entry}/stat").read_text()
-                except OSError:
-                    continue
-                if int(stat.rsplit(")", 1)[1].split()[1]) == self.proc.pid:
-                    pids.append(int(entry))
-        return sorted(pids)
+        return stack.child_pids(self.proc.pid)
 
     def workers_cpu_seconds(self) -> float:
         """User + system CPU time of the workers alive now (a worker that died meanwhile is not counted)."""

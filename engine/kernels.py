@@ -382,14 +382,7 @@ def _quantize_blocks(x: Any, out: Any, d: Any, seg: Any, qmin: Any, qmax: Any, c
                 amax = bits_f32(top)
                 rmin, rmax = -amax, amax
             else:
-                imax, imin, umax = np.int32(-0x80000000), np.int32(0x7FFFFFFF), np.uint32(0)
-                for i in range(a, b):
-                    ub = f32_bits(x[i])
-                    ib = np.int32(ub)
-                    imax = ib if ib > imax else imax
-                    imin = ib if ib < imin else imin
-                    umax = ub if ub > umax else umax
-                rmin, rmax = _extremes(imax, imin, umax)
+                rmin, rmax = _range_by_bits(x, a, b)
             if not (np.isfinite(rmin) and np.isfinite(rmax)):
                 return -1
             s, z, fallback = block_params32(rmin, rmax, cmin, cmax, symmetric, torch)
@@ -480,6 +473,19 @@ def _extremes(imax: Any, imin: Any, umax: Any) -> Any:
     return lo, hi
 
 
+@inline
+def _range_by_bits(x: Any, a: Any, b: Any) -> Any:
+    """(min, max) of x[a:b] (a, b unsigned) by _extremes: three integer reductions, which vectorise as they are."""
+    imax, imin, umax = np.int32(-0x80000000), np.int32(0x7FFFFFFF), np.uint32(0)
+    for i in range(a, b):
+        ub = f32_bits(x[i])
+        ib = np.int32(ub)
+        imax = ib if ib > imax else imax
+        imin = ib if ib < imin else imin
+        umax = ub if ub > umax else umax
+    return _extremes(imax, imin, umax)
+
+
 @kernel("void(float32[::1], int64, int64, float32[::1], float32[::1])")
 def _minmax_segments(x: Any, d: Any, seg: Any, lo_out: Any, hi_out: Any) -> None:
     """Minimum and maximum of each segment as np.min / np.max give them (NaN if it holds one), in one pass of
@@ -489,14 +495,7 @@ def _minmax_segments(x: Any, d: Any, seg: Any, lo_out: Any, hi_out: Any) -> None
     nb = (d + seg - 1) // seg
     for r in range(x.size // d):
         for k in range(nb):
-            imax, imin, umax = np.int32(-0x80000000), np.int32(0x7FFFFFFF), np.uint32(0)
-            for i in range(np.uint64(r * d + k * seg), np.uint64(r * d + min(d, (k + 1) * seg))):
-                ub = f32_bits(x[i])
-                ib = np.int32(ub)
-                imax = ib if ib > imax else imax
-                imin = ib if ib < imin else imin
-                umax = ub if ub > umax else umax
-            lo, hi = _extremes(imax, imin, umax)
+            lo, hi = _range_by_bits(x, np.uint64(r * d + k * seg), np.uint64(r * d + min(d, (k + 1) * seg)))
             if lo != lo or hi != hi:
                 lo = hi = np.float32(np.nan)
             lo_out[r * nb + k] = lo

@@ -192,21 +192,25 @@ def test_block_extremes_as_numpy() -> None:
         np.testing.assert_array_equal(a_lo, -expected_amax)
 
 
+# Counts numba's compilations from here on, in the script that follows (`compiled`).
+COMPILE_LISTENER = """
+from numba.core import event
+compiled = []
+class Listener(event.Listener):
+    def on_start(self, ev): compiled.append(str(ev.data))
+    def on_end(self, ev): pass
+event.register("numba:compile", Listener())
+"""
+
 WARM_CHECK = """
 import numpy as np
-from numba.core import event
 import engine
 from engine import QuantizationConfig, Quantizer, warm_kernels
 from engine.jit import compiled_signatures
 
 warm_kernels()
 before = compiled_signatures()
-compiled = []
-class Listener(event.Listener):
-    def on_start(self, ev): compiled.append(str(ev.data))
-    def on_end(self, ev): pass
-event.register("numba:compile", Listener())
-x = np.random.default_rng(0).standard_normal((64, 96)).astype(np.float32)
+""" + COMPILE_LISTENER + """x = np.random.default_rng(0).standard_normal((64, 96)).astype(np.float32)
 x16 = (x * 100).astype(np.int16)
 x_ro = np.frombuffer(x.tobytes(), np.float32).reshape(x.shape)  # read-only, as over a `bytes` request body
 for fields in [{}, {"quantization_type": "UINT8"}, {"quantization_type": "INT16"}, {"per_channel": True},
@@ -255,19 +259,13 @@ WARM_JOB_CHECK = """
 import os, tempfile
 import ml_dtypes
 import numpy as np
-from numba.core import event
 import engine
 from engine import QuantizationConfig, warm_job_kernels
 from engine.jit import compiled_signatures
 
 warm_job_kernels()
 before = compiled_signatures()
-compiled = []
-class Listener(event.Listener):
-    def on_start(self, ev): compiled.append(str(ev.data))
-    def on_end(self, ev): pass
-event.register("numba:compile", Listener())
-rng = np.random.default_rng(0)
+""" + COMPILE_LISTENER + """rng = np.random.default_rng(0)
 x = rng.standard_normal((64, 96)).astype(np.float32)
 bad = x.copy()
 bad[3, 5], bad[7, 1] = np.nan, np.inf

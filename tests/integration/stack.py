@@ -223,6 +223,20 @@ def create_token(env: Mapping[str, str], username: str = "integration-admin") ->
 
 
 # ---------------------------------------------------------------------------- processes
+def child_pids(parent: int) -> list[int]:
+    """The processes whose parent is `parent` (a gunicorn master's workers), from /proc."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == parent:
+                pids.append(int(entry))
+    return sorted(pids)
+
+
 def wait_http(url: str, *, timeout: float = 30, expect: int = 200, context: object = None,
               proc: subprocess.Popen[bytes] | None = None) -> None:
     deadline = time.monotonic() + timeout

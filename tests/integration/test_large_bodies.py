@@ -27,19 +27,6 @@ def reference_codes(x: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(x / scale), -128, 127).astype(np.int8)
 
 
-def worker_pids(master: int) -> list[int]:
-    pids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == master:
-                pids.append(int(entry))
-    return pids
-
-
 def resident_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -55,7 +42,7 @@ def test_large_bodies_read_from_the_socket_and_freed_after(tmp_path: Path) -> No
     expected = reference_codes(x)
     body = orjson.dumps({"data": x}, option=orjson.OPT_SERIALIZE_NUMPY)  # 2000x2000: ~80 MB of JSON
     with stack.gunicorn(env, tmp_path, workers=1) as server:
-        (worker,) = worker_pids(server.proc.pid)  # type: ignore[union-attr]
+        (worker,) = stack.child_pids(server.proc.pid)  # type: ignore[union-attr]
         instance = f"{server.url}/instances/large-{os.getpid()}"
         assert HTTP.post(instance, json=SYMMETRIC, timeout=TIMEOUT).status_code == 200
         small = HTTP.post(instance + "/quantize", json={"data": [[1.0, -2.0]]}, timeout=TIMEOUT)
