@@ -51,7 +51,7 @@ import numpy as np
 import numpy.typing as npt
 
 from . import formats, kernels
-from .calibration import NUM_BINS, RangeCollector
+from .calibration import RangeCollector
 from .checkpoint import BackgroundFile, CheckpointReader, TensorInfo, checkpoint_format, open_checkpoint, writer_for
 from .config import CalibrationMethod, QuantizationConfig, QuantizationMode, QuantizationType
 from .errors import CheckpointError, InputError, JobCancelled
@@ -59,7 +59,7 @@ from .jit import warm_kernels
 from .layers import LayerPlan, resolve_layer
 from .parameters import ParameterState
 from .qparams import STORAGE_DTYPES, QParams, f32_float, qrange
-from .quantizer import MAX_HISTOGRAM_CELLS, OpResult, Quantizer
+from .quantizer import MAX_HISTOGRAMS, OpResult, Quantizer
 from .ranges import normalize_axis, params_for_range
 from .safetensors import DTYPES as SAFETENSORS_DTYPES
 from .safetensors import FLOAT_DTYPES
@@ -71,7 +71,7 @@ PARTIAL_SUFFIX: Final = ".partial"
 # while the next is quantized), the largest go one at a time, so that with the writer's queue the peak stays
 # within 2.5 x the largest tensor above the process's own baseline.
 OVERLAP_FACTOR: Final = 2.0
-HISTOGRAM_CHANNELS: Final = MAX_HISTOGRAM_CELLS // NUM_BINS  # per-channel histograms held at a time (calibration)
+HISTOGRAM_CHANNELS: Final = MAX_HISTOGRAMS  # per-channel histograms held at a time (calibration)
 FORMAT_NOTE: Final = ("codes under the tensor's name (I8: INT8 and INT4, U8: UINT8 and UINT4, one code per byte; "
                       "I16; F8_E4M3 / F8_E5M2; F16 / BF16 values for FLOAT16 / BFLOAT16 layers); <name>_scale F32, "
                       "shaped to broadcast against the tensor; <name>_zero_point in the codes' dtype when not 0; "

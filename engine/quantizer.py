@@ -40,6 +40,7 @@ F32 = np.float32
 FloatArray = npt.NDArray[np.float32]
 
 MAX_HISTOGRAM_CELLS = 1 << 24  # calibration: channels or blocks x histogram bins (8 bytes each: 128 MiB)
+MAX_HISTOGRAMS = MAX_HISTOGRAM_CELLS // NUM_BINS  # channels or blocks a histogram calibration holds at once
 _OWN = object()  # dequantize's default last_params: this object's own latest quantize
 
 MSG_CHANNEL_DIM = ("channel_dim applies to per-channel quantization only, and this {what} quantizes per tensor: "
@@ -265,7 +266,8 @@ class Quantizer:
         if not group:
             self._check_channel_dim(channel_dim, plan, params)
         if validate and not dynamic and in_place:  # the input is about to be overwritten: check it first
-            self._check_finite(x, validate=True, lo=kernels.minmax(x)[0], hi=kernels.minmax(x)[1])
+            lo, hi = kernels.minmax(x)
+            self._check_finite(x, validate=True, lo=lo, hi=hi)
         if fused is not None:
             out, clipped, _, sums = fused
         else:
@@ -478,10 +480,10 @@ class Quantizer:
             else:
                 histograms, what, instead = 1 if axis is None else x.shape[axis], "channels", "or per tensor"
             if (self.config.calibration_method in HISTOGRAM_METHODS
-                    and histograms * NUM_BINS > MAX_HISTOGRAM_CELLS):
+                    and histograms > MAX_HISTOGRAMS):
                 raise LimitError(
                     f"{histograms} {what} of {NUM_BINS}-bin histograms are too many for "
-                    f"{self.config.calibration_method.name} calibration (at most {MAX_HISTOGRAM_CELLS // NUM_BINS}): "
+                    f"{self.config.calibration_method.name} calibration (at most {MAX_HISTOGRAMS}): "
                     f"use MINMAX or MOVING_AVERAGE, {instead}", field="calibration_method")
             collector.update(x)
         if collector is None or shape is None:
