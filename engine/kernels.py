@@ -21,9 +21,10 @@ Layouts. Every parameter shape is run as one of two loops over the flat data:
 - rows: rows of `L` elements with a parameter per element of the row, row r using parameter row
   (r // dim) * nb + (r % dim) // seg: per channel with short runs (one parameter row, the channels repeated over
   a period), blocks along an inner axis.
-Dynamic integer blocks along the last axis have a kernel of their own (_quantize_blocks): each block's range,
-parameters and codes in one pass over it, so that the data is read from memory once; per-channel quantizes whose
-channels are long contiguous runs use it with one block per channel (engine.ranges.quantize_channels).
+Dynamic integer blocks along the last axis run the segments kernels with `dynamic` set (quantize_blocks): each
+block's range, parameters and codes (with the report, its sums) in one pass over it, so that the data is read from
+memory once; per-channel quantizes whose channels are long contiguous runs use it with one block per channel
+(engine.ranges.quantize_channels).
 Inner loops run over 16 lanes with per-lane counters (a single counter would serialise the vector loop) and
 unsigned indices (signed ones make numba wrap negative indices, which stops LLVM from vectorising).
 """
@@ -59,6 +60,7 @@ REPORT_CHUNK = 2048
 SEGMENT_MIN = 64  # per channel: runs at least this long are segments, shorter ones rows (measured crossover)
 INT, FP8 = 0, 1  # the `kind` of a quantize kernel: integer codes, float8 values
 _NO_FP8 = (np.uint32(0), np.uint32(0))
+_GIVEN = (0, 0, False, False, False)  # the segments kernels' (cmin, cmax, symmetric, torch, dynamic): parameters given
 
 
 # ---------------------------------------------------------------------- element operations (inlined)
@@ -85,7 +87,7 @@ def _code(v: Any, s: Any, z: Any, lo: Any, hi: Any, kind: Any, emin_bits: Any, o
 
 
 # ---------------------------------------------------------------------- parameters (qparams' float32 rules)
-# qparams.scale_zero_point's `onnx` and `torch` rules are these compiled functions, so that _quantize_blocks inlines
+# qparams.scale_zero_point's `onnx` and `torch` rules are these compiled functions, so that the segments kernels inline
 # the very same arithmetic; they live in this file because numba's on-disk cache of a kernel is checked against its
 # own file only (an inlined function from another module could change without recompiling the kernel).
 TINY = np.finfo(np.float32).tiny
@@ -196,15 +198,13 @@ def _chunk_sums(x: Any, eb: Any, c0: Any, n: Any) -> Any:
 _OUT_TYPES = ("int8", "uint8", "int16", "float32")
 _SUMS = "float64[::1], float64[::1], float64[::1]"  # per-parameter signal, noise; [error, max |e|, min x, max x]
 _QSEG = "int64(float32[::1], {0}[::1], int64, int64, float32[::1], float32[::1], float32, float32, boolean, int64, " \
-        "uint32, uint32, " + _SUMS + ")"
+        "uint32, uint32, int64, int64, boolean, boolean, boolean, " + _SUMS + ")"
 _QROW = "int64(float32[::1], {0}[::1], int64, int64, int64, float32[::1], float32[::1], float32, float32, boolean, " \
         "int64, uint32, uint32, " + _SUMS + ")"
-_QBLOCKS = "int64(float32[::1], {0}[::1], int64, int64, int64, int64, int64, int64, boolean, boolean, boolean, " \
-           "float32[::1], float32[::1], " + _SUMS + ")"
 
 
-def _quantize_kernels(report: bool) -> tuple[Any, Any, Any]:
-    """The segments, rows and blocks (dynamic, one pass) quantize kernels; with `report` (a compile-time constant: the plain kernels carry no
+def _quantize_kernels(report: bool) -> tuple[Any, Any]:
+    """The segments and rows quantize kernels; with `report` (a compile-time constant: the plain kernels carry no
     trace of it) they also sum, in the same pass, what the quality report needs of each value's error
     e = x^ - x (x^ the dequantized value (c - zp) * scale in float32, e a float32 difference): sum x^2 and sum e^2
     per parameter (in float64: their lanes, then the parameter's slot), sum e (float64), max |e|, min and max x.
@@ -213,7 +213,17 @@ def _quantize_kernels(report: bool) -> tuple[Any, Any, Any]:
 
     @kernel(*(_QSEG.format(t) for t in _OUT_TYPES))
     def segments(x: Any, out: Any, d: Any, seg: Any, scale: Any, zp: Any, lo: Any, hi: Any, fake: Any,
-                 kind: Any, emin_bits: Any, offset: Any, psig: Any, pnoise: Any, acc_out: Any) -> Any:
+                 kind: Any, emin_bits: Any, offset: Any, cmin: Any, cmax: Any, symmetric: Any, torch: Any,
+                 dynamic: Any, psig: Any, pnoise: Any, acc_out: Any) -> Any:
+        """Segments of `seg` in rows of `d`, segment p with scale[p] and zp[p]. `dynamic` (integer codes, lo and
+        hi the type's range): each segment's parameters from its own range instead, written to scale[p] and
+        zp[p]: its max |x| (symmetric) or min and max from the bits (as _absmax_segments and _minmax_segments
+        take them), its scale and zero point for [cmin, cmax] by block_params32, then its codes (and sums) while
+        it is in L1, the next segment's lines requested meanwhile (measured on 4000x4000 per channel: 0.104
+        s/GiB without the request, 0.080 with it, a quantize with given parameters 0.070); the input is read from
+        memory once (two passes read it twice: measured 3.6 ms of 11.7 for INT4 on 16M). Returns the clipped
+        count, or (dynamic) -1 as soon as a segment's range is not finite or its parameters need the float64
+        fallback (the caller then takes the two passes)."""
         nb = (d + seg - 1) // seg
         acc, lanes, eb, keys = _report_state(report)
         total = 0
@@ -222,8 +232,25 @@ def _quantize_kernels(report: bool) -> tuple[Any, Any, Any]:
             for k in range(nb):
                 a = r * d + k * seg
                 b = r * d + min(d, (k + 1) * seg)
-                tail, keys = _segment(x, out, a, b, scale[r * nb + k], zp[r * nb + k], lo, hi, fake, kind, emin_bits,
-                                      offset, report, 0, acc, lanes, eb, keys, psig, pnoise, r * nb + k)
+                p = r * nb + k
+                if dynamic:
+                    if symmetric:
+                        top = np.uint32(0)
+                        for i in range(np.uint64(a), np.uint64(b)):
+                            v = f32_bits(abs(x[i]))
+                            top = v if v > top else top
+                        amax = bits_f32(top)
+                        rmin, rmax = -amax, amax
+                    else:
+                        rmin, rmax = _range_by_bits(x, np.uint64(a), np.uint64(b))
+                    if not (np.isfinite(rmin) and np.isfinite(rmax)):
+                        return -1
+                    s, z, fallback = block_params32(rmin, rmax, cmin, cmax, symmetric, torch)
+                    if fallback:
+                        return -1
+                    scale[p], zp[p] = s, z
+                tail, keys = _segment(x, out, a, b, scale[p], zp[p], lo, hi, fake, kind, emin_bits, offset, report,
+                                      b - a if dynamic else 0, acc, lanes, eb, keys, psig, pnoise, p)
                 total += tail
                 chunked = chunked or b - a >= LANES
                 if acc[0] > 1 << 30:  # keep the int32 lanes far from overflow
@@ -289,53 +316,7 @@ def _quantize_kernels(report: bool) -> tuple[Any, Any, Any]:
             _finish_sums(acc_out, (err, worst, xlo, xhi), _NO_KEYS, False)
         return total + acc.sum()
 
-    @kernel(*(_QBLOCKS.format(t) for t in _OUT_TYPES))
-    def blocks(x: Any, out: Any, d: Any, seg: Any, qmin: Any, qmax: Any, cmin: Any, cmax: Any, symmetric: Any,
-               torch: Any, fake: Any, scale_out: Any, zp_out: Any, psig: Any, pnoise: Any, acc_out: Any) -> Any:
-        """Segments of `seg` in rows of `d` (blocks along the last axis), each block's parameters from its own
-        range: per block, its max |x| (symmetric) or min and max from the bits (as _absmax_segments and
-        _minmax_segments take them), its scale and zero point by block_params32, then its codes (and with `report`
-        its sums) while the block is in L1, the next block's lines requested meanwhile (measured on 4000x4000 per
-        channel: 0.104 s/GiB without the prefetch, 0.080 with it, a fixed quantize 0.070); the input is read from
-        memory once (two passes read it twice: measured 3.6 ms of 11.7 for INT4 on 16M). Returns the clipped
-        count, or -1 as soon as a block's range is not finite or its parameters need the float64 fallback (the
-        caller then takes the two passes)."""
-        nb = (d + seg - 1) // seg
-        acc, lanes, eb, keys = _report_state(report)
-        total = 0
-        chunked = False
-        lo, hi = np.float32(qmin), np.float32(qmax)
-        for r in range(x.size // d):
-            for k in range(nb):
-                a = r * d + k * seg
-                b = r * d + min(d, (k + 1) * seg)
-                if symmetric:
-                    top = np.uint32(0)
-                    for i in range(np.uint64(a), np.uint64(b)):
-                        v = f32_bits(abs(x[i]))
-                        top = v if v > top else top
-                    amax = bits_f32(top)
-                    rmin, rmax = -amax, amax
-                else:
-                    rmin, rmax = _range_by_bits(x, np.uint64(a), np.uint64(b))
-                if not (np.isfinite(rmin) and np.isfinite(rmax)):
-                    return -1
-                s, z, fallback = block_params32(rmin, rmax, cmin, cmax, symmetric, torch)
-                if fallback:
-                    return -1
-                scale_out[r * nb + k], zp_out[r * nb + k] = s, z
-                tail, keys = _segment(x, out, a, b, s, z, lo, hi, fake, INT, np.uint32(0), np.uint32(0), report,
-                                      b - a, acc, lanes, eb, keys, psig, pnoise, r * nb + k)
-                total += tail
-                chunked = chunked or b - a >= LANES
-            if acc[0] > 1 << 30:
-                total += acc.sum()
-                acc[:] = 0
-        if report:
-            _finish_sums(acc_out, lanes, keys, chunked)
-        return total + acc.sum()
-
-    return segments, rows, blocks
+    return segments, rows
 
 
 _NO_KEYS = (np.uint32(0), np.int32(-0x80000000), np.int32(0x7FFFFFFF), np.uint32(0))  # _chunk_extremes' start
@@ -423,8 +404,8 @@ def _finish_sums(acc_out: Any, lanes: Any, keys: Any, chunked: Any) -> None:
     acc_out[1], acc_out[2], acc_out[3] = w, lo, hi
 
 
-_quantize_segments, _quantize_rows, _quantize_blocks = _quantize_kernels(False)
-_report_segments, _report_rows, _report_blocks = _quantize_kernels(True)
+_quantize_segments, _quantize_rows = _quantize_kernels(False)
+_report_segments, _report_rows = _quantize_kernels(True)
 
 
 # ---------------------------------------------------------------------- compare (the report of given values)
@@ -561,10 +542,10 @@ def _minmax_rows(x: Any, row: Any, dim: Any, seg: Any, lo_out: Any, hi_out: Any)
 
 
 # What a model job runs (engine.jobs.warm_job_kernels): its quantizes always take the report (not the plain
-# kernels, nor the grouped one pass; per channel the one pass with the report, _report_blocks), it dequantizes only to redo the report of a tensor holding NaN or infinities
+# kernels; per channel, when each channel is one run, the report's segments in one pass), it dequantizes only to redo the report of a tensor holding NaN or infinities
 # (with _compare), and its parameters come from qparams.scale_zero_point (widen_all, float32_params_all).
 JOB_KERNELS = (_report_segments, _report_rows, _compare, _dequantize_segments, _dequantize_rows, _minmax_segments,
-               _absmax_segments, _minmax_rows, widen_all, float32_params_all, _report_blocks)
+               _absmax_segments, _minmax_rows, widen_all, float32_params_all)
 
 
 # ---------------------------------------------------------------------- layouts
@@ -704,7 +685,7 @@ def run_quantize(x: npt.NDArray[np.float32], out: npt.NDArray[Any], lay: Layout,
 
             def one(a: int, b: int) -> tuple[int, Any]:
                 acc, ps, pn = np.zeros(4), np.zeros(1), np.zeros(1)
-                count = int(seg_fn(xf[a:b], of[a:b], b - a, b - a, s, z, *consts, ps, pn, acc))
+                count = int(seg_fn(xf[a:b], of[a:b], b - a, b - a, s, z, *consts, *_GIVEN, ps, pn, acc))
                 return count, (acc, ps, pn)
         else:
             chunks = _chunks(rows, xf.size)
@@ -713,7 +694,7 @@ def run_quantize(x: npt.NDArray[np.float32], out: npt.NDArray[Any], lay: Layout,
                 acc = np.zeros(4)
                 ps, pn = (psig[a * nb:b * nb], pnoise[a * nb:b * nb]) if report else (psig, pnoise)
                 count = int(seg_fn(xf[a * lay.d:b * lay.d], of[a * lay.d:b * lay.d], lay.d, lay.seg,
-                                   s[a * nb:b * nb], z[a * nb:b * nb], *consts, ps, pn, acc))
+                                   s[a * nb:b * nb], z[a * nb:b * nb], *consts, *_GIVEN, ps, pn, acc))
                 return count, (acc, None, None)
 
         done = _map(one, chunks)
@@ -741,7 +722,7 @@ def _sums(parts: list[npt.NDArray[np.float64]], psig: npt.NDArray[np.float64], p
 def quantize_blocks(x: npt.NDArray[np.float32], axis: int, block_size: int, qrange: tuple[int, int],
                     crange: tuple[int, int], symmetric: bool, torch: bool, dtype: np.dtype[Any],
                     out: npt.NDArray[Any] | None = None, report: bool = False) -> Blocks | None:
-    """Dynamic blocked quantize of float32 `x` in one pass (_quantize_blocks; with `report`, _report_blocks):
+    """Dynamic blocked quantize of float32 `x` in one pass (the segments kernels, `dynamic`):
     the result in `dtype`, the clipped count, flat scales and zero points (float32), with codes clipped to
     `qrange` and parameters for `crange` by the onnx (or `torch`) rule, and with `report` the report's sums per
     block, as run_quantize takes them; None for blocks along an inner axis, non-finite data or parameters that
@@ -757,13 +738,14 @@ def quantize_blocks(x: npt.NDArray[np.float32], axis: int, block_size: int, qran
     count = xf.size // lay.d * nb
     scale, zp = np.empty(count, F32), np.empty(count, F32)
     psig, pnoise = np.zeros(count if report else 1), np.zeros(count if report else 1)
-    fn = _report_blocks if report else _quantize_blocks
+    fn = _report_segments if report else _quantize_segments
+    consts = (F32(qrange[0]), F32(qrange[1]), dtype == F32, INT, *_NO_FP8, *crange, symmetric, torch, True)
 
     def one(a: int, b: int) -> tuple[int, npt.NDArray[np.float64]]:
         acc = np.zeros(4)
         ps, pn = (psig[a * nb:b * nb], pnoise[a * nb:b * nb]) if report else (psig, pnoise)
-        clipped = int(fn(xf[a * lay.d:b * lay.d], of[a * lay.d:b * lay.d], lay.d, lay.seg, *qrange, *crange,
-                         symmetric, torch, dtype == F32, scale[a * nb:b * nb], zp[a * nb:b * nb], ps, pn, acc))
+        clipped = int(fn(xf[a * lay.d:b * lay.d], of[a * lay.d:b * lay.d], lay.d, lay.seg, scale[a * nb:b * nb],
+                         zp[a * nb:b * nb], *consts, ps, pn, acc))
         return clipped, acc
 
     done = _map(one, _chunks(xf.size // lay.d, xf.size))
