@@ -53,9 +53,9 @@ _njit: Callable[..., Callable[[Callable[..., Any]], Any]] = importlib.import_mod
 
 F32 = np.float32
 LANES = 16
-# With the report, each chunk of this many elements is run three times while in cache: the codes and errors, the
-# sums (_chunk_sums), then the extremes (_chunk_extremes) (one loop with all six accumulators measured 2.5-3.5x
-# slower: LLVM no longer vectorises it).
+# With the report, each chunk of this many elements is run up to three times while in cache: the codes, errors and
+# max |e|, the sums (_chunk_sums), then (unless the range was taken before) min and max x by the bits (_range_keys)
+# (one loop with all six accumulators measured 2.5-3.5x slower: LLVM no longer vectorises it).
 REPORT_CHUNK = 2048
 SEGMENT_MIN = 64  # per channel: runs at least this long are segments, shorter ones rows (measured crossover)
 INT, FP8 = 0, 1  # the `kind` of a quantize kernel: integer codes, float8 values
@@ -160,26 +160,6 @@ def float32_params_all(lo: Any, hi: Any, qmin: Any, qmax: Any, symmetric: Any, t
 
 
 # ---------------------------------------------------------------------- quantize
-@_njit(**OPTIONS)
-def _chunk_extremes(x: Any, eb: Any, c0: Any, n: Any, keys: Any) -> Any:
-    """max |e|, min x and max x of x[c0:c0 + n] and its errors eb[:n], exactly, as 32-bit integer maxima and
-    minima of the bits (no fastmath; integer reductions vectorise without per-lane arrays: the report measured
-    1.95x the plain quantize with float lanes, 1.55x with this). keys = (max bits of |e|, max and min of x's bits
-    as int32, max of x's bits as uint32): |e|'s bits order as unsigned integers (NaN above +inf); max x is the
-    largest int32 if one is >= 0 (a non-negative x), else the smallest (the negative x nearest zero); min x the
-    largest uint32 if it has the sign bit (the most negative x), else the smallest int32 (all non-negative)."""
-    top, imax, imin, umax = keys
-    for t in range(np.uint64(n)):
-        ub = f32_bits(x[np.uint64(c0) + t])
-        ib = np.int32(ub)
-        ae = f32_bits(abs(eb[t]))
-        top = ae if ae > top else top
-        imax = ib if ib > imax else imax
-        imin = ib if ib < imin else imin
-        umax = ub if ub > umax else umax
-    return top, imax, imin, umax
-
-
 @_njit(**OPTIONS, fastmath={"reassoc", "contract"})
 def _chunk_sums(x: Any, eb: Any, c0: Any, n: Any) -> Any:
     """(sum x^2, sum e^2, sum e) in float64 of x[c0:c0 + n] and its errors eb[:n]. Its own function so that only
@@ -234,15 +214,18 @@ def _quantize_kernels(report: bool) -> tuple[Any, Any]:
                 b = r * d + min(d, (k + 1) * seg)
                 p = r * nb + k
                 if dynamic:
-                    if symmetric:
+                    if symmetric and not report:
                         top = np.uint32(0)
                         for i in range(np.uint64(a), np.uint64(b)):
                             v = f32_bits(abs(x[i]))
                             top = v if v > top else top
                         amax = bits_f32(top)
                         rmin, rmax = -amax, amax
-                    else:
-                        rmin, rmax = _range_by_bits(x, np.uint64(a), np.uint64(b))
+                    else:  # (symmetric: block_params32 widens [min, max] to [-max |x|, max |x|] itself)
+                        own = _range_keys(x, np.uint64(a), np.uint64(b), _NO_KEYS)
+                        rmin, rmax = _extremes(own[0], own[1], own[2])
+                        if report:  # the report's min and max x, kept as keys (signed zeros as _range_keys has them)
+                            keys = (max(keys[0], own[0]), min(keys[1], own[1]), max(keys[2], own[2]))
                     if not (np.isfinite(rmin) and np.isfinite(rmax)):
                         return -1
                     s, z, fallback = block_params32(rmin, rmax, cmin, cmax, symmetric, torch)
@@ -250,9 +233,9 @@ def _quantize_kernels(report: bool) -> tuple[Any, Any]:
                         return -1
                     scale[p], zp[p] = s, z
                 tail, keys = _segment(x, out, a, b, scale[p], zp[p], lo, hi, fake, kind, emin_bits, offset, report,
-                                      b - a if dynamic else 0, acc, lanes, eb, keys, psig, pnoise, p)
+                                      dynamic, b - a if dynamic else 0, acc, lanes, eb, keys, psig, pnoise, p)
                 total += tail
-                chunked = chunked or b - a >= LANES
+                chunked = chunked or b - a >= LANES or (dynamic and b > a)
                 if acc[0] > 1 << 30:  # keep the int32 lanes far from overflow
                     total += acc.sum()
                     acc[:] = 0
@@ -313,33 +296,31 @@ def _quantize_kernels(report: bool) -> tuple[Any, Any]:
                 total += acc.sum()
                 acc[:] = 0
         if report:
-            _finish_sums(acc_out, (err, worst, xlo, xhi), _NO_KEYS, False)
+            _finish_sums(acc_out, (err, worst, xlo, xhi, np.zeros(LANES, np.uint32)), _NO_KEYS, False)
         return total + acc.sum()
 
     return segments, rows
 
 
-_NO_KEYS = (np.uint32(0), np.int32(-0x80000000), np.int32(0x7FFFFFFF), np.uint32(0))  # _chunk_extremes' start
-
-
 @inline
 def _report_state(report: Any) -> Any:
-    """A kernel's accumulators: the clipped lanes, the report's lanes (sum e, max |e|, min x, max x; lane 0 for
-    the tails), the chunk's errors e in L1 and _chunk_extremes' keys."""
+    """A kernel's accumulators: the clipped lanes, the report's lanes (sum e, max |e|, min x, max x: lane 0 for
+    the tails; the bits of max |e| of the chunks), the chunk's errors e in L1 and the chunks' _range_keys."""
     lanes = (np.zeros(LANES, np.float64), np.zeros(LANES, np.float32), np.full(LANES, np.inf, np.float32),
-             np.full(LANES, -np.inf, np.float32))
+             np.full(LANES, -np.inf, np.float32), np.zeros(LANES, np.uint32))
     return np.zeros(LANES, np.int32), lanes, np.zeros(REPORT_CHUNK if report else 1, np.float32), _NO_KEYS
 
 
 @inline
 def _segment(x: Any, out: Any, a: Any, b: Any, s: Any, z: Any, lo: Any, hi: Any, fake: Any, kind: Any,
-             emin_bits: Any, offset: Any, report: Any, ahead: Any, acc: Any, lanes: Any, eb: Any, keys: Any,
-             psig: Any, pnoise: Any, p: Any) -> Any:
+             emin_bits: Any, offset: Any, report: Any, ranged: Any, ahead: Any, acc: Any, lanes: Any, eb: Any,
+             keys: Any, psig: Any, pnoise: Any, p: Any) -> Any:
     """The codes of x[a:b] with one scale `s` and zero point `z` into `out`, the clipped count in `acc`'s lanes
     (the tail's returned); with `report` (a constant of the calling kernel) their sums: sum x^2 and sum e^2 into
-    psig[p] and pnoise[p], the rest into `lanes` and the keys (returned). `ahead` > 0: the line that many
-    elements on is requested at each line (the next block, whose range the caller takes next)."""
-    err, worst, xlo, xhi = lanes
+    psig[p] and pnoise[p], the rest into `lanes` and, unless `ranged` (the caller took x's range), x's keys
+    (returned). `ahead` > 0: the line that many elements on is requested at each line (the next segment, whose
+    range the caller takes next)."""
+    err, worst, xlo, xhi, top = lanes
     m = a + (b - a) // LANES * LANES
     step = REPORT_CHUNK if report else max(m - a, LANES)
     sig, noi = 0.0, 0.0
@@ -357,14 +338,18 @@ def _segment(x: Any, out: Any, a: Any, b: Any, s: Any, z: Any, lo: Any, hi: Any,
                 acc[j] += np.int32(bad)
                 y = (c - z) * s
                 out[i] = y if fake else c
-                if report:
-                    eb[np.uint64(i0 - c0 + j)] = y - xv
-        if report:  # the sums, then the extremes, in loops of their own over the chunk in cache
+                if report:  # max |e| by the bits (unsigned order, NaN above +inf): an integer lane vectorises
+                    e = y - xv
+                    eb[np.uint64(i0 - c0 + j)] = e
+                    ae = f32_bits(abs(e))
+                    top[j] = ae if ae > top[j] else top[j]
+        if report:  # the sums, then x's extremes, in loops of their own over the chunk in cache
             csig, cnoi, cerr = _chunk_sums(x, eb, c0, c1 - c0)
             sig += csig
             noi += cnoi
             err[0] += cerr
-            keys = _chunk_extremes(x, eb, c0, c1 - c0, keys)
+            if not ranged:
+                keys = _range_keys(x, np.uint64(c0), np.uint64(c1), keys)
     for t in range(m, b):
         xv = x[t]
         c, bad = _code(xv, s, z, lo, hi, kind, emin_bits, offset)
@@ -388,15 +373,13 @@ def _segment(x: Any, out: Any, a: Any, b: Any, s: Any, z: Any, lo: Any, hi: Any,
 
 @inline
 def _finish_sums(acc_out: Any, lanes: Any, keys: Any, chunked: Any) -> None:
-    """[sum e, max |e|, min x, max x] from the lanes and, when chunks ran, the chunks' extremes (`keys`, into lane
-    1: lane 0 holds the tails'); a NaN lane makes max |e| NaN: the caller then redoes it."""
-    err, worst, xlo, xhi = lanes
-    if chunked:
-        top, imax, imin, umax = keys
-        worst[1] = bits_f32(top)
-        xlo[1], xhi[1] = _extremes(imax, imin, umax)
+    """[sum e, max |e|, min x, max x] from the lanes, the chunks' max |e| (by the bits) and, when chunks ran or
+    ranges were taken, x's keys; a NaN lane makes max |e| NaN: the caller then redoes it."""
+    err, worst, xlo, xhi, top = lanes
+    if chunked:  # (lane 1: the segments kernels' tails use lane 0 alone; the rows kernel has no chunks)
+        xlo[1], xhi[1] = _extremes(keys[0], keys[1], keys[2])
     acc_out[0] = err.sum()
-    w, lo, hi = worst[0], xlo[0], xhi[0]
+    w, lo, hi = bits_f32(top.max()), xlo[0], xhi[0]
     for j in range(LANES):
         w = worst[j] if worst[j] > w or worst[j] != worst[j] else w
         lo = xlo[j] if xlo[j] < lo else lo
@@ -475,16 +458,27 @@ def _extremes(imax: Any, imin: Any, umax: Any) -> Any:
     return lo, hi
 
 
+_NO_KEYS = (np.int32(-0x80000000), np.int32(0x7FFFFFFF), np.uint32(0))  # _range_keys' start: nothing seen
+
+
 @inline
-def _range_by_bits(x: Any, a: Any, b: Any) -> Any:
-    """(min, max) of x[a:b] (a, b unsigned) by _extremes: three integer reductions, which vectorise as they are."""
-    imax, imin, umax = np.int32(-0x80000000), np.int32(0x7FFFFFFF), np.uint32(0)
+def _range_keys(x: Any, a: Any, b: Any, keys: Any) -> Any:
+    """The keys (imax, imin, umax) of _extremes over x[a:b] (a, b unsigned) and what `keys` had seen: three
+    integer reductions, which vectorise as they are (float comparisons without fastmath need per-lane arrays)."""
+    imax, imin, umax = keys
     for i in range(a, b):
         ub = f32_bits(x[i])
         ib = np.int32(ub)
         imax = ib if ib > imax else imax
         imin = ib if ib < imin else imin
         umax = ub if ub > umax else umax
+    return imax, imin, umax
+
+
+@inline
+def _range_by_bits(x: Any, a: Any, b: Any) -> Any:
+    """(min, max) of x[a:b] (a, b unsigned) by _extremes."""
+    imax, imin, umax = _range_keys(x, a, b, _NO_KEYS)
     return _extremes(imax, imin, umax)
 
 
@@ -542,8 +536,9 @@ def _minmax_rows(x: Any, row: Any, dim: Any, seg: Any, lo_out: Any, hi_out: Any)
 
 
 # What a model job runs (engine.jobs.warm_job_kernels): its quantizes always take the report (not the plain
-# kernels; per channel, when each channel is one run, the report's segments in one pass), it dequantizes only to redo the report of a tensor holding NaN or infinities
-# (with _compare), and its parameters come from qparams.scale_zero_point (widen_all, float32_params_all).
+# kernels; per channel, when each channel is one run, the report's segments in one pass), it dequantizes only to
+# redo the report of a tensor holding NaN or infinities (with _compare), and its parameters come from
+# qparams.scale_zero_point (widen_all, float32_params_all).
 JOB_KERNELS = (_report_segments, _report_rows, _compare, _dequantize_segments, _dequantize_rows, _minmax_segments,
                _absmax_segments, _minmax_rows, widen_all, float32_params_all)
 
