@@ -58,6 +58,9 @@ LANES = 16
 # (one loop with all six accumulators measured 2.5-3.5x slower: LLVM no longer vectorises it).
 REPORT_CHUNK = 2048
 SEGMENT_MIN = 64  # per channel: runs at least this long are segments, shorter ones rows (measured crossover)
+# The one pass requests the next segment's lines while it codes this one when segments are at least this long
+# (shorter ones, such as INT4's blocks of 128, the hardware's prefetcher already follows).
+PREFETCH_MIN = 1024
 INT, FP8 = 0, 1  # the `kind` of a quantize kernel: integer codes, float8 values
 _NO_FP8 = (np.uint32(0), np.uint32(0))
 _GIVEN = (0, 0, False, False, False)  # the segments kernels' (cmin, cmax, symmetric, torch, dynamic): parameters given
@@ -199,7 +202,7 @@ def _quantize_kernels(report: bool) -> tuple[Any, Any]:
         hi the type's range): each segment's parameters from its own range instead, written to scale[p] and
         zp[p]: its max |x| (symmetric) or min and max from the bits (as _absmax_segments and _minmax_segments
         take them), its scale and zero point for [cmin, cmax] by block_params32, then its codes (and sums) while
-        it is in L1, the next segment's lines requested meanwhile (measured on 4000x4000 per channel: 0.104
+        it is in L1, the next segment's lines requested meanwhile (PREFETCH_MIN; on 4000x4000 per channel: 0.104
         s/GiB without the request, 0.080 with it, a quantize with given parameters 0.070); the input is read from
         memory once (two passes read it twice: measured 3.6 ms of 11.7 for INT4 on 16M). Returns the clipped
         count, or (dynamic) -1 as soon as a segment's range is not finite or its parameters need the float64
@@ -233,7 +236,8 @@ def _quantize_kernels(report: bool) -> tuple[Any, Any]:
                         return -1
                     scale[p], zp[p] = s, z
                 tail, keys = _segment(x, out, a, b, scale[p], zp[p], lo, hi, fake, kind, emin_bits, offset, report,
-                                      dynamic, b - a if dynamic else 0, acc, lanes, eb, keys, psig, pnoise, p)
+                                      dynamic, b - a if dynamic and b - a >= PREFETCH_MIN else 0, acc, lanes, eb,
+                                      keys, psig, pnoise, p)
                 total += tail
                 chunked = chunked or b - a >= LANES or (dynamic and b > a)
                 if acc[0] > 1 << 30:  # keep the int32 lanes far from overflow
