@@ -42,6 +42,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .jit import OPTIONS, bits_f32, f32_bits, inline, kernel
+from .pages import fresh_array
 
 if TYPE_CHECKING:
     from .qparams import QParams
@@ -748,7 +749,7 @@ def run_dequantize(q: npt.NDArray[Any], lay: Layout, scale: npt.ArrayLike, zp: n
     if q.dtype not in _DEQUANTIZE_DTYPES:
         q = q.astype(np.int32)
     q = np.ascontiguousarray(q)
-    out = np.empty(q.shape, F32)
+    out = fresh_array(q.shape, F32)
     s, z = expand(scale, lay), expand(zp, lay)
     if lay.rows:
         _dequantize_rows(q.reshape(-1), out.reshape(-1), lay.d, lay.dim, lay.seg, s, z)
@@ -781,7 +782,7 @@ def quantize_counted(
     x = np.ascontiguousarray(x, dtype=F32)
     dtype = np.dtype(F32 if dequantize_after else out_dtype)
     if out is None:
-        out = np.empty(x.shape, dtype=dtype)
+        out = fresh_array(x.shape, dtype)
     elif out.shape != x.shape or out.dtype != dtype or not out.flags.c_contiguous:
         raise ValueError("out must be a C-contiguous array of the input's shape and the result's dtype")
     if x.size == 0:
