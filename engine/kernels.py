@@ -201,7 +201,7 @@ def _segment(x: Any, out: Any, a: Any, b: Any, s: Any, z: Any, lo: Any, hi: Any,
                 imax = ib if ib > imax else imax
                 imin = ib if ib < imin else imin
                 umax = ub if ub > umax else umax
-        count += run
+        count += int(run)
     return count, sig, noi, err, (top, imax, imin, umax)
 
 
