@@ -25,8 +25,9 @@ Dynamic integer blocks along the last axis run the segments kernels with `dynami
 block's range, parameters and codes (with the report, its sums) in one pass over it, so that the data is read from
 memory once; per-channel quantizes whose channels are long contiguous runs use it with one block per channel
 (engine.ranges.quantize_channels).
-Inner loops run over 16 lanes with per-lane counters (a single counter would serialise the vector loop) and
-unsigned indices (signed ones make numba wrap negative indices, which stops LLVM from vectorising).
+A segment is one loop (_segment) that LLVM vectorises, its clipped count in uint32; the rows kernels run over 16
+lanes with per-lane counters. Indices are unsigned (signed ones make numba wrap negative indices, which stops LLVM
+from vectorising).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .jit import OPTIONS, bits_f32, f32_bits, inline, kernel, prefetch
+from .pages import fresh_array
 
 if TYPE_CHECKING:
     from .qparams import QParams
@@ -53,12 +55,9 @@ _njit: Callable[..., Callable[[Callable[..., Any]], Any]] = importlib.import_mod
 
 F32 = np.float32
 LANES = 16
-# With the report, each chunk of this many elements is run up to three times while in cache: the codes, errors and
-# max |e|, the sums (_chunk_sums), then (unless the range was taken before) min and max x by the bits (_range_keys)
-# (one loop with all six accumulators measured 2.5-3.5x slower: LLVM no longer vectorises it).
-REPORT_CHUNK = 2048
+COUNT_BLOCK = 1 << 30  # values per uint32 clipped count in _segment (far from its overflow)
 SEGMENT_MIN = 64  # per channel: runs at least this long are segments, shorter ones rows (measured crossover)
-# The one pass requests the next segment's lines while it codes this one when segments are at least this long
+# The one pass requests the next segment's lines before it codes this one when segments are at least this long
 # (shorter ones, such as INT4's blocks of 128, the hardware's prefetcher already follows).
 PREFETCH_MIN = 1024
 INT, FP8 = 0, 1  # the `kind` of a quantize kernel: integer codes, float8 values
@@ -164,18 +163,51 @@ def float32_params_all(lo: Any, hi: Any, qmin: Any, qmax: Any, symmetric: Any, t
 
 # ---------------------------------------------------------------------- quantize
 @_njit(**OPTIONS, fastmath={"reassoc", "contract"})
-def _chunk_sums(x: Any, eb: Any, c0: Any, n: Any) -> Any:
-    """(sum x^2, sum e^2, sum e) in float64 of x[c0:c0 + n] and its errors eb[:n]. Its own function so that only
-    these sums may be reassociated (LLVM then keeps them in vector registers, where the kernel's per-lane arrays
-    stayed in memory: the report measured 2.0x the plain quantize, 1.8x with this); the codes never are. Order
-    changes only the last bits of the float64 sums."""
+def _add_sums(sig: Any, noi: Any, err: Any, xv: Any, e: Any) -> Any:
+    """(sig + x^2, noi + e^2, err + e) in float64. Its own function, compiled with reassociation, so that LLVM may
+    keep the three sums of the loop that inlines it in vector lanes; the codes, the errors and the extremes around
+    it are compiled without fastmath (numba puts the flags on each instruction of the function it compiles, and
+    numba's own inlining would hand them to the caller's code: the kernels call this one, and LLVM inlines it
+    with its flags). Order changes only the last bits of the float64 sums."""
+    xd, ed = np.float64(xv), np.float64(e)
+    return sig + xd * xd, noi + ed * ed, err + ed
+
+
+@inline
+def _segment(x: Any, out: Any, a: Any, b: Any, s: Any, z: Any, lo: Any, hi: Any, fake: Any, kind: Any,
+             emin_bits: Any, offset: Any, report: Any, keys: Any) -> Any:
+    """The codes of x[a:b] (a, b unsigned) with one scale and zero point in one loop, which LLVM vectorises when
+    `fake` and `kind` are constants (the callers branch on them), and with `report` the report's figures in the
+    same loop: (clipped count, sum x^2, sum e^2, sum e, keys). The count runs in uint32 over blocks of
+    COUNT_BLOCK values (int32 lanes in an array, whose every update went through memory, measured 3.9 ms against
+    2.3 for 16M INT8 codes in cache; an int64 count 3.8). keys = (max bits of |e|, max and min of x's bits as
+    int32, max of x's bits as uint32): exact extremes as integer reductions, which vectorise as they are (float
+    ones need fastmath); |e|'s bits order as unsigned integers (NaN above +inf), x's give its range by _extremes.
+    With the report, one loop measured 7.5 ms for the INT8 codes of 16M values against 8.9 for the codes' lane
+    loop followed by loops of their own for the sums and the extremes over each 2048 values in cache."""
+    top, imax, imin, umax = keys
+    count = 0
     sig, noi, err = 0.0, 0.0, 0.0
-    for t in range(np.uint64(n)):
-        xv, e = np.float64(x[np.uint64(c0) + t]), np.float64(eb[t])
-        sig += xv * xv
-        noi += e * e
-        err += e
-    return sig, noi, err
+    for c0 in range(a, b, np.uint64(COUNT_BLOCK)):
+        run = np.uint32(0)
+        for i in range(c0, min(c0 + np.uint64(COUNT_BLOCK), b)):
+            xv = x[i]
+            c, bad = _code(xv, s, z, lo, hi, kind, emin_bits, offset)
+            run = np.uint32(run + np.uint32(bad))
+            y = (c - z) * s
+            out[i] = y if fake else c
+            if report:
+                e = y - xv
+                sig, noi, err = _add_sums(sig, noi, err, xv, e)
+                ub = f32_bits(xv)
+                ib = np.int32(ub)
+                ae = f32_bits(abs(e))
+                top = ae if ae > top else top
+                imax = ib if ib > imax else imax
+                imin = ib if ib < imin else imin
+                umax = ub if ub > umax else umax
+        count += int(run)
+    return count, sig, noi, err, (top, imax, imin, umax)
 
 
 _OUT_TYPES = ("int8", "uint8", "int16", "float32")
@@ -201,51 +233,58 @@ def _quantize_kernels(report: bool) -> tuple[Any, Any]:
         """Segments of `seg` in rows of `d`, segment p with scale[p] and zp[p]. `dynamic` (integer codes, lo and
         hi the type's range): each segment's parameters from its own range instead, written to scale[p] and
         zp[p]: its max |x| (symmetric) or min and max from the bits (as _absmax_segments and _minmax_segments
-        take them), its scale and zero point for [cmin, cmax] by block_params32, then its codes (and sums) while
-        it is in L1, the next segment's lines requested meanwhile (PREFETCH_MIN; on 4000x4000 per channel: 0.104
-        s/GiB without the request, 0.080 with it, a quantize with given parameters 0.070); the input is read from
-        memory once (two passes read it twice: measured 3.6 ms of 11.7 for INT4 on 16M). Returns the clipped
+        take them), its scale and zero point for [cmin, cmax] by block_params32, then its codes (and the report's
+        figures) while it is in L1, the next segment's lines requested first (PREFETCH_MIN); the input is read
+        from memory once (two passes read it twice: measured 3.6 ms of 11.7 for INT4 on 16M). Returns the clipped
         count, or (dynamic) -1 as soon as a segment's range is not finite or its parameters need the float64
         fallback (the caller then takes the two passes)."""
         nb = (d + seg - 1) // seg
-        acc, lanes, eb, keys = _report_state(report)
         total = 0
-        chunked = False
+        err = 0.0
+        keys = (np.uint32(0), np.int32(-0x80000000), np.int32(0x7FFFFFFF), np.uint32(0))  # _segment's
         for r in range(x.size // d):
             for k in range(nb):
-                a = r * d + k * seg
-                b = r * d + min(d, (k + 1) * seg)
-                p = r * nb + k
+                a = np.uint64(r * d + k * seg)
+                b = np.uint64(r * d + min(d, (k + 1) * seg))
                 if dynamic:
-                    if symmetric and not report:
+                    if symmetric:
                         top = np.uint32(0)
-                        for i in range(np.uint64(a), np.uint64(b)):
+                        for i in range(a, b):
                             v = f32_bits(abs(x[i]))
                             top = v if v > top else top
                         amax = bits_f32(top)
                         rmin, rmax = -amax, amax
-                    else:  # (symmetric: block_params32 widens [min, max] to [-max |x|, max |x|] itself)
-                        own = _range_keys(x, np.uint64(a), np.uint64(b), _NO_KEYS)
-                        rmin, rmax = _extremes(own[0], own[1], own[2])
-                        if report:  # the report's min and max x, kept as keys (signed zeros as _range_keys has them)
-                            keys = (max(keys[0], own[0]), min(keys[1], own[1]), max(keys[2], own[2]))
+                    else:
+                        rmin, rmax = _range_by_bits(x, a, b)
                     if not (np.isfinite(rmin) and np.isfinite(rmax)):
                         return -1
-                    s, z, fallback = block_params32(rmin, rmax, cmin, cmax, symmetric, torch)
+                    scale[r * nb + k], zp[r * nb + k], fallback = block_params32(rmin, rmax, cmin, cmax, symmetric,
+                                                                                 torch)
                     if fallback:
                         return -1
-                    scale[p], zp[p] = s, z
-                tail, keys = _segment(x, out, a, b, scale[p], zp[p], lo, hi, fake, kind, emin_bits, offset, report,
-                                      dynamic, b - a if dynamic and b - a >= PREFETCH_MIN else 0, acc, lanes, eb,
-                                      keys, psig, pnoise, p)
-                total += tail
-                chunked = chunked or b - a >= LANES or (dynamic and b > a)
-                if acc[0] > 1 << 30:  # keep the int32 lanes far from overflow
-                    total += acc.sum()
-                    acc[:] = 0
+                    if b - a >= PREFETCH_MIN:  # the next segment's lines (in the array), for its range
+                        for i in range(b, min(b + (b - a), np.uint64(x.size)), np.uint64(LANES)):
+                            prefetch(x, i)
+                s, z = scale[r * nb + k], zp[r * nb + k]
+                if kind == INT and fake:
+                    part = _segment(x, out, a, b, s, z, lo, hi, True, INT, emin_bits, offset, report, keys)
+                elif kind == INT:
+                    part = _segment(x, out, a, b, s, z, lo, hi, False, INT, emin_bits, offset, report, keys)
+                elif fake:
+                    part = _segment(x, out, a, b, s, z, lo, hi, True, FP8, emin_bits, offset, report, keys)
+                else:
+                    part = _segment(x, out, a, b, s, z, lo, hi, False, FP8, emin_bits, offset, report, keys)
+                count, sig, noi, serr, keys = part
+                total += count
+                if report:
+                    err += serr
+                    psig[r * nb + k] += sig
+                    pnoise[r * nb + k] += noi
         if report:
-            _finish_sums(acc_out, lanes, keys, chunked)
-        return total + acc.sum()
+            top, imax, imin, umax = keys
+            acc_out[0], acc_out[1] = err, bits_f32(top)
+            acc_out[2], acc_out[3] = _extremes(imax, imin, umax)
+        return total
 
     @kernel(*(_QROW.format(t) for t in _OUT_TYPES))
     def rows(x: Any, out: Any, row: Any, dim: Any, seg: Any, scale: Any, zp: Any, lo: Any, hi: Any,
@@ -300,90 +339,17 @@ def _quantize_kernels(report: bool) -> tuple[Any, Any]:
                 total += acc.sum()
                 acc[:] = 0
         if report:
-            _finish_sums(acc_out, (err, worst, xlo, xhi, np.zeros(LANES, np.uint32)), _NO_KEYS, False)
+            _finish_sums(acc_out, err, worst, xlo, xhi)
         return total + acc.sum()
 
     return segments, rows
 
 
 @inline
-def _report_state(report: Any) -> Any:
-    """A kernel's accumulators: the clipped lanes, the report's lanes (sum e, max |e|, min x, max x: lane 0 for
-    the tails; the bits of max |e| of the chunks), the chunk's errors e in L1 and the chunks' _range_keys."""
-    lanes = (np.zeros(LANES, np.float64), np.zeros(LANES, np.float32), np.full(LANES, np.inf, np.float32),
-             np.full(LANES, -np.inf, np.float32), np.zeros(LANES, np.uint32))
-    return np.zeros(LANES, np.int32), lanes, np.zeros(REPORT_CHUNK if report else 1, np.float32), _NO_KEYS
-
-
-@inline
-def _segment(x: Any, out: Any, a: Any, b: Any, s: Any, z: Any, lo: Any, hi: Any, fake: Any, kind: Any,
-             emin_bits: Any, offset: Any, report: Any, ranged: Any, ahead: Any, acc: Any, lanes: Any, eb: Any,
-             keys: Any, psig: Any, pnoise: Any, p: Any) -> Any:
-    """The codes of x[a:b] with one scale `s` and zero point `z` into `out`, the clipped count in `acc`'s lanes
-    (the tail's returned); with `report` (a constant of the calling kernel) their sums: sum x^2 and sum e^2 into
-    psig[p] and pnoise[p], the rest into `lanes` and, unless `ranged` (the caller took x's range), x's keys
-    (returned). `ahead` > 0: the line that many elements on is requested at each line (the next segment, whose
-    range the caller takes next)."""
-    err, worst, xlo, xhi, top = lanes
-    m = a + (b - a) // LANES * LANES
-    step = REPORT_CHUNK if report else max(m - a, LANES)
-    sig, noi = 0.0, 0.0
-    total = 0
-    stop = x.size - ahead  # (no request beyond the array)
-    for c0 in range(a, m, step):
-        c1 = min(c0 + step, m)
-        for i0 in range(c0, c1, LANES):
-            if ahead > 0 and i0 < stop:
-                prefetch(x, np.uint64(i0 + ahead))
-            for j in range(LANES):
-                i = np.uint64(i0 + j)
-                xv = x[i]
-                c, bad = _code(xv, s, z, lo, hi, kind, emin_bits, offset)
-                acc[j] += np.int32(bad)
-                y = (c - z) * s
-                out[i] = y if fake else c
-                if report:  # max |e| by the bits (unsigned order, NaN above +inf): an integer lane vectorises
-                    e = y - xv
-                    eb[np.uint64(i0 - c0 + j)] = e
-                    ae = f32_bits(abs(e))
-                    top[j] = ae if ae > top[j] else top[j]
-        if report:  # the sums, then x's extremes, in loops of their own over the chunk in cache
-            csig, cnoi, cerr = _chunk_sums(x, eb, c0, c1 - c0)
-            sig += csig
-            noi += cnoi
-            err[0] += cerr
-            if not ranged:
-                keys = _range_keys(x, np.uint64(c0), np.uint64(c1), keys)
-    for t in range(m, b):
-        xv = x[t]
-        c, bad = _code(xv, s, z, lo, hi, kind, emin_bits, offset)
-        total += bad
-        y = (c - z) * s
-        out[t] = y if fake else c
-        if report:
-            e = y - xv
-            sig += np.float64(xv) * np.float64(xv)
-            noi += np.float64(e) * np.float64(e)
-            err[0] += np.float64(e)
-            ae = abs(e)
-            worst[0] = ae if ae > worst[0] else worst[0]
-            xlo[0] = xv if xv < xlo[0] else xlo[0]
-            xhi[0] = xv if xv > xhi[0] else xhi[0]
-    if report:
-        psig[p] += sig
-        pnoise[p] += noi
-    return total, keys
-
-
-@inline
-def _finish_sums(acc_out: Any, lanes: Any, keys: Any, chunked: Any) -> None:
-    """[sum e, max |e|, min x, max x] from the lanes, the chunks' max |e| (by the bits) and, when chunks ran or
-    ranges were taken, x's keys; a NaN lane makes max |e| NaN: the caller then redoes it."""
-    err, worst, xlo, xhi, top = lanes
-    if chunked:  # (lane 1: the segments kernels' tails use lane 0 alone; the rows kernel has no chunks)
-        xlo[1], xhi[1] = _extremes(keys[0], keys[1], keys[2])
+def _finish_sums(acc_out: Any, err: Any, worst: Any, xlo: Any, xhi: Any) -> None:
+    """[sum e, max |e|, min x, max x] from the lanes (a NaN lane makes max |e| NaN: the caller then redoes it)."""
     acc_out[0] = err.sum()
-    w, lo, hi = bits_f32(top.max()), xlo[0], xhi[0]
+    w, lo, hi = worst[0], xlo[0], xhi[0]
     for j in range(LANES):
         w = worst[j] if worst[j] > w or worst[j] != worst[j] else w
         lo = xlo[j] if xlo[j] < lo else lo
@@ -393,7 +359,6 @@ def _finish_sums(acc_out: Any, lanes: Any, keys: Any, chunked: Any) -> None:
 
 _quantize_segments, _quantize_rows = _quantize_kernels(False)
 _report_segments, _report_rows = _quantize_kernels(True)
-
 
 # ---------------------------------------------------------------------- compare (the report of given values)
 @kernel("void(float32[::1], float32[::1], int64, int64, float64[::1], float64[::1], float64[::1])")
@@ -462,27 +427,16 @@ def _extremes(imax: Any, imin: Any, umax: Any) -> Any:
     return lo, hi
 
 
-_NO_KEYS = (np.int32(-0x80000000), np.int32(0x7FFFFFFF), np.uint32(0))  # _range_keys' start: nothing seen
-
-
 @inline
-def _range_keys(x: Any, a: Any, b: Any, keys: Any) -> Any:
-    """The keys (imax, imin, umax) of _extremes over x[a:b] (a, b unsigned) and what `keys` had seen: three
-    integer reductions, which vectorise as they are (float comparisons without fastmath need per-lane arrays)."""
-    imax, imin, umax = keys
+def _range_by_bits(x: Any, a: Any, b: Any) -> Any:
+    """(min, max) of x[a:b] (a, b unsigned) by _extremes: three integer reductions, which vectorise as they are."""
+    imax, imin, umax = np.int32(-0x80000000), np.int32(0x7FFFFFFF), np.uint32(0)
     for i in range(a, b):
         ub = f32_bits(x[i])
         ib = np.int32(ub)
         imax = ib if ib > imax else imax
         imin = ib if ib < imin else imin
         umax = ub if ub > umax else umax
-    return imax, imin, umax
-
-
-@inline
-def _range_by_bits(x: Any, a: Any, b: Any) -> Any:
-    """(min, max) of x[a:b] (a, b unsigned) by _extremes."""
-    imax, imin, umax = _range_keys(x, a, b, _NO_KEYS)
     return _extremes(imax, imin, umax)
 
 
@@ -773,7 +727,7 @@ def run_dequantize(q: npt.NDArray[Any], lay: Layout, scale: npt.ArrayLike, zp: n
     if q.dtype not in _DEQUANTIZE_DTYPES:
         q = q.astype(np.int32)
     q = np.ascontiguousarray(q)
-    out = np.empty(q.shape, F32)
+    out = fresh_array(q.shape, F32)
     s, z = expand(scale, lay), expand(zp, lay)
     if lay.rows:
         _dequantize_rows(q.reshape(-1), out.reshape(-1), lay.d, lay.dim, lay.seg, s, z)
@@ -806,7 +760,7 @@ def quantize_counted(
     x = np.ascontiguousarray(x, dtype=F32)
     dtype = np.dtype(F32 if dequantize_after else out_dtype)
     if out is None:
-        out = np.empty(x.shape, dtype=dtype)
+        out = fresh_array(x.shape, dtype)
     elif out.shape != x.shape or out.dtype != dtype or not out.flags.c_contiguous:
         raise ValueError("out must be a C-contiguous array of the input's shape and the result's dtype")
     if x.size == 0:
