@@ -1,5 +1,5 @@
-"""numba set-up for the kernels: the on-disk cache folder, the thread count, float32 <-> uint32 bit casts, a cache
-prefetch hint, and the registry that `warm_kernels` compiles (or loads from the cache) before a worker serves.
+"""numba set-up for the kernels: the on-disk cache folder, the thread count, float32 <-> uint32 bit casts, and the
+registry that `warm_kernels` compiles (or loads from the cache) before a worker serves.
 
 Settings (environment, read once at import):
 - QUANTIZER_KERNEL_CACHE_DIR: where compiled kernels are cached (numba's NUMBA_CACHE_DIR). Unset: numba's own
@@ -19,7 +19,7 @@ if _cache_dir and "NUMBA_CACHE_DIR" not in os.environ:
 
 import numba  # noqa: E402
 from numba import types  # noqa: E402
-from numba.core import cgutils, sigutils  # noqa: E402
+from numba.core import sigutils  # noqa: E402
 from numba.extending import intrinsic  # noqa: E402
 
 # Every kernel: no fastmath (float32 division stays a division, no reassociation), the GIL released, cached.
@@ -107,25 +107,3 @@ def _bits_f32(typingctx: Any, u: Any) -> Any:
 
 f32_bits: Any = intrinsic(_f32_bits)
 bits_f32: Any = intrinsic(_bits_f32)
-
-
-def _prefetch(typingctx: Any, arr: Any, index: Any) -> Any:
-    """Ask for the cache line holding arr[index] (llvm.prefetch: read, keep in all levels). A hint, which never
-    faults; the callers keep the index inside the array all the same."""
-    if not isinstance(arr, types.Array) or not isinstance(index, types.Integer):
-        return None
-
-    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
-        ir = cgutils.ir  # type: ignore[attr-defined]  # llvmlite's IR as numba has it (the engine imports numba alone)
-        data = context.make_array(sig.args[0])(context, builder, args[0]).data
-        ptr = builder.gep(data, [args[1]])
-        i32 = ir.IntType(32)
-        fnty = ir.FunctionType(ir.VoidType(), [ptr.type, i32, i32, i32])
-        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")  # type: ignore[no-untyped-call]
-        builder.call(fn, [ptr, i32(0), i32(3), i32(1)])
-        return context.get_dummy_value()
-
-    return types.void(arr, index), codegen
-
-
-prefetch: Any = intrinsic(_prefetch)
