@@ -111,9 +111,9 @@ def _execute(connection: BaseDatabaseWrapper, sql: str, params: list[Any]) -> li
     before, a broken atomic block refused, driver errors mapped to Django's (which marks the connection for
     closing at the request's end), and the statement in whatever transaction the connection is in (autocommit:
     committed when it returns). fetchall() ends the statement: a SELECT left open would keep SQLite's read
-    snapshot into the next request. With queries logged (DEBUG, a test counting them) Django's cursor runs it,
-    so that it is logged."""
-    if connection.queries_logged:
+    snapshot into the next request. With queries logged (DEBUG, a test counting them) or an execute wrapper
+    installed (instrumentation), Django's cursor runs it, so that they see it."""
+    if connection.queries_logged or connection.execute_wrappers:
         with connection.cursor() as cursor:
             return _rows(cursor, sql, params)
     connection.close_if_health_check_failed()

@@ -415,9 +415,10 @@ def test_the_counts_are_committed_before_the_200(monkeypatch):
 
 
 @AUTOCOMMIT
-def test_the_counts_statements_are_logged_when_queries_are():
+def test_the_counts_statements_are_seen_by_query_logs_and_execute_wrappers():
     """The two statements of a quantize run past Django's cursor, unless queries are logged (DEBUG, a test counting
-    them): then they are logged like any other, and count the same."""
+    them) or an execute wrapper is installed: then they go through Django's cursor like any other, and count the
+    same."""
     api = Client()
     quantize = functools.partial(api.post, "/instances/default/quantize", {"data": [[1.0, 2.0]]},
                                  content_type="application/json")
@@ -428,6 +429,17 @@ def test_the_counts_statements_are_logged_when_queries_are():
     statements = [query["sql"].lstrip().split()[0].upper() for query in captured.captured_queries]
     assert statements == ["SELECT", "UPDATE"]
     assert ok(api.get("/instances/default/stats"))["quantize_calls"] == before + 1
+
+    seen = []
+
+    def wrapper(execute, sql, params, many, context):
+        seen.append(sql.lstrip().split()[0].upper())
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(wrapper):  # instrumentation (tracing, query blockers) sees them too
+        ok(quantize())
+    assert seen == ["SELECT", "UPDATE"]
+    assert ok(api.get("/instances/default/stats"))["quantize_calls"] == before + 2
 
 
 @pytest.mark.parametrize("path", ["/instances", "/instances/default/stats", "/instances/default/config",
