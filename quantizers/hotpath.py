@@ -108,17 +108,18 @@ def record_stats(instance_id: str, result: OpResult, *, quantized: bool) -> None
 def _execute(connection: BaseDatabaseWrapper, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
     """Run `sql` on the connection's DB-API cursor and return its rows (none for an UPDATE), as Django's cursor
     would, less its per-statement layers: the connection opened (or replaced after a failed health check) as
-    before, a broken atomic block refused, driver errors mapped to Django's (which marks the connection for
-    closing at the request's end), and the statement in whatever transaction the connection is in (autocommit:
-    committed when it returns). fetchall() ends the statement: a SELECT left open would keep SQLite's read
-    snapshot into the next request. With queries logged (DEBUG, a test counting them) or an execute wrapper
-    installed (instrumentation), Django's cursor runs it, so that they see it."""
+    before, used by its own thread only, a broken atomic block refused, driver errors mapped to Django's (which
+    marks the connection for closing at the request's end), and the statement in whatever transaction the
+    connection is in (autocommit: committed when it returns). fetchall() ends the statement: a SELECT left open
+    would keep SQLite's read snapshot into the next request. With queries logged (DEBUG, a test counting them) or
+    an execute wrapper installed (instrumentation), Django's cursor runs it, so that they see it."""
     if connection.queries_logged or connection.execute_wrappers:
         with connection.cursor() as cursor:
             return _rows(cursor, sql, params)
     connection.close_if_health_check_failed()
     if connection.connection is None:
         connection.ensure_connection()
+    connection.validate_thread_sharing()
     connection.validate_no_broken_transaction()
     with connection.wrap_database_errors:
         return _rows(_cursor(connection), _driver_sql(sql, connection.vendor), params)
