@@ -22,6 +22,7 @@ import numpy.typing as npt
 
 from . import kernels
 from .jit import kernel
+from .pages import fresh_array
 
 F32 = np.float32
 FloatArray = npt.NDArray[np.float32]
@@ -99,7 +100,7 @@ def quantize_blocked(x: FloatArray, scale: FloatArray, zero_point: npt.NDArray[n
     and the number of clipped elements (NaN included) when `count_clipped`, else 0, and with `report` the quality
     report's sums of the same pass."""
     x = np.ascontiguousarray(x, dtype=F32)
-    out = np.empty(x.shape, F32 if dequantize_after else out_dtype)
+    out = fresh_array(x.shape, F32 if dequantize_after else out_dtype)
     clipped, sums = kernels.run_quantize(x, out, kernels.layout(x.shape, axis, block_size), scale, zero_point, qmin,
                                          qmax, dequantize_after, report=report)
     return out, clipped if count_clipped else 0, sums
@@ -153,7 +154,7 @@ def to_bfloat16(x: FloatArray) -> tuple[FloatArray, int, int]:
     Also returns how many finite values overflowed to +-inf and how many inputs were not finite, counted in the
     same pass, so that the caller needs no pass of its own."""
     src = np.ascontiguousarray(x, dtype=F32)
-    out = np.empty(src.shape, F32)
+    out = fresh_array(src.shape, F32)
     overflow, nonfinite = _bfloat16(src.reshape(-1).view(np.uint32), out.reshape(-1).view(np.uint32))
     return out, int(overflow), int(nonfinite)
 
@@ -176,7 +177,7 @@ def quantize_fp8(x: FloatArray, scale: npt.ArrayLike, axis: int | None, block_si
     float8 values decoded to float32 or, with `dequantize_after`, times the scale. Also the count of values that
     saturated (|x / scale| beyond FP8_LIMIT, +-inf) or are NaN, and with `report` the quality report's sums."""
     x = np.ascontiguousarray(x, dtype=F32)
-    out = np.empty(x.shape, F32)
+    out = fresh_array(x.shape, F32)
     top = FP8_MAX[fmt]
     scale = np.asarray(scale, F32)
     return (out, *kernels.run_quantize(x, out, kernels.layout(x.shape, axis, block_size), scale,

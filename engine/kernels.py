@@ -24,8 +24,9 @@ Layouts. Every parameter shape is run as one of two loops over the flat data:
 Dynamic integer blocks along the last axis have a kernel of their own (_quantize_blocks): each block's range,
 parameters and codes in one pass over it, so that the data is read from memory once; per-channel quantizes whose
 channels are long contiguous runs use it with one block per channel (engine.ranges.quantize_channels).
-Inner loops run over 16 lanes with per-lane counters (a single counter would serialise the vector loop) and
-unsigned indices (signed ones make numba wrap negative indices, which stops LLVM from vectorising).
+A segment is one loop (_segment) that LLVM vectorises, its clipped count in uint32; the rows kernels run over 16
+lanes with per-lane counters. Indices are unsigned (signed ones make numba wrap negative indices, which stops LLVM
+from vectorising).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .jit import OPTIONS, bits_f32, f32_bits, inline, kernel
+from .pages import fresh_array
 
 if TYPE_CHECKING:
     from .qparams import QParams
@@ -52,10 +54,7 @@ _njit: Callable[..., Callable[[Callable[..., Any]], Any]] = importlib.import_mod
 
 F32 = np.float32
 LANES = 16
-# With the report, each chunk of this many elements is run three times while in cache: the codes and errors, the
-# sums (_chunk_sums), then the extremes (_chunk_extremes) (one loop with all six accumulators measured 2.5-3.5x
-# slower: LLVM no longer vectorises it).
-REPORT_CHUNK = 2048
+COUNT_BLOCK = 1 << 30  # values per uint32 clipped count in _segment (far from its overflow)
 SEGMENT_MIN = 64  # per channel: runs at least this long are segments, shorter ones rows (measured crossover)
 INT, FP8 = 0, 1  # the `kind` of a quantize kernel: integer codes, float8 values
 _NO_FP8 = (np.uint32(0), np.uint32(0))
@@ -158,39 +157,52 @@ def float32_params_all(lo: Any, hi: Any, qmin: Any, qmax: Any, symmetric: Any, t
 
 
 # ---------------------------------------------------------------------- quantize
-@_njit(**OPTIONS)
-def _chunk_extremes(x: Any, eb: Any, c0: Any, n: Any, keys: Any) -> Any:
-    """max |e|, min x and max x of x[c0:c0 + n] and its errors eb[:n], exactly, as 32-bit integer maxima and
-    minima of the bits (no fastmath; integer reductions vectorise without per-lane arrays: the report measured
-    1.95x the plain quantize with float lanes, 1.55x with this). keys = (max bits of |e|, max and min of x's bits
-    as int32, max of x's bits as uint32): |e|'s bits order as unsigned integers (NaN above +inf); max x is the
-    largest int32 if one is >= 0 (a non-negative x), else the smallest (the negative x nearest zero); min x the
-    largest uint32 if it has the sign bit (the most negative x), else the smallest int32 (all non-negative)."""
-    top, imax, imin, umax = keys
-    for t in range(np.uint64(n)):
-        ub = f32_bits(x[np.uint64(c0) + t])
-        ib = np.int32(ub)
-        ae = f32_bits(abs(eb[t]))
-        top = ae if ae > top else top
-        imax = ib if ib > imax else imax
-        imin = ib if ib < imin else imin
-        umax = ub if ub > umax else umax
-    return top, imax, imin, umax
-
-
 @_njit(**OPTIONS, fastmath={"reassoc", "contract"})
-def _chunk_sums(x: Any, eb: Any, c0: Any, n: Any) -> Any:
-    """(sum x^2, sum e^2, sum e) in float64 of x[c0:c0 + n] and its errors eb[:n]. Its own function so that only
-    these sums may be reassociated (LLVM then keeps them in vector registers, where the kernel's per-lane arrays
-    stayed in memory: the report measured 2.0x the plain quantize, 1.8x with this); the codes never are. Order
-    changes only the last bits of the float64 sums."""
+def _add_sums(sig: Any, noi: Any, err: Any, xv: Any, e: Any) -> Any:
+    """(sig + x^2, noi + e^2, err + e) in float64. Its own function, compiled with reassociation, so that LLVM may
+    keep the three sums of the loop that inlines it in vector lanes; the codes, the errors and the extremes around
+    it are compiled without fastmath (numba puts the flags on each instruction of the function it compiles, and
+    numba's own inlining would hand them to the caller's code: the kernels call this one, and LLVM inlines it
+    with its flags). Order changes only the last bits of the float64 sums."""
+    xd, ed = np.float64(xv), np.float64(e)
+    return sig + xd * xd, noi + ed * ed, err + ed
+
+
+@inline
+def _segment(x: Any, out: Any, a: Any, b: Any, s: Any, z: Any, lo: Any, hi: Any, fake: Any, kind: Any,
+             emin_bits: Any, offset: Any, report: Any, keys: Any) -> Any:
+    """The codes of x[a:b] (a, b unsigned) with one scale and zero point in one loop, which LLVM vectorises when
+    `fake` and `kind` are constants (the callers branch on them), and with `report` the report's figures in the
+    same loop: (clipped count, sum x^2, sum e^2, sum e, keys). The count runs in uint32 over blocks of
+    COUNT_BLOCK values (int32 lanes in an array, whose every update went through memory, measured 3.9 ms against
+    2.3 for 16M INT8 codes in cache; an int64 count 3.8). keys = (max bits of |e|, max and min of x's bits as
+    int32, max of x's bits as uint32): exact extremes as integer reductions, which vectorise as they are (float
+    ones need fastmath); |e|'s bits order as unsigned integers (NaN above +inf), x's give its range by _extremes.
+    With the report, one loop measured 7.5 ms for the INT8 codes of 16M values against 8.9 for the codes' lane
+    loop followed by loops of their own for the sums and the extremes over each 2048 values in cache."""
+    top, imax, imin, umax = keys
+    count = 0
     sig, noi, err = 0.0, 0.0, 0.0
-    for t in range(np.uint64(n)):
-        xv, e = np.float64(x[np.uint64(c0) + t]), np.float64(eb[t])
-        sig += xv * xv
-        noi += e * e
-        err += e
-    return sig, noi, err
+    for c0 in range(a, b, np.uint64(COUNT_BLOCK)):
+        run = np.uint32(0)
+        for i in range(c0, min(c0 + np.uint64(COUNT_BLOCK), b)):
+            xv = x[i]
+            c, bad = _code(xv, s, z, lo, hi, kind, emin_bits, offset)
+            run = np.uint32(run + np.uint32(bad))
+            y = (c - z) * s
+            out[i] = y if fake else c
+            if report:
+                e = y - xv
+                sig, noi, err = _add_sums(sig, noi, err, xv, e)
+                ub = f32_bits(xv)
+                ib = np.int32(ub)
+                ae = f32_bits(abs(e))
+                top = ae if ae > top else top
+                imax = ib if ib > imax else imax
+                imin = ib if ib < imin else imin
+                umax = ub if ub > umax else umax
+        count += int(run)
+    return count, sig, noi, err, (top, imax, imin, umax)
 
 
 _OUT_TYPES = ("int8", "uint8", "int16", "float32")
@@ -213,71 +225,33 @@ def _quantize_kernels(report: bool) -> tuple[Any, Any]:
     def segments(x: Any, out: Any, d: Any, seg: Any, scale: Any, zp: Any, lo: Any, hi: Any, fake: Any,
                  kind: Any, emin_bits: Any, offset: Any, psig: Any, pnoise: Any, acc_out: Any) -> Any:
         nb = (d + seg - 1) // seg
-        acc = np.zeros(LANES, np.int32)
         total = 0
-        err = np.zeros(LANES, np.float64)
-        worst = np.zeros(LANES, np.float32)
-        xlo = np.full(LANES, np.inf, np.float32)
-        xhi = np.full(LANES, -np.inf, np.float32)
-        eb = np.zeros(REPORT_CHUNK if report else 1, np.float32)  # the chunk's errors e, in L1
-        keys = (np.uint32(0), np.int32(-0x80000000), np.int32(0x7FFFFFFF), np.uint32(0))  # _chunk_extremes
-        chunked = False
+        err = 0.0
+        keys = (np.uint32(0), np.int32(-0x80000000), np.int32(0x7FFFFFFF), np.uint32(0))  # _segment's
         for r in range(x.size // d):
             for k in range(nb):
                 s, z = scale[r * nb + k], zp[r * nb + k]
-                a = r * d + k * seg
-                b = r * d + min(d, (k + 1) * seg)
-                m = a + (b - a) // LANES * LANES
-                step = REPORT_CHUNK if report else max(m - a, LANES)
-                sig, noi = 0.0, 0.0
-                for c0 in range(a, m, step):
-                    c1 = min(c0 + step, m)
-                    for i0 in range(c0, c1, LANES):
-                        for j in range(LANES):
-                            i = np.uint64(i0 + j)
-                            xv = x[i]
-                            c, bad = _code(xv, s, z, lo, hi, kind, emin_bits, offset)
-                            acc[j] += np.int32(bad)
-                            y = (c - z) * s
-                            out[i] = y if fake else c
-                            if report:
-                                eb[np.uint64(i0 - c0 + j)] = y - xv
-                    if report:  # the sums, then the extremes, in loops of their own over the chunk in cache
-                        csig, cnoi, cerr = _chunk_sums(x, eb, c0, c1 - c0)
-                        sig += csig
-                        noi += cnoi
-                        err[0] += cerr
-                        keys = _chunk_extremes(x, eb, c0, c1 - c0, keys)
-                        chunked = True
-                for t in range(m, b):
-                    xv = x[t]
-                    c, bad = _code(xv, s, z, lo, hi, kind, emin_bits, offset)
-                    total += bad
-                    y = (c - z) * s
-                    out[t] = y if fake else c
-                    if report:
-                        e = y - xv
-                        sig += np.float64(xv) * np.float64(xv)
-                        noi += np.float64(e) * np.float64(e)
-                        err[0] += np.float64(e)
-                        ae = abs(e)
-                        worst[0] = ae if ae > worst[0] else worst[0]
-                        xlo[0] = xv if xv < xlo[0] else xlo[0]
-                        xhi[0] = xv if xv > xhi[0] else xhi[0]
+                a = np.uint64(r * d + k * seg)
+                b = np.uint64(r * d + min(d, (k + 1) * seg))
+                if kind == INT and fake:
+                    part = _segment(x, out, a, b, s, z, lo, hi, True, INT, emin_bits, offset, report, keys)
+                elif kind == INT:
+                    part = _segment(x, out, a, b, s, z, lo, hi, False, INT, emin_bits, offset, report, keys)
+                elif fake:
+                    part = _segment(x, out, a, b, s, z, lo, hi, True, FP8, emin_bits, offset, report, keys)
+                else:
+                    part = _segment(x, out, a, b, s, z, lo, hi, False, FP8, emin_bits, offset, report, keys)
+                count, sig, noi, serr, keys = part
+                total += count
                 if report:
+                    err += serr
                     psig[r * nb + k] += sig
                     pnoise[r * nb + k] += noi
-                if acc[0] > 1 << 30:  # keep the int32 lanes far from overflow
-                    total += acc.sum()
-                    acc[:] = 0
         if report:
-            if chunked:  # the chunks' extremes into lane 1 (lane 0 holds the tails')
-                top, imax, imin, umax = keys
-                worst[1] = bits_f32(top)
-                xhi[1] = bits_f32(np.uint32(imax if imax >= 0 else imin))
-                xlo[1] = bits_f32(umax if umax >= np.uint32(0x80000000) else np.uint32(imin))
-            _finish_sums(acc_out, err, worst, xlo, xhi)
-        return total + acc.sum()
+            top, imax, imin, umax = keys
+            acc_out[0], acc_out[1] = err, bits_f32(top)
+            acc_out[2], acc_out[3] = _extremes(imax, imin, umax)
+        return total
 
     @kernel(*(_QROW.format(t) for t in _OUT_TYPES))
     def rows(x: Any, out: Any, row: Any, dim: Any, seg: Any, scale: Any, zp: Any, lo: Any, hi: Any,
@@ -748,7 +722,7 @@ def run_dequantize(q: npt.NDArray[Any], lay: Layout, scale: npt.ArrayLike, zp: n
     if q.dtype not in _DEQUANTIZE_DTYPES:
         q = q.astype(np.int32)
     q = np.ascontiguousarray(q)
-    out = np.empty(q.shape, F32)
+    out = fresh_array(q.shape, F32)
     s, z = expand(scale, lay), expand(zp, lay)
     if lay.rows:
         _dequantize_rows(q.reshape(-1), out.reshape(-1), lay.d, lay.dim, lay.seg, s, z)
@@ -781,7 +755,7 @@ def quantize_counted(
     x = np.ascontiguousarray(x, dtype=F32)
     dtype = np.dtype(F32 if dequantize_after else out_dtype)
     if out is None:
-        out = np.empty(x.shape, dtype=dtype)
+        out = fresh_array(x.shape, dtype)
     elif out.shape != x.shape or out.dtype != dtype or not out.flags.c_contiguous:
         raise ValueError("out must be a C-contiguous array of the input's shape and the result's dtype")
     if x.size == 0:
