@@ -23,7 +23,7 @@ Rows:
   dequantize            INT8 codes back to float32, per tensor and per channel
   quantize_dequantize   per tensor, fused fake-quantization
   ... report=True       quantize (fixed, dynamic, per-channel) and quantize_dequantize with the quality report
-                        (SQNR, errors, range: one more read of the input and the result); the issue's bound is
+                        (SQNR, errors, range: summed in the codes' own loop, compute, not memory); the issue's bound is
                         quantize with report <= 1.6x quantize without
   INT4 grouped (128)    symmetric INT4, one scale per 128 elements along the last axis, parameters from the data
   FP8 E4M3 dynamic      per-tensor amax scale, saturating float8 rounding

@@ -7,6 +7,7 @@ request changes nothing that is stored.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Iterator
 
@@ -319,7 +320,8 @@ def test_an_unexpected_error_is_a_json_500_without_internals(api, monkeypatch):
 # ---------------------------------------------------------------------------- database outage: 503
 class DatabaseDown:
     """The database failing as in an outage: the driver (sqlite3 or psycopg) raises its OperationalError for the
-    statements `failing` selects, through Django's error wrapper (which maps it and marks the connection broken)."""
+    statements `failing` selects, through Django's error wrapper (which maps it and marks the connection broken),
+    whether they run on Django's cursor or on the driver's (quantizers.hotpath)."""
 
     def __init__(self) -> None:
         self.failing: Callable[[str], bool] | None = None
@@ -340,14 +342,32 @@ def database(monkeypatch: pytest.MonkeyPatch) -> Iterator[DatabaseDown]:
     down = DatabaseDown()
     original = db_utils.CursorWrapper._execute
 
-    def execute(cursor, sql, params, *ignored):
+    def fail(db, sql: str) -> None:
         if down.failing is not None and down.failing(sql):
             down.failed.append(sql)
-            with cursor.db.wrap_database_errors:
-                raise cursor.db.Database.OperationalError("server closed the connection unexpectedly")
+            raise db.Database.OperationalError("server closed the connection unexpectedly")
+
+    def execute(cursor, sql, params, *ignored):
+        with cursor.db.wrap_database_errors:
+            fail(cursor.db, sql)
         return original(cursor, sql, params, *ignored)
 
+    class DriverCursor:
+        """The driver's cursor, raising the driver's own error: the hot path must map it itself."""
+
+        def __init__(self, db) -> None:
+            self.db, self.cursor = db, original_cursor(db)
+
+        def execute(self, sql, params):
+            fail(self.db, sql)
+            return self.cursor.execute(sql, params)
+
+        def __getattr__(self, name):
+            return getattr(self.cursor, name)
+
+    original_cursor = hotpath._cursor
     monkeypatch.setattr(db_utils.CursorWrapper, "_execute", execute)
+    monkeypatch.setattr(hotpath, "_cursor", DriverCursor)
     yield down
     down.back()
 
@@ -391,6 +411,40 @@ def test_the_counts_are_committed_before_the_200(monkeypatch):
     monkeypatch.setattr(hotpath, "record_stats", record_stats)
     ok(Client().post("/instances/default/quantize", {"data": [[1.0, 2.0]]}, content_type="application/json"))
     assert seen == [(True, False)]
+
+
+@AUTOCOMMIT
+def test_the_counts_statements_are_seen_by_query_logs_and_execute_wrappers():
+    """The two statements of a quantize run past Django's cursor, unless queries are logged (DEBUG, a test counting
+    them) or an execute wrapper is installed: then they go through Django's cursor like any other, and count the
+    same."""
+    api = Client()
+    quantize = functools.partial(api.post, "/instances/default/quantize", {"data": [[1.0, 2.0]]},
+                                 content_type="application/json")
+    ok(quantize())  # this worker's engine object loaded (its full row read)
+    before = ok(api.get("/instances/default/stats"))["quantize_calls"]
+    # Logged as a test counting queries logs them (CaptureQueriesContext would reconnect Django's reset_queries
+    # receiver, which quantizers.request_signals disconnects, for the tests after this one).
+    connection.queries_log.clear()
+    connection.force_debug_cursor = True
+    try:
+        ok(quantize())
+    finally:
+        connection.force_debug_cursor = False
+    statements = [query["sql"].lstrip().split()[0].upper() for query in connection.queries_log]
+    assert statements == ["SELECT", "UPDATE"]
+    assert ok(api.get("/instances/default/stats"))["quantize_calls"] == before + 1
+
+    seen = []
+
+    def wrapper(execute, sql, params, many, context):
+        seen.append(sql.lstrip().split()[0].upper())
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(wrapper):  # instrumentation (tracing, query blockers) sees them too
+        ok(quantize())
+    assert seen == ["SELECT", "UPDATE"]
+    assert ok(api.get("/instances/default/stats"))["quantize_calls"] == before + 2
 
 
 @pytest.mark.parametrize("path", ["/instances", "/instances/default/stats", "/instances/default/config",
