@@ -8,9 +8,9 @@ Run from the repository root:
 
 The checkpoint is written to a temporary directory (deleted at the end), so it is in the page cache when the
 jobs read it, as a file just uploaded is. Each run is `engine.quantize_checkpoint` in a fresh subprocess (the
-whole job: header, memory-mapped reads, range pass, quantize, error figures, streaming write, rename), which
-loads its compiled kernels first, as a worker does when it starts (`warm_job_kernels`), and reports the job's
-wall time and its peak resident set (`resource.getrusage(RUSAGE_SELF).ru_maxrss`), so the memory
+whole job: header, memory-mapped reads, the per-channel one pass (ranges, codes and error figures), streaming
+write, rename), which loads its compiled kernels first, as a worker does when it starts (`warm_job_kernels`), and
+reports the job's wall time and its peak resident set (`resource.getrusage(RUSAGE_SELF).ru_maxrss`), so the memory
 figure is that of the process doing the job, including the interpreter and numpy. The floor is `np.copyto` of as
 many float32 bytes as the checkpoint holds into a preallocated array (the job's data volume through memory, once
 each way), median of `--reps` rounds, expressed as GB/s of input; the job's rate is the checkpoint's bytes over its

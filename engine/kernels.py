@@ -21,9 +21,10 @@ Layouts. Every parameter shape is run as one of two loops over the flat data:
 - rows: rows of `L` elements with a parameter per element of the row, row r using parameter row
   (r // dim) * nb + (r % dim) // seg: per channel with short runs (one parameter row, the channels repeated over
   a period), blocks along an inner axis.
-Dynamic integer blocks along the last axis have a kernel of their own (_quantize_blocks): each block's range,
-parameters and codes in one pass over it, so that the data is read from memory once; per-channel quantizes whose
-channels are long contiguous runs use it with one block per channel (engine.ranges.quantize_channels).
+Dynamic integer blocks along the last axis run the segments kernels with `dynamic` set (quantize_blocks): each
+block's range, parameters and codes (with the report, its sums) in one pass over it, so that the data is read from
+memory once; per-channel quantizes whose channels are long contiguous runs use it with one block per channel
+(engine.ranges.quantize_channels).
 A segment is one loop (_segment) that LLVM vectorises, its clipped count in uint32; the rows kernels run over 16
 lanes with per-lane counters. Indices are unsigned (signed ones make numba wrap negative indices, which stops LLVM
 from vectorising).
@@ -58,6 +59,7 @@ COUNT_BLOCK = 1 << 30  # values per uint32 clipped count in _segment (far from i
 SEGMENT_MIN = 64  # per channel: runs at least this long are segments, shorter ones rows (measured crossover)
 INT, FP8 = 0, 1  # the `kind` of a quantize kernel: integer codes, float8 values
 _NO_FP8 = (np.uint32(0), np.uint32(0))
+_GIVEN = (0, 0, False, False, False)  # the segments kernels' (cmin, cmax, symmetric, torch, dynamic): parameters given
 
 
 # ---------------------------------------------------------------------- element operations (inlined)
@@ -84,7 +86,7 @@ def _code(v: Any, s: Any, z: Any, lo: Any, hi: Any, kind: Any, emin_bits: Any, o
 
 
 # ---------------------------------------------------------------------- parameters (qparams' float32 rules)
-# qparams.scale_zero_point's `onnx` and `torch` rules are these compiled functions, so that _quantize_blocks inlines
+# qparams.scale_zero_point's `onnx` and `torch` rules are these compiled functions, so that the segments kernels inline
 # the very same arithmetic; they live in this file because numba's on-disk cache of a kernel is checked against its
 # own file only (an inlined function from another module could change without recompiling the kernel).
 TINY = np.finfo(np.float32).tiny
@@ -208,7 +210,7 @@ def _segment(x: Any, out: Any, a: Any, b: Any, s: Any, z: Any, lo: Any, hi: Any,
 _OUT_TYPES = ("int8", "uint8", "int16", "float32")
 _SUMS = "float64[::1], float64[::1], float64[::1]"  # per-parameter signal, noise; [error, max |e|, min x, max x]
 _QSEG = "int64(float32[::1], {0}[::1], int64, int64, float32[::1], float32[::1], float32, float32, boolean, int64, " \
-        "uint32, uint32, " + _SUMS + ")"
+        "uint32, uint32, int64, int64, boolean, boolean, boolean, " + _SUMS + ")"
 _QROW = "int64(float32[::1], {0}[::1], int64, int64, int64, float32[::1], float32[::1], float32, float32, boolean, " \
         "int64, uint32, uint32, " + _SUMS + ")"
 
@@ -223,16 +225,42 @@ def _quantize_kernels(report: bool) -> tuple[Any, Any]:
 
     @kernel(*(_QSEG.format(t) for t in _OUT_TYPES))
     def segments(x: Any, out: Any, d: Any, seg: Any, scale: Any, zp: Any, lo: Any, hi: Any, fake: Any,
-                 kind: Any, emin_bits: Any, offset: Any, psig: Any, pnoise: Any, acc_out: Any) -> Any:
+                 kind: Any, emin_bits: Any, offset: Any, cmin: Any, cmax: Any, symmetric: Any, torch: Any,
+                 dynamic: Any, psig: Any, pnoise: Any, acc_out: Any) -> Any:
+        """Segments of `seg` in rows of `d`, segment p with scale[p] and zp[p]. `dynamic` (integer codes, lo and
+        hi the type's range): each segment's parameters from its own range instead, written to scale[p] and
+        zp[p]: its max |x| (symmetric) or min and max from the bits (as _absmax_segments and _minmax_segments
+        take them), its scale and zero point for [cmin, cmax] by block_params32, then its codes (and the report's
+        figures) while it is in L1; the input is read from memory once (two passes read it twice: measured 3.6 ms
+        of 11.7 for INT4 on 16M). Requesting the next segment's lines first (llvm.prefetch, all at once) measured
+        0.104 s/GiB against 0.079 without, per channel on 4000x4000 (a quantize with given parameters 0.052).
+        Returns the clipped count, or (dynamic) -1 as soon as a segment's range is not finite or its parameters
+        need the float64 fallback (the caller then takes the two passes)."""
         nb = (d + seg - 1) // seg
         total = 0
         err = 0.0
         keys = (np.uint32(0), np.int32(-0x80000000), np.int32(0x7FFFFFFF), np.uint32(0))  # _segment's
         for r in range(x.size // d):
             for k in range(nb):
-                s, z = scale[r * nb + k], zp[r * nb + k]
                 a = np.uint64(r * d + k * seg)
                 b = np.uint64(r * d + min(d, (k + 1) * seg))
+                if dynamic:
+                    if symmetric:
+                        top = np.uint32(0)
+                        for i in range(a, b):
+                            v = f32_bits(abs(x[i]))
+                            top = v if v > top else top
+                        amax = bits_f32(top)
+                        rmin, rmax = -amax, amax
+                    else:
+                        rmin, rmax = _range_by_bits(x, a, b)
+                    if not (np.isfinite(rmin) and np.isfinite(rmax)):
+                        return -1
+                    scale[r * nb + k], zp[r * nb + k], fallback = block_params32(rmin, rmax, cmin, cmax, symmetric,
+                                                                                 torch)
+                    if fallback:
+                        return -1
+                s, z = scale[r * nb + k], zp[r * nb + k]
                 if kind == INT and fake:
                     part = _segment(x, out, a, b, s, z, lo, hi, True, INT, emin_bits, offset, report, keys)
                 elif kind == INT:
@@ -326,59 +354,6 @@ def _finish_sums(acc_out: Any, err: Any, worst: Any, xlo: Any, xhi: Any) -> None
 
 _quantize_segments, _quantize_rows = _quantize_kernels(False)
 _report_segments, _report_rows = _quantize_kernels(True)
-
-_QBLOCKS = "int64(float32[::1], {0}[::1], int64, int64, int64, int64, int64, int64, boolean, boolean, boolean, " \
-           "float32[::1], float32[::1])"
-
-
-@kernel(*(_QBLOCKS.format(t) for t in _OUT_TYPES))
-def _quantize_blocks(x: Any, out: Any, d: Any, seg: Any, qmin: Any, qmax: Any, cmin: Any, cmax: Any,
-                     symmetric: Any, torch: Any, fake: Any, scale_out: Any, zp_out: Any) -> Any:
-    """Segments of `seg` in rows of `d` (blocks along the last axis), each block's parameters from its own range:
-    per block, its max |x| (symmetric) or min and max from the bits (as _absmax_segments and _minmax_segments
-    take them), its scale and zero point by block_params32, then its codes while the block is in L1; the
-    input is read from memory once (two passes read it twice: measured 3.6 ms of 11.7 for INT4 on 16M). Returns
-    the clipped count, or -1 as soon as a block's range is not finite or its parameters need the float64 fallback
-    (the caller then takes the two passes)."""
-    nb = (d + seg - 1) // seg
-    acc = np.zeros(LANES, np.int32)
-    total = 0
-    lo, hi = np.float32(qmin), np.float32(qmax)
-    for r in range(x.size // d):
-        for k in range(nb):
-            a = np.uint64(r * d + k * seg)
-            b = np.uint64(r * d + min(d, (k + 1) * seg))
-            if symmetric:
-                top = np.uint32(0)
-                for i in range(a, b):
-                    v = f32_bits(abs(x[i]))
-                    top = v if v > top else top
-                amax = bits_f32(top)
-                rmin, rmax = -amax, amax
-            else:
-                rmin, rmax = _range_by_bits(x, a, b)
-            if not (np.isfinite(rmin) and np.isfinite(rmax)):
-                return -1
-            s, z, fallback = block_params32(rmin, rmax, cmin, cmax, symmetric, torch)
-            if fallback:
-                return -1
-            scale_out[r * nb + k], zp_out[r * nb + k] = s, z
-            m = a + (b - a) // np.uint64(LANES) * np.uint64(LANES)
-            for i0 in range(a, m, np.uint64(LANES)):
-                for j in range(LANES):
-                    e = i0 + np.uint64(j)
-                    c, bad = _code(x[e], s, z, lo, hi, INT, np.uint32(0), np.uint32(0))
-                    acc[j] += np.int32(bad)
-                    out[e] = (c - z) * s if fake else c
-            for t in range(m, b):
-                c, bad = _code(x[t], s, z, lo, hi, INT, np.uint32(0), np.uint32(0))
-                total += bad
-                out[t] = (c - z) * s if fake else c
-        if acc[0] > 1 << 30:
-            total += acc.sum()
-            acc[:] = 0
-    return total + acc.sum()
-
 
 # ---------------------------------------------------------------------- compare (the report of given values)
 @kernel("void(float32[::1], float32[::1], int64, int64, float64[::1], float64[::1], float64[::1])")
@@ -514,8 +489,9 @@ def _minmax_rows(x: Any, row: Any, dim: Any, seg: Any, lo_out: Any, hi_out: Any)
 
 
 # What a model job runs (engine.jobs.warm_job_kernels): its quantizes always take the report (not the plain
-# kernels, nor the grouped one pass), it dequantizes only to redo the report of a tensor holding NaN or infinities
-# (with _compare), and its parameters come from qparams.scale_zero_point (widen_all, float32_params_all).
+# kernels; per channel, when each channel is one run, the report's segments in one pass), it dequantizes only to
+# redo the report of a tensor holding NaN or infinities (with _compare), and its parameters come from
+# qparams.scale_zero_point (widen_all, float32_params_all).
 JOB_KERNELS = (_report_segments, _report_rows, _compare, _dequantize_segments, _dequantize_rows, _minmax_segments,
                _absmax_segments, _minmax_rows, widen_all, float32_params_all)
 
@@ -585,6 +561,17 @@ class Sums(NamedTuple):
                              + self.lo + self.hi)
 
 
+class Blocks(NamedTuple):
+    """What the one-pass dynamic quantize gives: the result, the clipped count, the flat float32 scales and zero
+    points, and with the report its sums."""
+
+    out: npt.NDArray[Any]
+    clipped: int
+    scale: npt.NDArray[np.float32]
+    zp: npt.NDArray[np.float32]
+    sums: Sums | None
+
+
 # ---------------------------------------------------------------------- threads (model jobs)
 _local = threading.local()
 _pools: dict[int, ThreadPoolExecutor] = {}
@@ -646,7 +633,7 @@ def run_quantize(x: npt.NDArray[np.float32], out: npt.NDArray[Any], lay: Layout,
 
             def one(a: int, b: int) -> tuple[int, Any]:
                 acc, ps, pn = np.zeros(4), np.zeros(1), np.zeros(1)
-                count = int(seg_fn(xf[a:b], of[a:b], b - a, b - a, s, z, *consts, ps, pn, acc))
+                count = int(seg_fn(xf[a:b], of[a:b], b - a, b - a, s, z, *consts, *_GIVEN, ps, pn, acc))
                 return count, (acc, ps, pn)
         else:
             chunks = _chunks(rows, xf.size)
@@ -655,7 +642,7 @@ def run_quantize(x: npt.NDArray[np.float32], out: npt.NDArray[Any], lay: Layout,
                 acc = np.zeros(4)
                 ps, pn = (psig[a * nb:b * nb], pnoise[a * nb:b * nb]) if report else (psig, pnoise)
                 count = int(seg_fn(xf[a * lay.d:b * lay.d], of[a * lay.d:b * lay.d], lay.d, lay.seg,
-                                   s[a * nb:b * nb], z[a * nb:b * nb], *consts, ps, pn, acc))
+                                   s[a * nb:b * nb], z[a * nb:b * nb], *consts, *_GIVEN, ps, pn, acc))
                 return count, (acc, None, None)
 
         done = _map(one, chunks)
@@ -664,25 +651,30 @@ def run_quantize(x: npt.NDArray[np.float32], out: npt.NDArray[Any], lay: Layout,
         if rows == 1 and nb == 1 and report:
             psig[0] = sum(float(ps[0]) for _, (_, ps, _) in done)
             pnoise[0] = sum(float(pn[0]) for _, (_, _, pn) in done)
-    if not report:
-        return clipped, None
+    return clipped, _sums(parts, psig, pnoise, lay, x.size) if report else None
+
+
+def _sums(parts: list[npt.NDArray[np.float64]], psig: npt.NDArray[np.float64], pnoise: npt.NDArray[np.float64],
+          lay: Layout, size: int) -> Sums:
+    """The Sums of a report kernel's run: its per-parameter sums folded per channel by the layout, and the
+    [sum e, max |e|, min x, max x] of each thread's part."""
     per = (psig.reshape(lay.outer, -1).sum(axis=0).reshape(-1, lay.inner).sum(axis=1),
            pnoise.reshape(lay.outer, -1).sum(axis=0).reshape(-1, lay.inner).sum(axis=1))
     worst = max(float(acc[1]) for acc in parts)
     if any(math.isnan(float(acc[1])) for acc in parts):
         worst = math.nan
-    return clipped, Sums(per[0], per[1], sum(float(acc[0]) for acc in parts), worst,
-                         min(float(acc[2]) for acc in parts), max(float(acc[3]) for acc in parts), x.size)
+    return Sums(per[0], per[1], sum(float(acc[0]) for acc in parts), worst, min(float(acc[2]) for acc in parts),
+                max(float(acc[3]) for acc in parts), size)
 
 
 def quantize_blocks(x: npt.NDArray[np.float32], axis: int, block_size: int, qrange: tuple[int, int],
                     crange: tuple[int, int], symmetric: bool, torch: bool, dtype: np.dtype[Any],
-                    out: npt.NDArray[Any] | None = None
-                    ) -> tuple[npt.NDArray[Any], int, npt.NDArray[np.float32], npt.NDArray[np.float32]] | None:
-    """Dynamic blocked quantize of float32 `x` in one pass (_quantize_blocks): (result in `dtype`, clipped count,
-    flat scales, flat zero points as float32) with codes clipped to `qrange` and parameters for `crange` by the
-    onnx (or `torch`) rule; None for blocks along an inner axis, non-finite data or parameters that need the
-    float64 fallback."""
+                    out: npt.NDArray[Any] | None = None, report: bool = False) -> Blocks | None:
+    """Dynamic blocked quantize of float32 `x` in one pass (the segments kernels, `dynamic`):
+    the result in `dtype`, the clipped count, flat scales and zero points (float32), with codes clipped to
+    `qrange` and parameters for `crange` by the onnx (or `torch`) rule, and with `report` the report's sums per
+    block, as run_quantize takes them; None for blocks along an inner axis, non-finite data or parameters that
+    need the float64 fallback."""
     x = np.ascontiguousarray(x, dtype=F32)
     lay = layout(x.shape, axis, block_size)
     if lay.rows or x.size == 0:
@@ -691,16 +683,24 @@ def quantize_blocks(x: npt.NDArray[np.float32], axis: int, block_size: int, qran
         out = np.empty(x.shape, dtype)
     xf, of = x.reshape(-1), out.reshape(-1)
     nb = (lay.d + lay.seg - 1) // lay.seg
-    scale, zp = np.empty(xf.size // lay.d * nb, F32), np.empty(xf.size // lay.d * nb, F32)
+    count = xf.size // lay.d * nb
+    scale, zp = np.empty(count, F32), np.empty(count, F32)
+    psig, pnoise = np.zeros(count if report else 1), np.zeros(count if report else 1)
+    fn = _report_segments if report else _quantize_segments
+    consts = (F32(qrange[0]), F32(qrange[1]), dtype == F32, INT, *_NO_FP8, *crange, symmetric, torch, True)
 
-    def one(a: int, b: int) -> int:
-        return int(_quantize_blocks(xf[a * lay.d:b * lay.d], of[a * lay.d:b * lay.d], lay.d, lay.seg, *qrange,
-                                    *crange, symmetric, torch, dtype == F32, scale[a * nb:b * nb], zp[a * nb:b * nb]))
+    def one(a: int, b: int) -> tuple[int, npt.NDArray[np.float64]]:
+        acc = np.zeros(4)
+        ps, pn = (psig[a * nb:b * nb], pnoise[a * nb:b * nb]) if report else (psig, pnoise)
+        clipped = int(fn(xf[a * lay.d:b * lay.d], of[a * lay.d:b * lay.d], lay.d, lay.seg, scale[a * nb:b * nb],
+                         zp[a * nb:b * nb], *consts, ps, pn, acc))
+        return clipped, acc
 
-    counts = _map(one, _chunks(xf.size // lay.d, xf.size))
-    if min(counts) < 0:
+    done = _map(one, _chunks(xf.size // lay.d, xf.size))
+    if min(clipped for clipped, _ in done) < 0:
         return None
-    return out, sum(counts), scale, zp
+    sums = _sums([acc for _, acc in done], psig, pnoise, lay, x.size) if report else None
+    return Blocks(out, sum(clipped for clipped, _ in done), scale, zp, sums)
 
 
 def compare(x: npt.NDArray[np.float32], d: npt.NDArray[np.float32], axis: int | None) -> Sums:

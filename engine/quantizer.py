@@ -230,18 +230,18 @@ class Quantizer:
         in_place = (self.config.optimize_memory and dequantize_after and not report and x is data
                     and x.flags.writeable and x.flags.c_contiguous)
         # Dynamic integer blocks, and channels that are contiguous runs: each block's (channel's) range, parameters
-        # and codes in one pass, when the data is finite and none needs the float64 fallback (else None: the range
-        # pass, then the codes). Not in place: a block that turns it down would find the ones before it already
-        # overwritten. A small per-tensor array likewise, the report's sums included (engine/small.py).
+        # and codes in one pass (channels: the report's sums too), when the data is finite and none needs the
+        # float64 fallback (else None: the range pass, then the codes). Not in place: a block that turns it down
+        # would find the ones before it already overwritten. A small per-tensor array likewise, the report's sums
+        # included (engine/small.py).
         axis = ranges.dynamic_axis(self.config, plan, x.ndim, channel_dim) if dynamic and gaxis is None else None
         fused: tuple[npt.NDArray[Any], int, QParams, kernels.Sums | None] | None = None
         if dynamic and qtype.is_integer and not in_place:
             if gaxis is not None and not report:
                 blocks = ranges.quantize_blocks(self.config, x, plan, gaxis, dequantize_after)
                 fused = None if blocks is None else (*blocks, None)
-            elif axis is not None and not report:
-                channels = ranges.quantize_channels(self.config, x, plan, axis, dequantize_after)
-                fused = None if channels is None else (*channels, None)
+            elif axis is not None:
+                fused = ranges.quantize_channels(self.config, x, plan, axis, dequantize_after, report)
             elif gaxis is None and axis is None:
                 fused = small.quantize_dynamic(self.config, x, plan, dequantize_after, report)
         if fused is not None:

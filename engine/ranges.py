@@ -128,20 +128,20 @@ def quantize_blocks(config: QuantizationConfig, x: FloatArray, plan: LayerPlan, 
                                    rule is QParamsRule.torch, dtype, out)
     if done is None:
         return None
-    result, clipped, scale, zp = done
+    result, clipped, scale, zp, _ = done
     target = formats.block_shape(x.shape, axis, config.group_size)
     return result, clipped, QParams(scale.reshape(target), zp.astype(np.int64).reshape(target), axis,
                                     config.group_size)
 
 
-def quantize_channels(config: QuantizationConfig, x: FloatArray, plan: LayerPlan, axis: int, dequantize_after: bool
-                      ) -> tuple[npt.NDArray[Any], int, QParams] | None:
+def quantize_channels(config: QuantizationConfig, x: FloatArray, plan: LayerPlan, axis: int, dequantize_after: bool,
+                      report: bool = False) -> tuple[npt.NDArray[Any], int, QParams, kernels.Sums | None] | None:
     """Dynamic per-channel integer quantization in one pass, when each channel is one contiguous run (the channel
     axis is the first of any size above 1, e.g. the output channels of a [out, in] weight): each run is a block of
-    kernels.quantize_blocks, so its range, parameters and codes come while it is in L1. The parameters are those of
-    dynamic_params (the range as it is, by the onnx or torch rule); None where that does not hold (percentiles,
-    outlier clipping, the ort_tooling rule, non-finite data, a channel that needs the float64 fallback, short
-    runs): then the range pass and a quantize pass."""
+    kernels.quantize_blocks, so its range, parameters, codes and with `report` the report's sums come while it is
+    in L1. The parameters are those of dynamic_params (the range as it is, by the onnx or torch rule); None where
+    that does not hold (percentiles, outlier clipping, the ort_tooling rule, non-finite data, a channel that needs
+    the float64 fallback, short runs): then the range pass and a quantize pass."""
     outer = math.prod(x.shape[:axis])
     channels, inner = x.shape[axis], math.prod(x.shape[axis + 1:])
     cmin, cmax, symmetric, rule = integer_rule(config, plan, False)
@@ -151,11 +151,10 @@ def quantize_channels(config: QuantizationConfig, x: FloatArray, plan: LayerPlan
     qmin, qmax = qrange(plan.quantization_type, plan.num_bits)
     dtype = np.dtype(F32 if dequantize_after else STORAGE_DTYPES[plan.quantization_type])
     done = kernels.quantize_blocks(np.reshape(x, (channels, inner)), 1, inner, (qmin, qmax), (cmin, cmax), symmetric,
-                                   rule is QParamsRule.torch, dtype)
+                                   rule is QParamsRule.torch, dtype, report=report)
     if done is None:
         return None
-    result, clipped, scale, zp = done
-    return result.reshape(x.shape), clipped, QParams(scale, zp.astype(np.int64), axis)
+    return done.out.reshape(x.shape), done.clipped, QParams(done.scale, done.zp.astype(np.int64), axis), done.sums
 
 
 def refine(config: QuantizationConfig, x: FloatArray, lo: Any, hi: Any, params: QParams, plan: LayerPlan) -> QParams:

@@ -77,7 +77,7 @@ def quantize_dynamic(config: QuantizationConfig, x: npt.NDArray[np.float32], pla
                                    symmetric, rule is QParamsRule.torch, dtype)
     if done is None:
         return None
-    out, clipped, scale, zp = done
+    out, clipped, scale, zp, _ = done
     out = out.reshape(x.shape)
     params = QParams(scale.reshape(()), zp.astype(np.int64).reshape(()))
     if not report:

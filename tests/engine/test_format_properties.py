@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import array_shapes, arrays
 
-from engine import QParamsRule, QuantizationConfig, Quantizer, ranges, scale_zero_point
+from engine import QParamsRule, QuantizationConfig, Quantizer, kernels, ranges, scale_zero_point
 
 PROPERTY = settings(max_examples=120, deadline=None, database=None)
 finite = st.floats(-1e4, 1e4, width=32, allow_nan=False, allow_infinity=False)
@@ -269,6 +269,49 @@ def test_per_channel_dynamic_one_pass_equals_numpy(qtype: str, symmetric: bool, 
     else:
         np.testing.assert_array_equal(result.data.astype(np.int64), codes)
         assert result.delta.clipped_values == int(np.count_nonzero((unclipped < qmin) | (unclipped > qmax)))
+
+
+@PROPERTY
+@given(x=arrays(np.float32, st.tuples(st.integers(1, 5), st.integers(64, 200)),
+                elements=st.one_of(finite, st.just(0.0), st.just(-0.0), st.floats(-2.0**-126, 2.0**-126, width=32))),
+       qtype=st.sampled_from(list(QRANGES)), symmetric=st.booleans(), rule=st.sampled_from(["onnx", "torch"]),
+       fake=st.booleans(), threads=st.sampled_from([1, 2]), scale=st.sampled_from([1.0, 1e-30, 1e30]))
+def test_per_channel_one_pass_report_equals_two_passes(x: npt.NDArray[np.float32], qtype: str, symmetric: bool,
+                                                       rule: str, fake: bool, threads: int, scale: float) -> None:
+    """Dynamic per channel with the report: the one pass (each channel's range, parameters, codes and the report's
+    sums while it is in cache) gives the very figures, bit for bit, that the range pass and the report's quantize
+    pass give, with the same codes and parameters (when it answers: all-zero or tiny channels need onnx's float64
+    fallback, and both sides then take the two passes); rows split over threads alike."""
+    x = (x * np.float32(scale)).astype(np.float32)
+    if not np.isfinite(x).all():
+        x = np.nan_to_num(x, nan=0.0, posinf=1e30, neginf=-1e30).astype(np.float32)
+    if threads > 1:  # enough values for the rows to be split (kernels.PARALLEL_MIN)
+        x = np.tile(x, (64, -(-4096 // x.shape[1])))
+    answered: list[Any] = []
+    one_pass = ranges.quantize_channels
+    outcomes = []
+    for patched in (False, True):
+        q = quantizer(quantization_type=qtype, symmetric=symmetric, per_channel=True, qparams_rule=rule)
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(ranges, "quantize_channels", (lambda *a: None) if patched else (
+                lambda *a: answered.append(one_pass(*a)) or answered[-1]))
+            with kernels.threads(threads):
+                op = q.quantize_dequantize if fake else q.quantize
+                outcomes.append(op(x, channel_dim=0, report=True))
+    one, two = outcomes
+    assert one.params is not None
+    assert two.params is not None
+    assert np.array_equal(one.params.scale.view(np.uint32), two.params.scale.view(np.uint32))
+    np.testing.assert_array_equal(one.params.zero_point, two.params.zero_point)
+    assert np.array_equal(one.data.view(np.uint8), two.data.view(np.uint8))
+    assert one.delta.clipped_values == two.delta.clipped_values
+    assert one.report is not None
+    assert two.report is not None
+    assert one.report.to_dict() == two.report.to_dict()
+    assert [np.array_equal(a, b) for a, b in zip(one.report.channel_sums or (), two.report.channel_sums or (),
+                                                  strict=True)] == [True, True]
+    if answered[0] is not None:  # which path the first call took: the one pass gave its sums
+        assert answered[0][3] is not None
 
 
 def test_per_channel_one_pass_takes_contiguous_finite_runs_only() -> None:
