@@ -63,7 +63,9 @@ def checked_codes(arr: npt.NDArray[Any], qmin: int, qmax: int) -> npt.NDArray[An
         with np.errstate(invalid="ignore"):
             if not np.isfinite(arr).all() or not np.array_equal(arr, np.rint(arr)):
                 raise InputError("dequantize data must be integer codes", field="data")
-    lo, hi = kernels.minmax(arr)  # one pass for both
+    # Codes whose dtype cannot leave [qmin, qmax] (int8 codes of INT8, uint8 of UINT8) need no pass over them.
+    within = arr.dtype.kind in "iu" and np.iinfo(arr.dtype).min >= qmin and np.iinfo(arr.dtype).max <= qmax
+    lo, hi = (qmin, qmax) if within else kernels.minmax(arr)  # one pass for both
     if lo < qmin or hi > qmax:
         outside = int(np.count_nonzero((arr < qmin) | (arr > qmax)))
         raise InputError(f"{outside} code(s) are outside the type's range [{qmin}, {qmax}]", field="data",

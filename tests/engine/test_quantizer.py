@@ -236,6 +236,25 @@ def test_dequantize_codes_are_checked_against_num_bits(make_quantizer: MakeQuant
     quantizer.dequantize(np.array([-8, 7]))
     with pytest.raises(InputError):
         quantizer.dequantize(np.array([8]))
+    # int8 codes are checked for a 4-bit range (only a dtype that cannot leave the range skips the check)
+    with pytest.raises(InputError):
+        quantizer.dequantize(np.array([-9, 0], dtype=np.int8))
+    uint4 = make_quantizer(quantization_type="UINT8", num_bits=4)
+    uint4.dequantize(np.array([0, 15], dtype=np.uint8), scale=0.5, zero_point=3)
+    with pytest.raises(InputError):
+        uint4.dequantize(np.array([16], dtype=np.uint8), scale=0.5, zero_point=3)
+
+
+def test_dequantize_every_code_of_a_full_range_dtype(make_quantizer: MakeQuantizer) -> None:
+    """int8 codes of INT8 and uint8 codes of UINT8 take no range pass: every code still dequantizes exactly."""
+    for qtype, dtype in (("INT8", np.int8), ("UINT8", np.uint8)):
+        quantizer = make_quantizer(quantization_type=qtype)
+        quantizer.quantize(f32([-3.0, 5.0]))
+        params = quantizer.last_params
+        assert params is not None
+        codes = np.arange(np.iinfo(dtype).min, np.iinfo(dtype).max + 1).astype(dtype)
+        expected = ((codes.astype(np.float32) - np.float32(params.zero_point)) * np.float32(params.scale))
+        np.testing.assert_array_equal(quantizer.dequantize(codes).data, expected.astype(np.float32))
 
 
 # ====================================================================== per_channel and channel_dim
