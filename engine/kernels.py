@@ -680,7 +680,7 @@ def quantize_blocks(x: npt.NDArray[np.float32], axis: int, block_size: int, qran
     if lay.rows or x.size == 0:
         return None
     if out is None:
-        out = np.empty(x.shape, dtype)
+        out = fresh_array(x.shape, dtype)
     xf, of = x.reshape(-1), out.reshape(-1)
     nb = (lay.d + lay.seg - 1) // lay.seg
     count = xf.size // lay.d * nb

@@ -1,5 +1,5 @@
 """engine.pages.fresh_array: an np.empty whose huge pages are touched at their last byte, and the large answers
-written into it (quantize_dequantize, dequantize, float8) against numpy written here."""
+written into it (quantize_dequantize, dequantize, float8, the one-pass blocks) against numpy written here."""
 
 from __future__ import annotations
 
@@ -49,3 +49,17 @@ def test_large_answers_written_into_fresh_arrays_match_numpy() -> None:
     fp8, _, _ = formats.quantize_fp8(x, s, None, None, "e4m3fn", False)
     ml_dtypes = pytest.importorskip("ml_dtypes")
     assert np.array_equal(fp8, np.clip(x / s, F32(-448), F32(448)).astype(ml_dtypes.float8_e4m3fn).astype(F32))
+
+
+def test_large_per_channel_one_pass_answer_matches_numpy() -> None:
+    """The one-pass blocked kernel writes a fresh float32 answer too (per channel, dynamic, fake-quantized)."""
+    x = np.random.default_rng(6).standard_normal((16, MB // 4 + 3)).astype(F32)  # 16 channels, 16 MB of answer
+    done = kernels.quantize_blocks(x, 1, x.shape[1], (-128, 127), (-128, 127), False, False, np.dtype(F32))
+    assert done is not None
+    lo, hi = np.minimum(x.min(axis=1), F32(0)), np.maximum(x.max(axis=1), F32(0))
+    scale = (hi - lo) / F32(255)  # the onnx rule in float32 (docs/numerics.md)
+    zp = np.clip(np.rint(F32(-128) - lo / scale), F32(-128), F32(127))
+    assert np.array_equal(done.scale, scale)
+    assert np.array_equal(done.zp, zp)
+    codes = np.clip(np.rint(x / scale[:, None]) + zp[:, None], F32(-128), F32(127))
+    assert np.array_equal(done.out, (codes - zp[:, None]) * scale[:, None])
