@@ -189,16 +189,21 @@ def _segment(x: Any, out: Any, a: Any, b: Any, s: Any, z: Any, lo: Any, hi: Any,
         run = np.uint32(0)
         for i in range(c0, min(c0 + np.uint64(COUNT_BLOCK), b)):
             xv = x[i]
-            c, bad = _code(xv, s, z, lo, hi, kind, emin_bits, offset)
+            out[i], bad, e = _formed(xv, s, z, lo, hi, fake, kind, emin_bits, offset)
             run = np.uint32(run + np.uint32(bad))
-            y = (c - z) * s
-            out[i] = y if fake else c
             if report:
-                e = y - xv
                 sig, noi, err = _add_sums(sig, noi, err, xv, e)
                 top, imax, imin, umax = _seen(xv, e, top, imax, imin, umax)
         count += int(run)
     return count, sig, noi, err, (top, imax, imin, umax)
+
+
+@inline
+def _formed(xv: Any, s: Any, z: Any, lo: Any, hi: Any, fake: Any, kind: Any, emin_bits: Any, offset: Any) -> Any:
+    """One value's (answer: its code, or `fake` its dequantized value; clipped?; error x^ - x in float32)."""
+    c, bad = _code(xv, s, z, lo, hi, kind, emin_bits, offset)
+    y = (c - z) * s
+    return (y if fake else c), bad, y - xv
 
 
 @inline
@@ -224,14 +229,10 @@ def _row(x: Any, out: Any, base: Any, p: Any, n: Any, scale: Any, zp: Any, lo: A
     run = np.uint32(0)  # (a row is far shorter than 2^32 values)
     for t in range(n):
         i, q = base + t, p + t
-        s, z = scale[q], zp[q]
         xv = x[i]
-        c, bad = _code(xv, s, z, lo, hi, kind, emin_bits, offset)
+        out[i], bad, e = _formed(xv, scale[q], zp[q], lo, hi, fake, kind, emin_bits, offset)
         run = np.uint32(run + np.uint32(bad))
-        y = (c - z) * s
-        out[i] = y if fake else c
         if report:
-            e = y - xv
             xd, ed = np.float64(xv), np.float64(e)
             psig[q] += xd * xd
             pnoise[q] += ed * ed
