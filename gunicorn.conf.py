@@ -96,9 +96,11 @@ def post_worker_init(worker):
     gc.freeze()
 
 
-# The engine's numba kernels are compiled (or loaded from their on-disk cache, QUANTIZER_KERNEL_CACHE_DIR) once in
-# the master before it forks, so every worker inherits them ready; post_fork checks it (a no-op when inherited) so
-# that no request ever pays for a compilation. The Celery worker calls engine.warm_kernels() at its start too.
+# The engine's numba kernels are loaded from their on-disk cache (QUANTIZER_KERNEL_CACHE_DIR) once in the master
+# before it forks, so every worker inherits them ready; what the cache lacks a child of the master compiles first
+# (engine.fill_kernel_cache), so that LLVM's working memory stays out of the master and its workers. post_fork
+# checks it (a no-op when inherited) so that no request ever pays for a compilation. The Celery worker does the
+# same with the job's kernels (quantizers/tasks.py).
 def _warm(log, who):
     from engine import warm_kernels
     from engine.jit import compiled_signatures
@@ -110,6 +112,9 @@ def _warm(log, who):
 
 
 def on_starting(server):
+    from engine import fill_kernel_cache
+
+    fill_kernel_cache()  # a child compiles what the cache lacks, so that the master (and its workers) only load
     _warm(server.log, "master")
 
 

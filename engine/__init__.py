@@ -26,8 +26,8 @@ from .errors import (
     ParameterError,
 )
 from .evaluation import Candidate, Evaluation, evaluate, needs_calibration, standard_grid
-from .jit import warm_kernels
-from .jobs import REPORT_FIELDS, LayerReport, quantize_checkpoint, summarize, warm_job_kernels
+from .jit import fill_kernel_cache, warm_kernels
+from .jobs import REPORT_FIELDS, LayerReport, job_kernels, quantize_checkpoint, summarize, warm_job_kernels
 from .metrics import (
     COUNTERS,
     QUALITY_COUNTERS,
@@ -93,8 +93,10 @@ __all__ = [
     "encode_npy",
     "encode_npz",
     "evaluate",
+    "fill_kernel_cache",
     "grid_extent",
     "inspect_checkpoint",
+    "job_kernels",
     "needs_calibration",
     "pack_int4",
     "qrange",

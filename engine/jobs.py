@@ -464,11 +464,16 @@ def _outputs(plan: TensorPlan, result: OpResult) -> list[npt.NDArray[Any]]:
     return arrays
 
 
+def job_kernels() -> tuple[Any, ...]:
+    """The compiled kernels a job runs (the quantize kernels with the report, the range passes, the bfloat16
+    cast), not the whole engine's."""
+    return (*kernels.JOB_KERNELS, formats.BFLOAT16_KERNEL)
+
+
 def warm_job_kernels() -> None:
-    """Load the compiled kernels a job runs (the quantize kernels with the report, the range passes, the
-    bfloat16 cast), not the whole engine's: call once when a job worker starts, so that no job pays for a
+    """Load the job's kernels (job_kernels): call once when a job worker starts, so that no job pays for a
     compilation, and its worker holds no kernel it never runs."""
-    warm_kernels((*kernels.JOB_KERNELS, formats.BFLOAT16_KERNEL))
+    warm_kernels(job_kernels())
 
 
 # ---------------------------------------------------------------------- summary

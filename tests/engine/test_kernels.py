@@ -303,6 +303,28 @@ def test_warm_job_kernels_leaves_nothing_to_compile_for_jobs() -> None:
     assert (after, events) == (before, 0)
 
 
+FILL_CHECK = """
+import os, sys
+os.environ["QUANTIZER_KERNEL_CACHE_DIR"] = sys.argv[1]  # empty: something to compile
+from engine import fill_kernel_cache, kernels, warm_kernels
+""" + COMPILE_LISTENER + """filled = fill_kernel_cache((kernels.widen_all,))
+ready = warm_kernels((kernels.widen_all,))
+print(int(filled), ready, len(compiled), sum(kernels.widen_all.stats.cache_hits.values()))
+"""
+
+
+def test_fill_kernel_cache_compiles_in_a_child_and_the_caller_only_loads(tmp_path: Any) -> None:
+    """fill_kernel_cache has a forked child compile into an empty cache folder: the caller then compiles nothing
+    (numba's compile events stay at zero in it) and loads every signature from the cache."""
+    result = subprocess.run([sys.executable, "-c", FILL_CHECK, str(tmp_path)], cwd=ROOT, capture_output=True,
+                            text=True, timeout=600, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    filled, ready, events, hits = (int(v) for v in result.stdout.split())
+    assert (filled, events) == (1, 0)
+    assert ready == hits > 0
+    assert any(tmp_path.rglob("*.nbi"))
+
+
 # ---------------------------------------------------------------------- FP8 clipped count, grouped calibration
 @pytest.mark.parametrize("qtype", ["FP8_E4M3", "FP8_E5M2"])
 def test_fp8_clipped_values_count_saturated_values(qtype: str) -> None:
