@@ -35,7 +35,6 @@ the difference is the cost of validation.
 from __future__ import annotations
 
 import argparse
-import gc
 import os
 import statistics
 import sys
@@ -50,28 +49,8 @@ if str(ROOT) not in sys.path:
 import numba  # noqa: E402
 import numpy as np  # noqa: E402
 
+from bench.rounds import run_rounds  # noqa: E402
 from engine import QuantizationConfig, QuantizationMode, Quantizer, warm_kernels  # noqa: E402
-
-
-def run_rounds(cases: list[tuple[str, Callable[[], object]]], reps: int, warmup: int) -> dict[str, float]:
-    """Median seconds per case. The cases run round-robin, one call each per round, so that a slow spell of the
-    machine (other processes, a noisy neighbour) touches every row alike instead of a few."""
-    for _ in range(warmup):
-        for _, fn in cases:
-            fn()
-    times: dict[str, list[float]] = {name: [] for name, _ in cases}
-    gc_was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        for _ in range(reps):
-            for name, fn in cases:
-                t0 = time.perf_counter()
-                fn()
-                times[name].append(time.perf_counter() - t0)
-    finally:
-        if gc_was_enabled:
-            gc.enable()
-    return {name: statistics.median(ts) for name, ts in times.items()}
 
 
 def build_cases(x: np.ndarray) -> list[tuple[str, Callable[[], object]]]:

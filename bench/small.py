@@ -27,10 +27,8 @@ kernel starts to win.
 from __future__ import annotations
 
 import argparse
-import gc
 import statistics
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -40,6 +38,7 @@ if str(ROOT) not in sys.path:
 
 import numpy as np  # noqa: E402
 
+from bench.rounds import run_rounds  # noqa: E402
 from engine import QuantizationConfig, Quantizer, small, warm_kernels  # noqa: E402
 
 SPEC_2X3 = [[1.2, 3.4, 5.6], [7.8, 9.0, 2.1]]
@@ -50,23 +49,16 @@ Case = tuple[str, Callable[[], object]]
 
 def per_call(cases: list[Case], reps: int, calls: int) -> dict[str, float]:
     """Median microseconds per call of each case, round-robin: every round times `calls` calls of each case."""
-    for _, fn in cases:  # warm-up
-        for _ in range(calls):
-            fn()
-    times: dict[str, list[float]] = {name: [] for name, _ in cases}
-    gc_was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        for _ in range(reps):
-            for name, fn in cases:
-                t0 = time.perf_counter()
-                for _ in range(calls):
-                    fn()
-                times[name].append((time.perf_counter() - t0) / calls * 1e6)
-    finally:
-        if gc_was_enabled:
-            gc.enable()
-    return {name: statistics.median(ts) for name, ts in times.items()}
+
+    def repeated(fn: Callable[[], object]) -> Callable[[], None]:
+        def run() -> None:
+            for _ in range(calls):
+                fn()
+
+        return run
+
+    seconds = run_rounds([(name, repeated(fn)) for name, fn in cases], reps, warmup=1)
+    return {name: t / calls * 1e6 for name, t in seconds.items()}
 
 
 def floor_case(x: np.ndarray) -> Case:
