@@ -25,6 +25,7 @@ from .jit import kernel
 from .pages import fresh_array
 
 F32 = np.float32
+LANES = 16  # the bfloat16 cast's per-lane counters (a single counter would serialise its vector loop)
 FloatArray = npt.NDArray[np.float32]
 
 FP8_MAX = {"e4m3fn": 448.0, "e5m2": 57344.0}
@@ -118,12 +119,12 @@ def dequantize_blocked(codes: npt.NDArray[Any], scale: FloatArray, zero_point: n
 def _bfloat16(u: Any, out: Any) -> Any:
     """Round float32 bit patterns `u` to bfloat16 (kept in the upper half of `out`); (finite values that became
     +-inf, non-finite inputs), each counted in its own lanes."""
-    overflow = np.zeros(kernels.LANES, np.int32)
-    nonfinite = np.zeros(kernels.LANES, np.int32)
+    overflow = np.zeros(LANES, np.int32)
+    nonfinite = np.zeros(LANES, np.int32)
     n = u.size
-    m = n // kernels.LANES * kernels.LANES
-    for i0 in range(0, m, kernels.LANES):
-        for j in range(kernels.LANES):
+    m = n // LANES * LANES
+    for i0 in range(0, m, LANES):
+        for j in range(LANES):
             i = np.uint64(i0 + j)
             v = u[i]
             special = (v & np.uint32(0x7F800000)) == np.uint32(0x7F800000)

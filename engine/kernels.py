@@ -54,7 +54,6 @@ if TYPE_CHECKING:
 _njit: Callable[..., Callable[[Callable[..., Any]], Any]] = importlib.import_module("numba").njit
 
 F32 = np.float32
-LANES = 16
 COUNT_BLOCK = 1 << 30  # values per uint32 clipped count in _segment (far from its overflow)
 SEGMENT_MIN = 64  # per channel: runs at least this long are segments, shorter ones rows (measured crossover)
 INT, FP8 = 0, 1  # the `kind` of a quantize kernel: integer codes, float8 values
@@ -632,29 +631,41 @@ def run_quantize(x: npt.NDArray[np.float32], out: npt.NDArray[Any], lay: Layout,
         rows = xf.size // lay.d
         seg_fn = _report_segments if report else _quantize_segments
         if rows == 1 and nb == 1:  # one parameter (per tensor): any cut of the data is rows of it
-            chunks = _chunks(xf.size, xf.size)
 
             def one(a: int, b: int) -> tuple[int, Any]:
                 acc, ps, pn = np.zeros(4), np.zeros(1), np.zeros(1)
                 count = int(seg_fn(xf[a:b], of[a:b], b - a, b - a, s, z, *consts, *_GIVEN, ps, pn, acc))
                 return count, (acc, ps, pn)
+
+            done = _map(one, _chunks(xf.size, xf.size))
+            if report:
+                psig[0] = sum(float(ps[0]) for _, (_, ps, _) in done)
+                pnoise[0] = sum(float(pn[0]) for _, (_, _, pn) in done)
+            counts, parts = [count for count, _ in done], [acc for _, (acc, _, _) in done]
         else:
-            chunks = _chunks(rows, xf.size)
-
-            def one(a: int, b: int) -> tuple[int, Any]:
-                acc = np.zeros(4)
-                ps, pn = (psig[a * nb:b * nb], pnoise[a * nb:b * nb]) if report else (psig, pnoise)
-                count = int(seg_fn(xf[a * lay.d:b * lay.d], of[a * lay.d:b * lay.d], lay.d, lay.seg,
-                                   s[a * nb:b * nb], z[a * nb:b * nb], *consts, *_GIVEN, ps, pn, acc))
-                return count, (acc, None, None)
-
-        done = _map(one, chunks)
-        clipped = sum(count for count, _ in done)
-        parts = [acc for _, (acc, _, _) in done]
-        if rows == 1 and nb == 1 and report:
-            psig[0] = sum(float(ps[0]) for _, (_, ps, _) in done)
-            pnoise[0] = sum(float(pn[0]) for _, (_, _, pn) in done)
+            counts, parts = _segments_by_rows(seg_fn, xf, of, lay, s, z, (*consts, *_GIVEN), psig, pnoise, report)
+        clipped = sum(counts)
     return clipped, _sums(parts, psig, pnoise, lay, x.size) if report else None
+
+
+def _segments_by_rows(fn: Any, xf: npt.NDArray[np.float32], of: npt.NDArray[Any], lay: Layout,
+                      scale: npt.NDArray[np.float32], zp: npt.NDArray[np.float32], consts: tuple[Any, ...],
+                      psig: npt.NDArray[np.float64], pnoise: npt.NDArray[np.float64], report: bool
+                      ) -> tuple[list[int], list[npt.NDArray[np.float64]]]:
+    """Run segments kernel `fn` over the rows of flat `xf` into `of`, split into row chunks over the threads (each
+    chunk with its parameters and, with `report`, its slice of psig / pnoise): each chunk's count (-1: a dynamic
+    kernel turned it down) and [sum e, max |e|, min x, max x]."""
+    nb = (lay.d + lay.seg - 1) // lay.seg
+
+    def one(a: int, b: int) -> tuple[int, npt.NDArray[np.float64]]:
+        acc = np.zeros(4)
+        ps, pn = (psig[a * nb:b * nb], pnoise[a * nb:b * nb]) if report else (psig, pnoise)
+        count = int(fn(xf[a * lay.d:b * lay.d], of[a * lay.d:b * lay.d], lay.d, lay.seg, scale[a * nb:b * nb],
+                       zp[a * nb:b * nb], *consts, ps, pn, acc))
+        return count, acc
+
+    done = _map(one, _chunks(xf.size // lay.d, xf.size))
+    return [count for count, _ in done], [acc for _, acc in done]
 
 
 def _sums(parts: list[npt.NDArray[np.float64]], psig: npt.NDArray[np.float64], pnoise: npt.NDArray[np.float64],
@@ -684,26 +695,16 @@ def quantize_blocks(x: npt.NDArray[np.float32], axis: int, block_size: int, qran
         return None
     if out is None:
         out = fresh_array(x.shape, dtype)
-    xf, of = x.reshape(-1), out.reshape(-1)
-    nb = (lay.d + lay.seg - 1) // lay.seg
-    count = xf.size // lay.d * nb
+    count = x.size // lay.d * ((lay.d + lay.seg - 1) // lay.seg)
     scale, zp = np.empty(count, F32), np.empty(count, F32)
     psig, pnoise = np.zeros(count if report else 1), np.zeros(count if report else 1)
     fn = _report_segments if report else _quantize_segments
     consts = (F32(qrange[0]), F32(qrange[1]), dtype == F32, INT, *_NO_FP8, *crange, symmetric, torch, True)
-
-    def one(a: int, b: int) -> tuple[int, npt.NDArray[np.float64]]:
-        acc = np.zeros(4)
-        ps, pn = (psig[a * nb:b * nb], pnoise[a * nb:b * nb]) if report else (psig, pnoise)
-        clipped = int(fn(xf[a * lay.d:b * lay.d], of[a * lay.d:b * lay.d], lay.d, lay.seg, scale[a * nb:b * nb],
-                         zp[a * nb:b * nb], *consts, ps, pn, acc))
-        return clipped, acc
-
-    done = _map(one, _chunks(xf.size // lay.d, xf.size))
-    if min(clipped for clipped, _ in done) < 0:
+    counts, parts = _segments_by_rows(fn, x.reshape(-1), out.reshape(-1), lay, scale, zp, consts, psig, pnoise,
+                                      report)
+    if min(counts) < 0:
         return None
-    sums = _sums([acc for _, acc in done], psig, pnoise, lay, x.size) if report else None
-    return Blocks(out, sum(clipped for clipped, _ in done), scale, zp, sums)
+    return Blocks(out, sum(counts), scale, zp, _sums(parts, psig, pnoise, lay, x.size) if report else None)
 
 
 def compare(x: npt.NDArray[np.float32], d: npt.NDArray[np.float32], axis: int | None) -> Sums:

@@ -128,10 +128,9 @@ def quantize_blocks(config: QuantizationConfig, x: FloatArray, plan: LayerPlan, 
                                    rule is QParamsRule.torch, dtype, out)
     if done is None:
         return None
-    result, clipped, scale, zp, _ = done
     target = formats.block_shape(x.shape, axis, config.group_size)
-    return result, clipped, QParams(scale.reshape(target), zp.astype(np.int64).reshape(target), axis,
-                                    config.group_size)
+    return done.out, done.clipped, QParams(done.scale.reshape(target), done.zp.astype(np.int64).reshape(target),
+                                           axis, config.group_size)
 
 
 def quantize_channels(config: QuantizationConfig, x: FloatArray, plan: LayerPlan, axis: int, dequantize_after: bool,
