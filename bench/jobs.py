@@ -17,8 +17,12 @@ each way), median of `--reps` rounds, expressed as GB/s of input; the job's rate
 median wall time, and its CPU time (user + system, every thread) is shown beside it: on a shared machine the wall
 time also counts the time other processes held the cores. Also printed, for reference: a memcpy of the largest
 tensor alone, which (16 MiB source and destination against a 32 MiB L3 here) runs from the cache at about twice
-the memory's rate, a rate no job over a gigabyte of data can see. Targets: the job at least 25 % of the memcpy rate
-(issue 14: 50 %); its peak RSS at most 2.5 x the largest tensor + 150 MB.
+the memory's rate, a rate no job over a gigabyte of data can see. The I/O floor is the job's file operations
+alone, in a fresh subprocess started the same way right after the job: the same reader and writer (header, every
+tensor mapped with its pages populated and unmapped, the output reserved, each output tensor written from a buffer
+filled before the clock starts, the writes on the writer's thread, the rename), no kernel and no pass over the
+values; its wall and CPU time are printed as a share of the job's. Targets: the job at least 25 % of the memcpy
+rate (issue 14: 50 %); its peak RSS at most 2.5 x the largest tensor + 150 MB.
 """
 
 from __future__ import annotations
@@ -53,9 +57,40 @@ reports = quantize_checkpoint(sys.argv[1], sys.argv[2], config, metadata={"insta
 elapsed = time.perf_counter() - started
 usage = resource.getrusage(resource.RUSAGE_SELF)
 cpu = usage.ru_utime + usage.ru_stime - before.ru_utime - before.ru_stime
+sys_cpu = usage.ru_stime - before.ru_stime
 hwm_kb = int(next(line.split()[1] for line in open("/proc/self/status") if line.startswith("VmHWM")))
-print(json.dumps({"seconds": elapsed, "maxrss_kb": usage.ru_maxrss, "vmhwm_kb": hwm_kb, "cpu": cpu,
+print(json.dumps({"seconds": elapsed, "maxrss_kb": usage.ru_maxrss, "vmhwm_kb": hwm_kb, "cpu": cpu, "sys": sys_cpu,
                   "quantized": sum(r.action == "quantized" for r in reports)}))
+"""
+IO_FLOOR = """
+import json, os, resource, sys, time
+import numpy as np
+from engine import QuantizationConfig, warm_job_kernels
+from engine.checkpoint import BackgroundFile, open_checkpoint, writer_for
+from engine.jobs import PARTIAL_SUFFIX, plan_checkpoint
+from engine.safetensors import DTYPES
+config = QuantizationConfig.from_dict(json.loads(sys.argv[3]))
+warm_job_kernels()  # the job's process as it starts
+with open_checkpoint(sys.argv[1]) as reader:
+    plans = plan_checkpoint(config, reader.info.tensors, "safetensors", None)
+layout = [out for p in plans for out in p.outputs]
+answers = {(dtype, shape): np.ones(shape, DTYPES[dtype]) for _, dtype, shape in layout}  # filled: resident
+started = time.perf_counter()
+before = resource.getrusage(resource.RUSAGE_SELF)
+with open_checkpoint(sys.argv[1]) as reader, open(sys.argv[2] + PARTIAL_SUFFIX, "wb") as file:
+    sink = BackgroundFile(file)
+    writer = writer_for("safetensors", sink, layout, reader.metadata)
+    for plan in plans:
+        with reader.float32(plan.info.name):
+            for name, dtype, shape in plan.outputs:
+                writer.write(name, answers[dtype, shape])
+    sink.finish()
+    writer.close()
+os.replace(sys.argv[2] + PARTIAL_SUFFIX, sys.argv[2])
+elapsed = time.perf_counter() - started
+usage = resource.getrusage(resource.RUSAGE_SELF)
+print(json.dumps({"seconds": elapsed, "cpu": usage.ru_utime + usage.ru_stime - before.ru_utime - before.ru_stime,
+                  "sys": usage.ru_stime - before.ru_stime}))
 """
 BASELINE = """
 import json, resource
@@ -103,8 +138,8 @@ def child(*args: str) -> Any:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def run_job(src: Path, dst: Path) -> dict[str, float]:
-    return dict(child("-c", JOB, str(src), str(dst), json.dumps(CONFIG)))
+def run_job(src: Path, dst: Path, script: str = JOB) -> dict[str, float]:
+    return dict(child("-c", script, str(src), str(dst), json.dumps(CONFIG)))
 
 
 def main() -> None:
@@ -123,13 +158,20 @@ def main() -> None:
         runs = []
         floors = []
         cached = []
+        io = []
         for _ in range(args.runs):
             floors.append(child(__file__, "--memcpy", str(total), str(args.reps)))
             cached.append(child(__file__, "--memcpy", str(largest), str(4 * args.reps)))
             runs.append(run_job(src, dst))
             dst.unlink()
+            io.append(run_job(src, dst, IO_FLOOR))
+            dst.unlink()
     seconds = statistics.median(r["seconds"] for r in runs)
     cpu = statistics.median(r["cpu"] for r in runs)
+    sys_cpu = statistics.median(r["sys"] for r in runs)
+    io_seconds = statistics.median(r["seconds"] for r in io)
+    io_cpu = statistics.median(r["cpu"] for r in io)
+    io_sys = statistics.median(r["sys"] for r in io)
     rss = max(r["maxrss_kb"] for r in runs) * 1024
     hwm = max(r["vmhwm_kb"] for r in runs) * 1024
     floor = statistics.median(floors)
@@ -146,7 +188,11 @@ def main() -> None:
         ("quantize_checkpoint", f"{job_gbps:.2f} GB/s ({seconds:.2f} s)",
          f"{100 * job_gbps / floor:.0f} % of memcpy (target >= 25 %; issue 14: 50 %); "
          f"{100 * job_gbps / in_cache:.0f} % of the cached one"),
-        ("  CPU time of the job (all threads)", f"{cpu:.2f} s", f"{total / cpu / 1e9:.2f} GB per CPU second"),
+        ("  CPU time of the job (all threads)", f"{cpu:.2f} s",
+         f"{total / cpu / 1e9:.2f} GB per CPU second; system {sys_cpu:.2f} s"),
+        ("  I/O floor: the job's file operations alone", f"{total / io_seconds / 1e9:.2f} GB/s ({io_seconds:.2f} s)",
+         f"{100 * io_seconds / seconds:.0f} % of the job's time; CPU {io_cpu:.2f} s ({100 * io_cpu / cpu:.0f} % of "
+         f"the job's), system {io_sys:.2f} s"),
         ("peak RSS of the job process", f"{rss / MB:.0f} MB",
          f"target <= {rss_target / MB:.0f} MB (2.5 x {largest / MB:.0f} MB + 150 MB); ru_maxrss (VmHWM "
          f"{hwm / MB:.0f} MB)"),
