@@ -136,7 +136,8 @@ def measure(app: str, env: dict[str, str], src: Path, kind: str, path: str, logd
         before = peak_rss(worker_pid(proc.pid))
         status, seconds = send(port, path, src, kind)
         if status != 202:
-            raise RuntimeError(f"{app}: the upload answered {status}; see {logdir}")
+            log = (logdir / "app.log").read_text(errors="replace")[-3000:]  # (logdir is removed on the way out)
+            raise RuntimeError(f"{app}: the upload answered {status}; the server's log ends:\n{log}")
         return peak_rss(worker_pid(proc.pid)), seconds, before
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -153,8 +154,8 @@ def main() -> None:
     try:
         src = tmp / "model.safetensors"
         size = write_checkpoint(src, args.mib)
-        env = stack.django_env(f"sqlite:///{tmp / 'db.sqlite3'}", tmp / "static", DJANGO_SECURE_SSL_REDIRECT="0",
-                               QUANTIZER_JOBS_ROOT=str(tmp / "jobs"), CELERY_BROKER_URL="redis://127.0.0.1:6379/3",
+        env = stack.django_env(f"sqlite:///{tmp / 'db.sqlite3'}", tmp, DJANGO_SECURE_SSL_REDIRECT="0",
+                               CELERY_BROKER_URL="redis://127.0.0.1:6379/3",
                                CELERY_TASK_DEFAULT_QUEUE=queue, DJANGO_LOG_LEVEL="WARNING", BENCH_DIR=str(tmp))
         stack.manage(env, "migrate", "--noinput", "-v", "0")
         (tmp / "bare.py").write_text(BARE_APP)
