@@ -92,6 +92,7 @@ def build_cases(x: np.ndarray) -> list[tuple[str, Callable[[], object]]]:
         ("dequantize per tensor", lambda: fixed.dequantize(codes)),
         ("dequantize per channel", lambda: fixed_pc.dequantize(codes_pc, channel_dim=0)),
         ("quantize_dequantize fixed", lambda: fixed.quantize_dequantize(x)),
+        ("quantize_dequantize fixed, report=True", lambda: fixed.quantize_dequantize(x, report=True)),
         ("quantize_dequantize dynamic", lambda: dyn.quantize_dequantize(x)),
         ("quantize_dequantize dynamic, report=True", lambda: dyn.quantize_dequantize(x, report=True)),
         ("INT4 grouped (128) dynamic", lambda: int4_grouped.quantize(x)),
@@ -106,12 +107,14 @@ MEMCPY = "memcpy (np.copyto, float32)"
 # floor for those rows is a memcpy into a fresh array too (np.copy), which pays the same. Both floors are shown.
 MEMCPY_FRESH = "memcpy into a fresh array (np.copy)"
 FRESH_ROWS = ["dequantize per tensor", "dequantize per channel", "quantize_dequantize fixed",
-              "quantize_dequantize dynamic", "quantize_dequantize dynamic, report=True"]
+              "quantize_dequantize fixed, report=True", "quantize_dequantize dynamic",
+              "quantize_dequantize dynamic, report=True"]
 # (with report, the same call without): the bound is a ratio of at most REPORT_BOUND
 REPORT_PAIRS = [
     ("quantize fixed, report=True", "quantize fixed, validate=True"),
     ("quantize dynamic, report=True", "quantize dynamic, validate=True"),
     ("per-channel dynamic, report=True", "per-channel dynamic, validate=True"),
+    ("quantize_dequantize fixed, report=True", "quantize_dequantize fixed"),
     ("quantize_dequantize dynamic, report=True", "quantize_dequantize dynamic"),
 ]
 REPORT_BOUND = 1.6

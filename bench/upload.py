@@ -120,7 +120,7 @@ def peak_rss(pid: int) -> int:
     raise RuntimeError("no VmHWM")
 
 
-def measure(app: str, env: dict[str, str], src: Path, kind: str, path: str, logdir: Path
+def measure(app: str, env: dict[str, str], src: Path, kind: str, path: str, logdir: Path, python: str
             ) -> tuple[int, float, int]:
     """A fresh one-worker gunicorn serving `app`; one warm-up request, then the upload: (peak RSS, seconds, peak
     RSS before the upload)."""
@@ -128,7 +128,7 @@ def measure(app: str, env: dict[str, str], src: Path, kind: str, path: str, logd
     env = {**env, "GUNICORN_BIND": f"127.0.0.1:{port}", "GUNICORN_WORKERS": "1", "GUNICORN_TIMEOUT": "600",
            "GUNICORN_ERROR_LOG": str(logdir / "gunicorn.log"), "GUNICORN_ACCESS_LOG": "/dev/null"}
     with open(logdir / "app.log", "ab") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "gunicorn", app, "--config", "gunicorn.conf.py"], cwd=ROOT,
+        proc = subprocess.Popen([python, "-m", "gunicorn", app, "--config", "gunicorn.conf.py"], cwd=ROOT,
                                 env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         stack.wait_http(f"http://127.0.0.1:{port}/", timeout=60, expect=200 if app == "quantsite.wsgi" else 202,
@@ -136,7 +136,8 @@ def measure(app: str, env: dict[str, str], src: Path, kind: str, path: str, logd
         before = peak_rss(worker_pid(proc.pid))
         status, seconds = send(port, path, src, kind)
         if status != 202:
-            raise RuntimeError(f"{app}: the upload answered {status}; see {logdir}")
+            log = (logdir / "app.log").read_text(errors="replace")[-3000:]  # (logdir is removed on the way out)
+            raise RuntimeError(f"{app}: the upload answered {status}; the server's log ends:\n{log}")
         return peak_rss(worker_pid(proc.pid)), seconds, before
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -147,14 +148,17 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--mib", type=int, default=1024, help="checkpoint size (default 1 GiB)")
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--python", default=sys.executable,
+                    help="the interpreter that runs gunicorn (default: this one), e.g. that of an install of the "
+                         "runtime alone (`pip install .`), which lacks the development tools' packages")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="quantsite-bench-upload-"))
     queue = f"quantsite-bench-{uuid.uuid4().hex[:8]}"
     try:
         src = tmp / "model.safetensors"
         size = write_checkpoint(src, args.mib)
-        env = stack.django_env(f"sqlite:///{tmp / 'db.sqlite3'}", tmp / "static", DJANGO_SECURE_SSL_REDIRECT="0",
-                               QUANTIZER_JOBS_ROOT=str(tmp / "jobs"), CELERY_BROKER_URL="redis://127.0.0.1:6379/3",
+        env = stack.django_env(f"sqlite:///{tmp / 'db.sqlite3'}", tmp, DJANGO_SECURE_SSL_REDIRECT="0",
+                               CELERY_BROKER_URL="redis://127.0.0.1:6379/3",
                                CELERY_TASK_DEFAULT_QUEUE=queue, DJANGO_LOG_LEVEL="WARNING", BENCH_DIR=str(tmp))
         stack.manage(env, "migrate", "--noinput", "-v", "0")
         (tmp / "bare.py").write_text(BARE_APP)
@@ -163,9 +167,10 @@ def main() -> None:
         for _ in range(args.runs):
             for kind in ("raw", "multipart"):
                 path = "/instances/default/jobs" + ("?filename=model.safetensors" if kind == "raw" else "")
-                results.setdefault(("quantsite", kind), []).append(measure("quantsite.wsgi", env, src, kind, path, tmp))
-                results.setdefault(("bare WSGI app", kind), []).append(measure("bare:application", bare_env, src, kind,
-                                                                              "/", tmp))
+                results.setdefault(("quantsite", kind), []).append(
+                    measure("quantsite.wsgi", env, src, kind, path, tmp, args.python))
+                results.setdefault(("bare WSGI app", kind), []).append(
+                    measure("bare:application", bare_env, src, kind, "/", tmp, args.python))
                 shutil.rmtree(tmp / "jobs", ignore_errors=True)
         print(f"checkpoint upload: {size / MB:.0f} MiB through gunicorn (1 sync worker), 1 MiB writes; "
               f"{os.cpu_count()} CPUs; median of {args.runs} runs (peak RSS: the largest)")

@@ -9,6 +9,7 @@ The kernels are single-threaded: web workers are the parallelism.
 
 from __future__ import annotations
 
+import ctypes
 import os
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -59,7 +60,7 @@ def warm_kernels(only: Iterable[Any] | None = None) -> int:
     """Compile every kernel for every signature the engine calls it with, or load it from the on-disk cache
     (milliseconds each once cached): call before serving (gunicorn's post_fork, the Celery worker's start), so
     that no request pays for a compilation. `only`: these kernels alone (a model job's worker loads the few it
-    runs: each loaded signature stays resident, about 0.4 MB). Returns the number of signatures now ready."""
+    runs: each loaded signature stays resident, about 0.1 MB). Returns the number of signatures now ready."""
     chosen = None if only is None else {id(dispatcher) for dispatcher in only}
     count = 0
     for dispatcher, signatures in _REGISTRY:
@@ -68,7 +69,29 @@ def warm_kernels(only: Iterable[Any] | None = None) -> int:
         for sig in signatures:
             dispatcher.compile(sig)
             count += 1
+        _release_linking_ir(dispatcher)
+    trim_heap()
     return count
+
+
+def _release_linking_ir(dispatcher: Any) -> None:
+    """Drop the LLVM IR that each of the kernel's compiled specializations keeps so that other compiled functions
+    could link it in. numba parses it back from the cache with every signature it loads, and it stays resident,
+    though nothing links a kernel: kernels are called from Python only (a test checks that no compiled function
+    calls one). The machine code is kept. Measured: 25 MB of the 44 MB the 66 signatures held."""
+    for compiled in dispatcher.overloads.values():
+        compiled.library._shared_module = None
+
+
+def trim_heap() -> None:
+    """Give the C heap's free pages back to the operating system (glibc's malloc_trim; elsewhere nothing): what
+    loading the kernels freed (their IR, LLVM's parse) would otherwise stay in this process's resident set, and,
+    in a gunicorn master, in every worker it forks."""
+    try:
+        libc = ctypes.CDLL(None)
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def fill_kernel_cache(only: Iterable[Any] | None = None) -> bool:

@@ -26,6 +26,7 @@ from engine import OpResult, QParams, QualityReport, QuantizationType, wire_code
 from .. import health, jobs, metrics, selectors, services
 from ..exceptions import DATABASE_RETRY_AFTER_S, BadRequest
 from ..permissions import MetricsAccess
+from ..request_body import stream_from_socket
 from . import options
 from .documentation import documentation
 from .parsers import MSG_NO_FILE, EvaluateUploadParser, NpyParser, NpyUploadParser, OctetStreamParser, OrjsonParser
@@ -392,6 +393,7 @@ def _checkpoint_uploads(request: Request, filename: str | None) -> list[Uploaded
     """The checkpoint's files: multipart `file` fields, or a raw application/octet-stream body named by
     ?filename=. The size limit (QUANTIZER_MAX_MODEL_MB) was applied to Content-Length before (middleware)."""
     django_request = request._request
+    stream_from_socket(django_request)
     media_type = (request.content_type or "").split(";")[0].strip().lower()
     if media_type == "multipart/form-data":
         django_request.upload_handlers = [CheckpointUploadHandler(django_request)]

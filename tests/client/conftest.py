@@ -39,7 +39,7 @@ class LiveServer:
 def gunicorn_server() -> Iterator[LiveServer]:
     workdir = stack.make_workdir("quantsite-client-")
     try:
-        env = stack.django_env(f"sqlite:///{workdir / 'db.sqlite3'}", workdir / "static",
+        env = stack.django_env(f"sqlite:///{workdir / 'db.sqlite3'}", workdir,
                                QUANTIZER_REQUIRE_AUTH="1", DJANGO_SECURE_SSL_REDIRECT="0",
                                QUANTIZER_MAX_ELEMENTS="1000000")
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)  # gunicorn.conf.py makes its own, as on a fresh machine

@@ -325,6 +325,44 @@ def test_fill_kernel_cache_compiles_in_a_child_and_the_caller_only_loads(tmp_pat
     assert any(tmp_path.rglob("*.nbi"))
 
 
+def _engine_numba_functions() -> list[Any]:
+    import importlib
+    import pkgutil
+
+    from numba.core.dispatcher import Dispatcher
+
+    import engine
+
+    found = []
+    for info in pkgutil.iter_modules(engine.__path__):
+        module = importlib.import_module(f"engine.{info.name}")
+        found += [v for v in vars(module).values()
+                  if isinstance(v, Dispatcher) and v.py_func.__module__ == module.__name__]
+    return found
+
+
+def _names(code: Any) -> set[str]:
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if hasattr(const, "co_names"):
+            names |= _names(const)
+    return names
+
+
+def test_loaded_kernels_keep_no_linking_ir_and_no_compiled_function_calls_one() -> None:
+    """warm_kernels drops the LLVM IR each loaded signature keeps so that other compiled functions could link it
+    in (about half of the kernels' resident memory). That is safe while no compiled function calls a kernel: no
+    numba function of the engine names one. (The kernels still answer: this file's other tests run after it.)"""
+    kernel_ids = {id(dispatcher) for dispatcher, _ in jit._REGISTRY}
+    assert all(compiled.library._shared_module is None
+               for dispatcher, _ in jit._REGISTRY for compiled in dispatcher.overloads.values())
+    functions = _engine_numba_functions()
+    assert kernel_ids <= {id(f) for f in functions}
+    callers = {(f.py_func.__name__, name) for f in functions for name in _names(f.py_func.__code__)
+               if id(f.py_func.__globals__.get(name)) in kernel_ids}
+    assert not callers
+
+
 # ---------------------------------------------------------------------- FP8 clipped count, grouped calibration
 @pytest.mark.parametrize("qtype", ["FP8_E4M3", "FP8_E5M2"])
 def test_fp8_clipped_values_count_saturated_values(qtype: str) -> None:

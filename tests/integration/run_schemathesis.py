@@ -39,9 +39,8 @@ def main(extra: list[str]) -> int:
     database = stack.create_database("sqlite", workdir)
     # Plain HTTP straight to gunicorn, without its request-line limit: in production nginx answers an over-long
     # request line (JSON 414, tested in test_deployment); here the fuzzer's long queries reach the application.
-    env = stack.django_env(database.url, workdir / "static", QUANTIZER_REQUIRE_AUTH="1",
-                           DJANGO_SECURE_SSL_REDIRECT="0", GUNICORN_LIMIT_REQUEST_LINE="0",
-                           QUANTIZER_JOBS_ROOT=str(workdir / "jobs"))
+    env = stack.django_env(database.url, workdir, QUANTIZER_REQUIRE_AUTH="1",
+                           DJANGO_SECURE_SSL_REDIRECT="0", GUNICORN_LIMIT_REQUEST_LINE="0")
     stack.manage(env, "migrate", "--noinput", "-v", "0")
     token = stack.create_token(env)
     started = time.monotonic()

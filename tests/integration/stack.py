@@ -176,9 +176,10 @@ def private_postgres() -> Iterator[PrivatePostgres]:
 
 
 # ---------------------------------------------------------------------------- the Django side
-def django_env(database_url: str, static_root: Path, **overrides: str) -> dict[str, str]:
+def django_env(database_url: str, workdir: Path, **overrides: str) -> dict[str, str]:
     """The environment of a production deployment (DEBUG off), with no variable inherited from the caller's
-    Django, quantsite or gunicorn settings (pytest-django's test settings set some in this process)."""
+    Django, quantsite or gunicorn settings (pytest-django's test settings set some in this process); its static
+    files and model jobs' files in the test's own `workdir`, never in the checkout."""
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("DJANGO_", "QUANTIZER_", "GUNICORN_")) and k != "DATABASE_URL"}
     env.update({
@@ -186,7 +187,8 @@ def django_env(database_url: str, static_root: Path, **overrides: str) -> dict[s
         "DJANGO_SECRET_KEY": SECRET_KEY,
         "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
         "DATABASE_URL": database_url,
-        "DJANGO_STATIC_ROOT": str(static_root),
+        "DJANGO_STATIC_ROOT": str(workdir / "static"),
+        "QUANTIZER_JOBS_ROOT": str(workdir / "jobs"),
         "DJANGO_LOG_LEVEL": "INFO",
         "QUANTIZER_REQUIRE_AUTH": "0",
         "PYTHONUNBUFFERED": "1",
@@ -484,7 +486,7 @@ def deployed(kind: str, database: Database, workdir: Path, *, workers: int = WOR
     server: Gunicorn | None = None
     proxy: Nginx | None = None
     try:
-        env = django_env(database.url, workdir / "static", **(env_overrides or {}))
+        env = django_env(database.url, workdir, **(env_overrides or {}))
         if static:
             deploy_steps(env)
         else:

@@ -35,9 +35,9 @@ CHANNELS = 6
 def gunicorn_site() -> Iterator[str]:
     workdir = stack.make_workdir("quantsite-browser-")
     database = stack.create_database("sqlite", workdir)
-    env = stack.django_env(database.url, workdir / "static", DJANGO_SECURE_SSL_REDIRECT="0",
+    env = stack.django_env(database.url, workdir, DJANGO_SECURE_SSL_REDIRECT="0",
                            DJANGO_SESSION_COOKIE_SECURE="0", DJANGO_CSRF_COOKIE_SECURE="0",
-                           DJANGO_SECURE_HSTS_SECONDS="0", QUANTIZER_JOBS_ROOT=str(workdir / "jobs"),
+                           DJANGO_SECURE_HSTS_SECONDS="0",
                            CELERY_BROKER_URL="")
     stack.deploy_steps(env)
     stack.manage({**env, "DJANGO_SUPERUSER_USERNAME": STAFF, "DJANGO_SUPERUSER_PASSWORD": PASSWORD,

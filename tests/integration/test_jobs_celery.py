@@ -139,7 +139,6 @@ def site() -> Iterator[Site]:
     queue = f"quantsite-it-{uuid.uuid4().hex[:12]}"
     overrides = {
         "CELERY_BROKER_URL": REDIS_URL, "CELERY_TASK_DEFAULT_QUEUE": queue,
-        "QUANTIZER_JOBS_ROOT": str(workdir / "jobs"),
         # A killed worker's message comes back after 3 s; a run whose progress is 3 s old lost its worker.
         "QUANTIZER_JOB_VISIBILITY_TIMEOUT_S": "3", "QUANTIZER_JOB_HEARTBEAT_S": "3",
     }

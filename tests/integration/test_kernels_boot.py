@@ -29,8 +29,7 @@ BODIES = {
 def test_first_request_after_boot_compiles_nothing() -> None:
     workdir = stack.make_workdir("quantsite-it-kernels-")
     cache = workdir / "kernel-cache"  # empty: the boot must compile
-    static = workdir / "static"
-    env = stack.django_env(f"sqlite:///{workdir / 'db.sqlite3'}", static, QUANTIZER_KERNEL_CACHE_DIR=str(cache),
+    env = stack.django_env(f"sqlite:///{workdir / 'db.sqlite3'}", workdir, QUANTIZER_KERNEL_CACHE_DIR=str(cache),
                            DJANGO_SECURE_SSL_REDIRECT="0")  # plain HTTP to gunicorn, no nginx in front
     stack.manage(env, "migrate", "--noinput", "-v", "0")
     server = stack.Gunicorn(env=env, port=stack.free_port(), workers=1, logdir=workdir)

@@ -36,7 +36,7 @@ def resident_mb(pid: int) -> float:
 
 def test_large_bodies_read_from_the_socket_and_freed_after(tmp_path: Path) -> None:
     database = stack.create_database("sqlite", tmp_path)
-    env = stack.django_env(database.url, tmp_path / "static", DJANGO_SECURE_SSL_REDIRECT="0")
+    env = stack.django_env(database.url, tmp_path, DJANGO_SECURE_SSL_REDIRECT="0")
     stack.manage(env, "migrate", "--noinput", "-v", "0")
     x = np.random.default_rng(2000).normal(size=(2000, 2000)).astype(np.float32)
     expected = reference_codes(x)

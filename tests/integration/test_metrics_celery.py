@@ -37,9 +37,9 @@ def site() -> Iterator[tuple[Server, dict[str, str], stack.Gunicorn]]:
     ensure_redis()
     workdir = stack.make_workdir("quantsite-it-metrics-")
     queue = f"quantsite-it-metrics-{uuid.uuid4().hex[:12]}"
-    env = stack.django_env(f"sqlite:///{workdir / 'db.sqlite3'}", workdir / "static",
+    env = stack.django_env(f"sqlite:///{workdir / 'db.sqlite3'}", workdir,
                            DJANGO_SECURE_SSL_REDIRECT="0", CELERY_BROKER_URL=f"redis://127.0.0.1:6379/{REDIS_DB}",
-                           CELERY_TASK_DEFAULT_QUEUE=queue, QUANTIZER_JOBS_ROOT=str(workdir / "jobs"),
+                           CELERY_TASK_DEFAULT_QUEUE=queue,
                            PROMETHEUS_MULTIPROC_DIR=str(workdir / "metrics"))
     try:
         stack.manage(env, "migrate", "--noinput", "-v", "0")

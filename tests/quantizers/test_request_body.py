@@ -1,4 +1,5 @@
-"""quantizers/request_body.py: a large body read whole from gunicorn's socket, after what gunicorn read ahead."""
+"""quantizers/request_body.py: a large body read from gunicorn's socket, after what gunicorn read ahead: whole
+(read_body) or streamed in pieces (stream_from_socket)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from gunicorn.http.body import Body, ChunkedReader, LengthReader
 from gunicorn.http.unreader import SocketUnreader
 from rest_framework.exceptions import ParseError
 
-from quantizers.request_body import DIRECT_MIN_BYTES, read_body
+from quantizers.request_body import DIRECT_MIN_BYTES, read_body, stream_from_socket
 
 LENGTH = DIRECT_MIN_BYTES + 123_457
 
@@ -38,13 +39,15 @@ def send_later(sock: socket.socket, data: bytes, *, close: bool = False) -> thre
     return thread
 
 
-def gunicorn_request(sock: socket.socket, ahead: bytes, length: int) -> tuple[WSGIRequest, Body]:
+def gunicorn_request(sock: socket.socket, ahead: bytes, length: int, content_type: str = "application/octet-stream"
+                     ) -> tuple[WSGIRequest, Body]:
     """A Django request over a gunicorn body as gunicorn builds it, `ahead` read with the headers."""
     unreader = SocketUnreader(sock)
     unreader.unread(ahead)
     body = Body(LengthReader(unreader, length))
     environ = {"REQUEST_METHOD": "POST", "PATH_INFO": "/", "CONTENT_LENGTH": str(length), "wsgi.input": body,
-               "gunicorn.socket": sock, "SERVER_NAME": "127.0.0.1", "SERVER_PORT": "80", "wsgi.url_scheme": "http"}
+               "gunicorn.socket": sock, "SERVER_NAME": "127.0.0.1", "SERVER_PORT": "80", "wsgi.url_scheme": "http",
+               "CONTENT_TYPE": content_type}
     return WSGIRequest(environ), body
 
 
@@ -111,3 +114,54 @@ def test_a_non_blocking_socket_is_left_to_gunicorn(pair, monkeypatch) -> None:
     request, _ = gunicorn_request(server, payload, LENGTH)
     assert read_body(request, request) == payload
     assert read_through_gunicorn
+
+
+def multipart(payload: bytes, boundary: str = "qs-boundary") -> bytes:
+    return (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"model.safetensors\"\r\n"
+            f"Content-Type: application/octet-stream\r\n\r\n").encode() + payload + f"\r\n--{boundary}--\r\n".encode()
+
+
+def test_a_streamed_multipart_body_is_parsed_from_the_socket(pair, monkeypatch, settings) -> None:
+    settings.FILE_UPLOAD_MAX_MEMORY_SIZE = 0  # the file to a temporary file, as the jobs route's handler does
+    server, client = pair
+    payload = os.urandom(3 * LENGTH)
+    body = multipart(payload)
+    sender = send_later(client, body[7000:] + b"NEXT REQUEST")
+    monkeypatch.setattr(Body, "read", not_through_wsgi_input)
+    request, gunicorn_body = gunicorn_request(server, body[:7000], len(body),
+                                              "multipart/form-data; boundary=qs-boundary")
+    stream_from_socket(request)
+    upload = request.FILES["file"]
+    sender.join()
+    assert upload.read() == payload
+    assert gunicorn_body.reader.length == 0  # gunicorn's reader knows the body is consumed
+    assert server.recv(64) == b"NEXT REQUEST"  # nothing past the body was read
+
+
+def test_a_streamed_raw_body_reads_in_pieces_and_ends_where_the_body_ends(pair, monkeypatch) -> None:
+    server, client = pair
+    payload = os.urandom(LENGTH)
+    sender = send_later(client, payload[3000:], close=True)
+    monkeypatch.setattr(Body, "read", not_through_wsgi_input)
+    request, _ = gunicorn_request(server, payload[:3000], LENGTH + 500)  # 500 bytes announced, never sent
+    stream_from_socket(request)
+    pieces = []
+    while piece := request.read(1 << 16):
+        assert len(piece) <= 1 << 16
+        pieces.append(piece)
+    sender.join()
+    assert b"".join(pieces) == payload  # a short body ends the stream; the caller sees the short size
+
+
+def test_small_or_chunked_bodies_stream_through_wsgi_input(pair) -> None:
+    server, _ = pair
+    request, _ = gunicorn_request(server, b"small", 5)
+    stream_from_socket(request)
+    assert request.read() == b"small"
+    unreader = SocketUnreader(server)
+    unreader.unread(b"5\r\nhello\r\n0\r\n\r\n")
+    chunked = WSGIRequest({"REQUEST_METHOD": "POST", "PATH_INFO": "/", "CONTENT_LENGTH": str(LENGTH),
+                           "wsgi.input": Body(ChunkedReader(None, unreader)), "gunicorn.socket": server,
+                           "SERVER_NAME": "127.0.0.1", "SERVER_PORT": "80", "wsgi.url_scheme": "http"})
+    stream_from_socket(chunked)
+    assert chunked.read() == b"hello"
