@@ -83,7 +83,8 @@ def quantize_dynamic(config: QuantizationConfig, x: npt.NDArray[np.float32], pla
     if not report:
         return out, clipped, params, None
     s, z = F32(params.scale), F32(params.zero_point)
-    return out, clipped, params, _sums(x, out if fake else (out.astype(F32) - z) * s)
+    with np.errstate(over="ignore"):  # a huge scale dequantizes to +-inf, as in the kernel: the report is redone
+        return out, clipped, params, _sums(x, out if fake else (out.astype(F32) - z) * s)
 
 
 def applies(x: npt.NDArray[np.float32], params: QParams, report: bool) -> bool:
@@ -122,6 +123,8 @@ def _sums(x: npt.NDArray[np.float32], y: npt.NDArray[np.float32]) -> Sums:
     """kernels.Sums of the dequantized values `y` against `x` (e = y - x in float32, sums in float64, in order as
     the kernel sums its last few values). Non-finite inputs make them non-finite, as the kernel's: the caller then
     takes the report again without them. Python numbers: on a few dozen values numpy's reductions cost more."""
-    xs, es = x.reshape(-1).tolist(), (y - x).reshape(-1).tolist()  # float32 values, exact as Python floats
+    with np.errstate(invalid="ignore"):  # inf - inf is NaN, as in the kernel
+        es = (y - x).reshape(-1).tolist()
+    xs = x.reshape(-1).tolist()  # float32 values, exact as Python floats
     return Sums(np.array([sum([v * v for v in xs])]), np.array([sum([v * v for v in es])]), sum(es),
                 max(map(abs, es)), min(xs), max(xs), len(xs))
