@@ -690,6 +690,15 @@ def quantize_blocks(x: npt.NDArray[np.float32], axis: int, block_size: int, qran
     block, as run_quantize takes them; None for blocks along an inner axis, non-finite data or parameters that
     need the float64 fallback."""
     x = np.ascontiguousarray(x, dtype=F32)
+    fn = _report_segments if report else _quantize_segments
+    consts = (F32(qrange[0]), F32(qrange[1]), dtype == F32, INT, *_NO_FP8, *crange, symmetric, torch, True)
+    if x.ndim == 1 and block_size >= x.size > 0 and out is None and not report:
+        # One block, the whole of a flat array (engine/small.py's dynamic quantize of a small array): one call of the
+        # kernel, without the layout, the threads' row chunks and the per-block bookkeeping, which took ~20 of this
+        # function's ~30 us on a 2x3 array. (The plain kernel leaves psig / pnoise alone: one unused array.)
+        out, scale, zp, unused = np.empty(x.size, dtype), np.empty(1, F32), np.empty(1, F32), np.zeros(1)
+        clipped = int(fn(x, out, x.size, block_size, scale, zp, *consts, unused, unused, np.zeros(4)))
+        return None if clipped < 0 else Blocks(out, clipped, scale, zp, None)
     lay = layout(x.shape, axis, block_size)
     if lay.rows or x.size == 0:
         return None
@@ -698,8 +707,6 @@ def quantize_blocks(x: npt.NDArray[np.float32], axis: int, block_size: int, qran
     count = x.size // lay.d * ((lay.d + lay.seg - 1) // lay.seg)
     scale, zp = np.empty(count, F32), np.empty(count, F32)
     psig, pnoise = np.zeros(count if report else 1), np.zeros(count if report else 1)
-    fn = _report_segments if report else _quantize_segments
-    consts = (F32(qrange[0]), F32(qrange[1]), dtype == F32, INT, *_NO_FP8, *crange, symmetric, torch, True)
     counts, parts = _segments_by_rows(fn, x.reshape(-1), out.reshape(-1), lay, scale, zp, consts, psig, pnoise,
                                       report)
     if min(counts) < 0:

@@ -5,6 +5,7 @@ with its anchor; see docs/numerics.md."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import numpy as np
@@ -137,6 +138,12 @@ class QParams:
 
     def first(self) -> tuple[float, int]:
         """A single (scale, zero point): the tensor's, or the first channel's / block's."""
+        return self._first
+
+    @functools.cached_property
+    def _first(self) -> tuple[float, int]:
+        # Formed once per object: a request asks three times (its statistics, the stored parameters, the headers),
+        # and f32_float's shortest form is a few microseconds each.
         return f32_float(self.scale.reshape(-1)[0]), int(self.zero_point.reshape(-1)[0])
 
     def to_dict(self) -> dict[str, Any]:
@@ -144,7 +151,8 @@ class QParams:
             return {"scale": _nested(self.scale, f32_float), "zero_point": _nested(self.zero_point, int),
                     "axis": self.axis, "block_size": self.block_size}
         if self.axis is None:
-            return {"scale": f32_float(self.scale), "zero_point": int(self.zero_point), "axis": None}
+            scale, zero_point = self._first
+            return {"scale": scale, "zero_point": zero_point, "axis": None}
         return {"scale": [f32_float(s) for s in self.scale], "zero_point": [int(z) for z in self.zero_point],
                 "axis": self.axis}
 

@@ -1,4 +1,4 @@
-"""The two queries of every quantize / dequantize request, written as SQL.
+"""The queries of every quantize / dequantize request, written as SQL.
 
 Measured with py-spy on the spec's small example: Django assembling a select_related() SELECT and an F()-expression
 UPDATE took more than half of the request's CPU (about 1.4 ms; the queries themselves 0.05 ms), which kept small
@@ -6,6 +6,11 @@ requests below 40 % of GET /'s rate. The SQL is built from the models' metadata,
 fields' own conversions, and the statements are the ones the ORM would issue (checked on SQLite and PostgreSQL).
 Both run on the DB-API cursor of Django's open connection (`_execute`), past Django's cursor wrappers (another
 tenth of the request); everything else uses the ORM.
+
+A quantize (or quantize_dequantize) on a worker that already holds the instance's engine object is one statement:
+the UPDATE of record_stats, made conditional on the stored state that object was built from (`state`), in place of
+the SELECT before the run and the UPDATE after it (services.instance_run runs again the full way when nothing
+matched). A dequantize needs the stored latest parameters before it runs, so it keeps the SELECT.
 """
 
 from __future__ import annotations
@@ -22,6 +27,9 @@ from . import registry
 from .models import QuantizerInstance, QuantizerStats
 from .selectors import check_instance_id, instance_get
 
+# The instance's columns an engine object is built from (registry.Registry.current's uid, version, cache epoch).
+STATE = ("uid", "version", "cache_epoch")
+
 
 @functools.cache
 def _select_sql(alias: str, last_params: bool) -> str:
@@ -30,7 +38,7 @@ def _select_sql(alias: str, last_params: bool) -> str:
     qn = connections[alias].ops.quote_name
     instances, stats = qn(instance_meta.db_table), qn(stats_meta.db_table)
     columns = ", ".join(
-        [f"{instances}.{qn(instance_meta.get_field(name).column)}" for name in ("uid", "version", "cache_epoch")]
+        [f"{instances}.{qn(instance_meta.get_field(name).column)}" for name in STATE]
         + ([f"{stats}.{qn(stats_meta.get_field('last_params').column)}"] if last_params else [])
     )
     instance_pk = f"{instances}.{qn(instance_meta.pk.column)}"
@@ -39,10 +47,12 @@ def _select_sql(alias: str, last_params: bool) -> str:
 
 
 @functools.cache
-def _update_sql(alias: str, added: tuple[str, ...], stored: tuple[str, ...], lowest: tuple[str, ...] = ()) -> str:
+def _update_sql(alias: str, added: tuple[str, ...], stored: tuple[str, ...], lowest: tuple[str, ...] = (),
+                checked: bool = False) -> str:
     """The UPDATE of record_stats for these added, stored and lowest-kept columns, written once per combination (a
     handful). A lowest-kept column takes the new value when it is null or greater (a CASE both databases run, where
-    LEAST / MIN(a, b) differ on nulls); its value is given twice."""
+    LEAST / MIN(a, b) differ on nulls); its value is given twice. `checked`: only while the instance row still has
+    the uid, version and cache epoch given after the stats row's key (an EXISTS both databases run)."""
     meta = QuantizerStats._meta
     qn = connections[alias].ops.quote_name
     table = qn(meta.db_table)
@@ -54,7 +64,14 @@ def _update_sql(alias: str, added: tuple[str, ...], stored: tuple[str, ...], low
     assignments += [f"{qn(meta.get_field(name).column)} = %s" for name in stored]
     assignments += [f"{qn(meta.get_field(name).column)} = CASE WHEN {column(name)} IS NULL OR {column(name)} > %s "
                     f"THEN %s ELSE {column(name)} END" for name in lowest]
-    return f"UPDATE {table} SET {', '.join(assignments)} WHERE {table}.{qn(meta.pk.column)} = %s"
+    sql = f"UPDATE {table} SET {', '.join(assignments)} WHERE {table}.{qn(meta.pk.column)} = %s"
+    if checked:
+        instance_meta = QuantizerInstance._meta
+        instances = qn(instance_meta.db_table)
+        conditions = " AND ".join(f"{instances}.{qn(instance_meta.get_field(name).column)} = %s"
+                                  for name in (instance_meta.pk.name, *STATE))
+        sql += f" AND EXISTS (SELECT 1 FROM {instances} WHERE {conditions})"
+    return sql
 
 
 def run_state(instance_id: str, *, last_params: bool = True) -> tuple[Quantizer, Any]:
@@ -64,7 +81,7 @@ def run_state(instance_id: str, *, last_params: bool = True) -> tuple[Quantizer,
     before)."""
     check_instance_id(instance_id)
     connection = connections[router.db_for_read(QuantizerInstance)]
-    rows = _execute(connection, _select_sql(connection.alias, last_params), [instance_id])
+    rows, _ = _execute(connection, _select_sql(connection.alias, last_params), [instance_id])
     row = rows[0] if rows else None
     if row is not None:
         uid = _uid(row[0])
@@ -75,9 +92,12 @@ def run_state(instance_id: str, *, last_params: bool = True) -> tuple[Quantizer,
     return registry.active().get(instance), instance.stats.last_params if last_params else None
 
 
-def record_stats(instance_id: str, result: OpResult, *, quantized: bool) -> None:
+def record_stats(instance_id: str, result: OpResult, *, quantized: bool, state: tuple[Any, ...] | None = None
+                 ) -> bool:
     """One UPDATE: the counters added in SQL, as F() expressions would be, and the parameters used stored; with a
-    quality report, its counters added, its SQNR stored as the latest and kept if lowest, in the same UPDATE."""
+    quality report, its counters added, its SQNR stored as the latest and kept if lowest, in the same UPDATE.
+    With `state` (uid, version, cache epoch: registry.Registry.known), only if the instance row still has it.
+    Whether a row was updated."""
     delta = result.delta
     added: dict[str, Any] = {name: getattr(delta, name) for name in COUNTERS if getattr(delta, name)}
     added["processing_time_ms"] = delta.processing_time_ms
@@ -100,19 +120,24 @@ def record_stats(instance_id: str, result: OpResult, *, quantized: bool) -> None
     params = [_PREP_SAVE[name](value, connection)
               for name, value in [*added.items(), *stored.items(), *[(n, v) for n, v in lowest.items()
                                                                    for _ in range(2)]]]
-    sql = _update_sql(connection.alias, tuple(added), tuple(stored), tuple(lowest))
+    sql = _update_sql(connection.alias, tuple(added), tuple(stored), tuple(lowest), state is not None)
+    if state is not None:
+        params += [instance_id, instance_id, _UID.get_db_prep_value(state[0], connection), *state[1:]]
+    else:
+        params.append(instance_id)
     with transaction.mark_for_rollback_on_error(using=connection.alias):
-        _execute(connection, sql, [*params, instance_id])
+        return _execute(connection, sql, params)[1] > 0
 
 
-def _execute(connection: BaseDatabaseWrapper, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
-    """Run `sql` on the connection's DB-API cursor and return its rows (none for an UPDATE), as Django's cursor
-    would, less its per-statement layers: the connection opened (or replaced after a failed health check) as
-    before, used by its own thread only, a broken atomic block refused, driver errors mapped to Django's (which
-    marks the connection for closing at the request's end), and the statement in whatever transaction the
-    connection is in (autocommit: committed when it returns). fetchall() ends the statement: a SELECT left open
-    would keep SQLite's read snapshot into the next request. With queries logged (DEBUG, a test counting them) or
-    an execute wrapper installed (instrumentation), Django's cursor runs it, so that they see it."""
+def _execute(connection: BaseDatabaseWrapper, sql: str, params: list[Any]) -> tuple[list[tuple[Any, ...]], int]:
+    """Run `sql` on the connection's DB-API cursor and return its rows (none for an UPDATE) and its row count (an
+    UPDATE's), as Django's cursor would, less its per-statement layers: the connection opened (or replaced after a
+    failed health check) as before, used by its own thread only, a broken atomic block refused, driver errors
+    mapped to Django's (which marks the connection for closing at the request's end), and the statement in
+    whatever transaction the connection is in (autocommit: committed when it returns). fetchall() ends the
+    statement: a SELECT left open would keep SQLite's read snapshot into the next request. With queries logged
+    (DEBUG, a test counting them) or an execute wrapper installed (instrumentation), Django's cursor runs it, so
+    that they see it."""
     if connection.queries_logged or connection.execute_wrappers:
         with connection.cursor() as cursor:
             return _rows(cursor, sql, params)
@@ -137,9 +162,9 @@ def _driver_sql(sql: str, vendor: str) -> str:
     return sql.replace("%s", "?") if vendor == "sqlite" else sql
 
 
-def _rows(cursor: Any, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
+def _rows(cursor: Any, sql: str, params: list[Any]) -> tuple[list[tuple[Any, ...]], int]:
     cursor.execute(sql, params)
-    return cursor.fetchall() if cursor.description else []
+    return (cursor.fetchall(), -1) if cursor.description else ([], cursor.rowcount)
 
 
 @functools.lru_cache(maxsize=1024)

@@ -73,6 +73,13 @@ class Registry:
                 entry.cache_epoch = cache_epoch
             return entry.quantizer
 
+    def known(self, instance_id: str) -> tuple[Quantizer, tuple[uuid.UUID, int, int]] | None:
+        """The engine object held for this id and the stored state (uid, version, cache epoch) it was last found
+        current for, unchecked: the caller checks that state against the row (hotpath.record_stats)."""
+        with self._lock:
+            entry = self._entries.get(instance_id)
+            return None if entry is None else (entry.quantizer, (entry.uid, entry.version, entry.cache_epoch))
+
     def forget(self, instance_id: str) -> None:
         with self._lock:
             self._entries.pop(instance_id, None)

@@ -7,6 +7,7 @@ or parameters bump the instance's version so that every worker rebuilds its engi
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -18,6 +19,7 @@ from django.db.models import F
 from engine import (
     QUALITY_FIELDS,
     STATS_FIELDS,
+    EngineError,
     Evaluation,
     OpResult,
     QParams,
@@ -30,7 +32,7 @@ from engine import (
 
 from . import hotpath, jobs, metrics, registry
 from .arrays import max_elements
-from .exceptions import BadRequest, DefaultInstanceProtected, InstanceExists, InstanceNotFound
+from .exceptions import BadRequest, DefaultInstanceProtected, InstanceExists, InstanceNotFound, ServiceError
 from .models import DEFAULT_INSTANCE_ID, Job, QuantizerInstance, QuantizerParameters, QuantizerStats
 from .registry import build_quantizer
 from .selectors import check_instance_id, instance_get
@@ -141,9 +143,40 @@ def instance_run(
     `scale` / `zero_point` (dequantize only) win over stored parameters. `report` (quantize and
     quantize_dequantize): the result carries a quality report, which the statistics' quality figures add up.
     `finite_only`: the answer goes out as
-    JSON, which has no infinity; a result that overflowed is then refused before anything is recorded. The two
-    queries are hand-written SQL (`hotpath`: the ORM's compilation of them cost half a small request)."""
-    quantizer, stored_last = hotpath.run_state(instance_id, last_params=operation == "dequantize")
+    JSON, which has no infinity; a result that overflowed is then refused before anything is recorded. The
+    queries are hand-written SQL (`hotpath`: the ORM's compilation of them cost half a small request).
+
+    A quantize on an engine object this worker holds runs first, and its UPDATE counts it only if the instance row
+    still has the state that object was built from: one statement where the SELECT before the run was another. When
+    it does not (the instance changed, went or came back), or the run failed (a deleted instance answers 404
+    before any error of the data), it is run again the full way, from the row read first. (Not a
+    quantize_dequantize, which with optimize_memory overwrites `data`: it could not run again.)"""
+    run = functools.partial(_operate, operation=operation, data=data, validate=validate, channel_dim=channel_dim,
+                            layer_name=layer_name, scale=scale, zero_point=zero_point, finite_only=finite_only,
+                            report=report)
+    quantized = operation != "dequantize"
+    known = registry.active().known(instance_id) if operation == "quantize" else None
+    if known is not None:
+        quantizer, state = known
+        try:
+            result = run(quantizer, None)
+        except (EngineError, ServiceError):
+            pass
+        else:
+            if hotpath.record_stats(instance_id, result, quantized=True, state=state):
+                metrics.operation_done(instance_id, operation, result)
+                return result
+    quantizer, stored_last = hotpath.run_state(instance_id, last_params=not quantized)
+    result = run(quantizer, stored_last)
+    hotpath.record_stats(instance_id, result, quantized=quantized)
+    metrics.operation_done(instance_id, operation, result)
+    return result
+
+
+def _operate(quantizer: Quantizer, stored_last: Any, *, operation: str, data: npt.NDArray[Any], validate: bool,
+             channel_dim: int | None, layer_name: str | None, scale: Any, zero_point: Any, finite_only: bool,
+             report: bool) -> OpResult:
+    """One run of instance_run's operation on `quantizer` (a dequantize with the stored latest parameters)."""
     if operation == "dequantize":
         last = None if not stored_last else QParams.from_dict(stored_last)
         result = quantizer.dequantize(data, channel_dim=channel_dim, layer_name=layer_name, scale=scale,
@@ -158,8 +191,6 @@ def instance_run(
         not_finite = result.data.size - int(np.count_nonzero(np.isfinite(result.data)))
         if not_finite:
             raise BadRequest(MSG_NOT_FINITE.format(count=not_finite), field="data", code="output.not_finite")
-    hotpath.record_stats(instance_id, result, quantized=operation != "dequantize")
-    metrics.operation_done(instance_id, operation, result)
     return result
 
 

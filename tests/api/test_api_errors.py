@@ -383,14 +383,21 @@ AUTOCOMMIT = pytest.mark.django_db(transaction=True, serialized_rollback=True)
 
 
 @AUTOCOMMIT
+@pytest.mark.parametrize("held", [False, True], ids=["fresh worker", "engine object held"])
 @pytest.mark.parametrize("failing", ["every_statement", "updates"])
-def test_a_database_outage_during_a_quantize_is_a_503_and_counts_nothing(database, failing):
+def test_a_database_outage_during_a_quantize_is_a_503_and_counts_nothing(database, failing, held):
+    """A fresh worker reads the row first (a SELECT, then the UPDATE); one holding the instance's engine object
+    runs the UPDATE alone (services.instance_run)."""
     api = Client()
+    registry.active().clear()
+    if held:
+        ok(api.post("/instances/default/quantize", {"data": [[1.0, 2.0]]}, content_type="application/json"))
     before = ok(api.get("/instances/default/stats"))
     getattr(database, failing)()
     assert_unavailable(api.post("/instances/default/quantize", {"data": [[1.0, 2.0]]},
                                 content_type="application/json"))
-    assert any(sql.lstrip().upper().startswith("UPDATE") for sql in database.failed) == (failing == "updates")
+    assert any(sql.lstrip().upper().startswith("UPDATE") for sql in database.failed) == (failing == "updates"
+                                                                                        or held)
     database.back()
     assert ok(api.get("/instances/default/stats")) == before
     # back by itself: the next quantize answers and counts
@@ -415,9 +422,9 @@ def test_the_counts_are_committed_before_the_200(monkeypatch):
 
 @AUTOCOMMIT
 def test_the_counts_statements_are_seen_by_query_logs_and_execute_wrappers():
-    """The two statements of a quantize run past Django's cursor, unless queries are logged (DEBUG, a test counting
+    """The statements of a quantize run past Django's cursor, unless queries are logged (DEBUG, a test counting
     them) or an execute wrapper is installed: then they go through Django's cursor like any other, and count the
-    same."""
+    same. A worker holding the instance's engine object runs one, the UPDATE, which checks the row's state."""
     api = Client()
     quantize = functools.partial(api.post, "/instances/default/quantize", {"data": [[1.0, 2.0]]},
                                  content_type="application/json")
@@ -432,7 +439,7 @@ def test_the_counts_statements_are_seen_by_query_logs_and_execute_wrappers():
     finally:
         connection.force_debug_cursor = False
     statements = [query["sql"].lstrip().split()[0].upper() for query in connection.queries_log]
-    assert statements == ["SELECT", "UPDATE"]
+    assert statements == ["UPDATE"]
     assert ok(api.get("/instances/default/stats"))["quantize_calls"] == before + 1
 
     seen = []
@@ -443,7 +450,7 @@ def test_the_counts_statements_are_seen_by_query_logs_and_execute_wrappers():
 
     with connection.execute_wrapper(wrapper):  # instrumentation (tracing, query blockers) sees them too
         ok(quantize())
-    assert seen == ["SELECT", "UPDATE"]
+    assert seen == ["UPDATE"]
     assert ok(api.get("/instances/default/stats"))["quantize_calls"] == before + 2
 
 

@@ -244,6 +244,21 @@ def test_a_delete_through_another_worker_is_seen_here(api, workers):
         assert min(min(row) for row in body["data"]) >= 0
 
 
+def test_a_worker_holding_a_deleted_instances_engine_answers_404_before_the_datas_error(api, workers):
+    """A quantize on an engine object this worker holds runs before any read of the row (services.instance_run):
+    the data's error it raises must not come before the 404 of an instance deleted meanwhile."""
+    with workers("a"):
+        create(api, "gone", SPEC_SYMMETRIC)
+        ok(api.post("/instances/gone/quantize", {"data": SPEC_DATA}))  # worker a holds an engine object
+        assert_error(api.post("/instances/gone/quantize", {"data": SPEC_DATA, "channel_dim": 0}), 400,
+                     code="input.channel_dim")
+    with workers("b"):
+        ok(api.delete("/instances/gone"))
+    with workers("a"):
+        assert_error(api.post("/instances/gone/quantize", {"data": SPEC_DATA, "channel_dim": 0}), 404,
+                     code="instance.not_found")
+
+
 def test_an_instance_created_in_one_worker_is_used_by_a_fresh_one(api):
     create(api, "persist", SPEC_SYMMETRIC)
     registry.active().clear()  # a newly started worker

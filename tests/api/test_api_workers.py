@@ -9,7 +9,7 @@ import importlib
 import pytest
 
 from engine import Quantizer
-from quantizers import hotpath
+from quantizers import hotpath, services
 from quantizers.registry import Registry
 from tests.api.conftest import Workers
 
@@ -37,10 +37,19 @@ def own_latest_quantize(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(Quantizer, "dequantize", dequantize)
 
 
+def held_engine_errors_answered(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The error of a quantize on an engine object this worker holds answered as it is, before the row is read."""
+    class Never(Exception):
+        pass
+    monkeypatch.setattr(services, "EngineError", Never)
+
+
 MULTI_WORKER_TESTS = [
     ("test_api_calibration", "test_calibration_through_one_worker_is_used_by_another_holding_an_old_engine",
      stale_engines),
     ("test_api_instances", "test_a_delete_through_another_worker_is_seen_here", stale_engines),
+    ("test_api_instances", "test_a_worker_holding_a_deleted_instances_engine_answers_404_before_the_datas_error",
+     held_engine_errors_answered),
     ("test_api_config", "test_a_config_change_through_another_worker_is_seen_by_a_worker_holding_the_old_engine",
      stale_engines),
     ("test_api_stats", "test_stats_are_shared_by_every_worker", counts_in_memory),

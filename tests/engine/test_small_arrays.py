@@ -192,3 +192,27 @@ def test_small_path_is_only_for_small_per_tensor_arrays() -> None:
     assert not small.applies(np.zeros(small.MAX_ELEMENTS + 1, F32), per_tensor, report=False)
     assert not small.applies(np.zeros(small.REPORT_MAX_ELEMENTS + 1, F32), per_tensor, report=True)
     assert not small.applies(x[:4].reshape(2, 2), QParams.of([1.0, 1.0], [0, 0], axis=0), report=False)
+
+
+# ---------------------------------------------------------------------- kernels.quantize_blocks: one flat block
+@PROPERTY
+@given(x=arrays(F32, st.integers(1, 64), elements=st.floats(-1e6, 1e6, width=32)), tb=type_and_bits(),
+       symmetric=st.booleans(), torch=st.booleans())
+def test_one_flat_block_takes_one_kernel_call_with_the_blocks_answer(x: npt.NDArray[np.float32],
+                                                                     tb: tuple[QuantizationType, int],
+                                                                     symmetric: bool, torch: bool) -> None:
+    """A flat array as one block (engine/small.py's dynamic quantize) skips the blocks' layout: the same answer as
+    the same values as one row of blocks, and codes that are numpy's formula with the parameters it gives."""
+    qmin, qmax = qrange(tb[0], tb[1])
+    dtype = np.dtype(np.int16)
+    one = kernels.quantize_blocks(x, 0, x.size, (qmin, qmax), (qmin, qmax), symmetric, torch, dtype)
+    row = kernels.quantize_blocks(x.reshape(1, -1), 1, x.size, (qmin, qmax), (qmin, qmax), symmetric, torch, dtype)
+    assert (one is None) == (row is None)
+    if one is None or row is None:
+        return
+    assert one.clipped == row.clipped
+    np.testing.assert_array_equal(one.scale, row.scale)
+    np.testing.assert_array_equal(one.zp, row.zp)
+    np.testing.assert_array_equal(one.out, row.out.reshape(-1))
+    codes = np.clip(np.rint(x / one.scale[0]) + one.zp[0], qmin, qmax)
+    np.testing.assert_array_equal(one.out, codes.astype(dtype))
