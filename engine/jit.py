@@ -70,7 +70,7 @@ def warm_kernels(only: Iterable[Any] | None = None) -> int:
             dispatcher.compile(sig)
             count += 1
         _release_linking_ir(dispatcher)
-    trim_heap()
+    _trim_heap()
     return count
 
 
@@ -83,7 +83,7 @@ def _release_linking_ir(dispatcher: Any) -> None:
         compiled.library._shared_module = None
 
 
-def trim_heap() -> None:
+def _trim_heap() -> None:
     """Give the C heap's free pages back to the operating system (glibc's malloc_trim; elsewhere nothing): what
     loading the kernels freed (their IR, LLVM's parse) would otherwise stay in this process's resident set, and,
     in a gunicorn master, in every worker it forks."""

@@ -7,10 +7,11 @@ fields' own conversions, and the statements are the ones the ORM would issue (ch
 Both run on the DB-API cursor of Django's open connection (`_execute`), past Django's cursor wrappers (another
 tenth of the request); everything else uses the ORM.
 
-A quantize (or quantize_dequantize) on a worker that already holds the instance's engine object is one statement:
+A quantize on a worker that already holds the instance's engine object is one statement:
 the UPDATE of record_stats, made conditional on the stored state that object was built from (`state`), in place of
 the SELECT before the run and the UPDATE after it (services.instance_run runs again the full way when nothing
-matched). A dequantize needs the stored latest parameters before it runs, so it keeps the SELECT.
+matched). A quantize_dequantize (with optimize_memory it overwrites its input: it could not run again) and a
+dequantize (it needs the stored latest parameters first) keep the SELECT.
 """
 
 from __future__ import annotations
