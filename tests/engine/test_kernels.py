@@ -303,6 +303,42 @@ def test_warm_job_kernels_leaves_nothing_to_compile_for_jobs() -> None:
     assert (after, events) == (before, 0)
 
 
+LOAD_CHECK = """
+import os, sys
+import numpy as np
+from engine import QuantizationConfig, Quantizer, warm_kernels
+# modules that only numba's registry refresh imports (a loaded kernel's environment may import others of numba.np)
+LOWERING = ("numba.np.polynomial.polynomial_functions", "numba.np.random.generator_methods", "numba.typed.dictimpl",
+            "numba.cpython.setobj", "numba.misc.gdb_hook")
+warm_kernels()
+x = np.random.default_rng(0).standard_normal((64, 96)).astype(np.float32)
+q = Quantizer(QuantizationConfig.from_dict({"symmetric": True}))
+q.import_parameters({"global_scale": 0.05, "global_zero_point": 0})
+codes = q.quantize(x).data
+expected = np.clip(np.rint(x / np.float32(0.05)), -128, 127).astype(np.int8)
+loaded = [name for name in LOWERING if name in sys.modules]
+# a kernel the cache lacks (a new module of its own) compiles as before
+sys.path.insert(0, sys.argv[1])
+with open(os.path.join(sys.argv[1], "extra_kernel.py"), "w") as fh:
+    fh.write("from engine.jit import kernel\\n@kernel('float64(float64[::1])')\\ndef total(x):\\n    return x.sum()\\n")
+import extra_kernel
+total = extra_kernel.total(np.arange(5.0))
+print(int(np.array_equal(codes, expected)), len(loaded), total, int(all(name in sys.modules for name in LOWERING)))
+"""
+
+
+def test_loading_kernels_installs_no_lowering_and_a_missing_one_still_compiles(tmp_path: Path) -> None:
+    """warm_kernels loads the kernels' machine code without numba's lowering registries (its math, numpy, typed
+    containers ...: 9 MB of every worker, which only a compilation uses), and the kernels answer as numpy does. A
+    kernel the cache lacks still compiles: numba's compiler installs the registries itself."""
+    result = subprocess.run([sys.executable, "-c", LOAD_CHECK, str(tmp_path)], cwd=ROOT, capture_output=True,
+                            text=True, timeout=600, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    exact, loaded_before, total, loaded_after = result.stdout.split()
+    assert (exact, loaded_before) == ("1", "0")
+    assert (float(total), loaded_after) == (10.0, "1")
+
+
 FILL_CHECK = """
 import os, sys
 os.environ["QUANTIZER_KERNEL_CACHE_DIR"] = sys.argv[1]  # empty: something to compile
