@@ -39,12 +39,14 @@ Floors, none of them quantsite's code:
     with 2 sync workers and no configuration file, next to quantsite (its own gunicorn.conf.py); and the
     framework's own floor, a minimal Django project served the same way as hello: "DRF viewset (empty)", one DRF
     ViewSet @action(detail=True, methods=["post"]) routed by a plain path(), parsing the spec's small body with
-    DRF's JSONParser and answering a fixed dict of the answer's shape through JSONRenderer; and "Django view
-    (empty)", a plain function view (json.loads, JsonResponse), which separates Django's cost from DRF's. Its
-    settings: DEBUG off, no middleware, no database, no DRF authentication or permission classes (see
-    DJANGO_FLOOR_FILES). Requests/s come from wrk (-t1, 4 and 1 connections, 4 s windows; three rounds
-    alternating hello, the two Django floors, GET / and the spec's small quantize, medians), or from a bounded
-    Python client when wrk is not installed (said so in the output).
+    DRF's JSONParser and answering a fixed dict of the answer's shape through JSONRenderer; "DRF viewset (empty,
+    tuned)", the same action with what quantsite changes in DRF for speed (an orjson parser and renderer, a
+    content negotiation answering at once when there is no choice); and "Django view (empty)", a plain function
+    view (json.loads, JsonResponse), which separates Django's cost from DRF's. Its settings: DEBUG off, no
+    middleware, no database, no DRF authentication or permission classes (see DJANGO_FLOOR_FILES). Requests/s
+    come from wrk (-t1, 4 and 1 connections, 4 s windows; three rounds alternating the rows: hello, the Django
+    floors, GET / and the spec's small quantize; medians), or from a bounded Python client when wrk is not
+    installed (said so in the output).
 Memory: a fresh one-worker server, a small warm-up request, then 20 consecutive 2000x2000 JSON quantizes; the
 worker's VmRSS after them and its VmHWM (peak) from /proc. The last line says how much CPU other processes took
 meanwhile: on a shared machine, read the figures with it.
@@ -112,7 +114,8 @@ def application(environ, start_response):
 # the parsed body, so the parse is not skipped). No middleware: a JSON API without sessions, cookies or browser
 # forms needs none of Django's (DRF's views are CSRF-exempt unless SessionAuthentication is used), and whatever
 # one adds costs more. No database (DATABASES = {}); DEBUG off; Django's other defaults (USE_I18N, USE_TZ on).
-# DRF: its JSONParser and JSONRenderer, no authentication (so no request.user lookup) and no permission classes.
+# DRF: its JSONParser and JSONRenderer, no authentication (so no request.user lookup) and no permission classes;
+# a second route, "tuned", the same action with orjson in and out and a shortcut in the content negotiation.
 DJANGO_FLOOR_FILES = {
     "floor_settings.py": '''"""Settings of the bench's minimal Django + DRF project (written by bench/http.py)."""
 
@@ -135,10 +138,14 @@ REST_FRAMEWORK = {
 
 import json
 
+import orjson
 from django.http import HttpResponse, JsonResponse
 from django.urls import path
 from rest_framework import viewsets
 from rest_framework.decorators import action
+from rest_framework.negotiation import DefaultContentNegotiation
+from rest_framework.parsers import BaseParser
+from rest_framework.renderers import BaseRenderer
 from rest_framework.response import Response
 
 ANSWER = {"data": [[-94, -32, 31], [93, 127, -69]], "quantization_type": "INT8"}
@@ -149,6 +156,43 @@ class InstanceViewSet(viewsets.ViewSet):
     def quantize(self, request, pk=None):
         rows = request.data["data"]  # JSONParser
         return Response({**ANSWER, "original_shape": [len(rows), len(rows[0])]})
+
+
+# The same action with what any DRF project can change in settings: orjson in and out, and a negotiation that
+# skips parsing Accept and Content-Type when the request leaves no choice (quantsite does both).
+class OrjsonParser(BaseParser):
+    media_type = "application/json"
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        return orjson.loads(stream.read())
+
+
+class OrjsonRenderer(BaseRenderer):
+    media_type = "application/json"
+    format = "json"
+    charset = None
+
+    def render(self, data, accepted_media_type=None, renderer_context=None):
+        return orjson.dumps(data)
+
+
+class FirstChoiceNegotiation(DefaultContentNegotiation):
+    def select_renderer(self, request, renderers, format_suffix=None):
+        meta = request.META
+        if not format_suffix and meta.get("HTTP_ACCEPT", "") in ("", "*/*") and not meta.get("QUERY_STRING"):
+            return renderers[0], renderers[0].media_type
+        return super().select_renderer(request, renderers, format_suffix)
+
+    def select_parser(self, request, parsers):
+        if parsers and parsers[0].media_type == request.content_type:
+            return parsers[0]
+        return super().select_parser(request, parsers)
+
+
+class TunedInstanceViewSet(InstanceViewSet):
+    parser_classes = [OrjsonParser]
+    renderer_classes = [OrjsonRenderer]
+    content_negotiation_class = FirstChoiceNegotiation
 
 
 def plain_quantize(request, pk):
@@ -162,6 +206,7 @@ def root(request):
 
 urlpatterns = [
     path("instances/<str:pk>/quantize", InstanceViewSet.as_view({"post": "quantize"})),
+    path("tuned/<str:pk>/quantize", TunedInstanceViewSet.as_view({"post": "quantize"})),
     path("django/<str:pk>/quantize", plain_quantize),
     path("", root),
 ]
@@ -536,6 +581,7 @@ def own_cpu_seconds() -> float:
 SMALL_ROWS = (
     ("hello app", "hello", "/", None),
     ("DRF viewset (empty)", "django", "/instances/default/quantize", SMALL_BODY),
+    ("DRF viewset (empty, tuned)", "django", "/tuned/default/quantize", SMALL_BODY),
     ("Django view (empty)", "django", "/django/default/quantize", SMALL_BODY),
     ("GET /", "quantsite", "/", None),
     ("spec quantize", "quantsite", "/instances/default/quantize", SMALL_BODY),
@@ -594,10 +640,11 @@ def small_table(rps: dict[tuple[str, int], list[float]], rounds: int, window: in
     tool = (f"wrk -t1 -c<clients> -d{window}s" if WRK else
             f"a Python client (wrk not installed): <clients> threads with a connection each, {window} s")
     out = [f"requests/s: {tool}; {rounds} rounds alternating the rows, median of the rounds. The hello app is a bare "
-           "WSGI", "function returning a fixed small JSON body; the empty DRF viewset and Django view, a minimal "
-           "Django project", "answering the spec's small quantize with a fixed body (no middleware, no database); "
-           "both floors gunicorn 2 sync", f"workers, no config file; quantsite {workers} sync workers, its "
-           f"gunicorn.conf.py; all run by {PY} (Python {sys.version.split()[0]}):",
+           "WSGI", "function returning a fixed small JSON body; the empty DRF viewsets and Django view, a minimal "
+           "Django project", "answering the spec's small quantize with a fixed body (no middleware, no database; "
+           "\"tuned\": orjson and a", "negotiation shortcut); both floors gunicorn 2 sync workers, no config file; "
+           f"quantsite {workers} sync workers, its", f"gunicorn.conf.py; all run by {PY} (Python "
+           f"{sys.version.split()[0]}):",
            f"  {'':<{NAME_WIDTH}} {'4 clients':>10} {'of hello':>9} {'1 client':>10} {'of hello':>9}"]
     med_rps = {k: statistics.median(v) for k, v in rps.items()}
     for name, *_ in SMALL_ROWS:
