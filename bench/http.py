@@ -217,7 +217,7 @@ import os
 
 os.environ["DJANGO_SETTINGS_MODULE"] = "floor_settings"
 
-from django.core.wsgi import get_wsgi_application  # noqa: E402
+from django.core.wsgi import get_wsgi_application
 
 application = get_wsgi_application()
 ''',
