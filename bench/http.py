@@ -2,9 +2,9 @@
 
 Run from the repository root:
 
-    .venv/bin/python bench/http.py            # everything, about 3-4 minutes on 2 cores; prints one table
+    .venv/bin/python bench/http.py            # everything, about 4-5 minutes on 2 cores; prints one table
     .venv/bin/python bench/http.py --quick    # fewer repetitions and shorter throughput windows
-    .venv/bin/python bench/http.py --small    # the requests/s rows alone (floors, GET /, small quantize), ~2 minutes
+    .venv/bin/python bench/http.py --small    # the requests/s rows alone (floors, GET /, small quantize), ~3 minutes
 
 The servers run under the interpreter that runs the bench (its venv's gunicorn): run it with another venv's python
 to measure that interpreter.
