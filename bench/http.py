@@ -2,16 +2,20 @@
 
 Run from the repository root:
 
-    .venv/bin/python bench/http.py            # everything, about 3-4 minutes on 2 cores; prints one table
+    .venv/bin/python bench/http.py            # everything, about 4-5 minutes on 2 cores; prints one table
     .venv/bin/python bench/http.py --quick    # fewer repetitions and shorter throughput windows
-    .venv/bin/python bench/http.py --small    # the requests/s rows alone (hello, GET /, small quantize), ~1 minute
+    .venv/bin/python bench/http.py --small    # the requests/s rows alone (floors, GET /, small quantize), ~3 minutes
+
+The servers run under the interpreter that runs the bench (its venv's gunicorn): run it with another venv's python
+to measure that interpreter.
 
 It starts its own servers (production-like settings: DJANGO_DEBUG=0, a throwaway secret key, SSL redirect and
 token auth off, SQLite in a temporary directory migrated first, gunicorn.conf.py's defaults otherwise, so no access
 log) on free loopback ports, and stops them at the end:
 
   * server A, GUNICORN_WORKERS=2 (or --workers): every latency, throughput and requests/s figure;
-  * the hello app (see the floors below), 2 sync workers, measured in the same run as server A;
+  * the hello app and a minimal Django + DRF project (see the floors below), 2 sync workers each, measured in the
+    same run as server A;
   * server C, GUNICORN_WORKERS=1, started fresh: the memory of its one worker under 20 large requests in a row.
 
 Array rows time the whole exchange from the client (send the body, read the whole answer; nothing is parsed in
@@ -32,9 +36,17 @@ Floors, none of them quantsite's code:
     np.clip(np.rint(x / s), -128, 127).astype(int8) -> orjson.dumps(codes, OPT_SERIALIZE_NUMPY);
   * .npy quantize: in this process, np.load -> the same numpy quantize -> np.save;
   * small requests: a bare WSGI "hello" app (one function returning a fixed small JSON body), served by gunicorn
-    with 2 sync workers and no configuration file, next to quantsite (its own gunicorn.conf.py). Requests/s come
-    from wrk (-t1, 4 and 1 connections, 4 s windows; three rounds alternating hello, GET / and the spec's small
-    quantize, medians), or from a bounded Python client when wrk is not installed (said so in the output).
+    with 2 sync workers and no configuration file, next to quantsite (its own gunicorn.conf.py); and the
+    framework's own floor, a minimal Django project served the same way as hello: "DRF viewset (empty)", one DRF
+    ViewSet @action(detail=True, methods=["post"]) routed by a plain path(), parsing the spec's small body with
+    DRF's JSONParser and answering a fixed dict of the answer's shape through JSONRenderer; "DRF viewset (empty,
+    tuned)", the same action with what quantsite changes in DRF for speed (an orjson parser and renderer, a
+    content negotiation answering at once when there is no choice); and "Django view (empty)", a plain function
+    view (json.loads, JsonResponse), which separates Django's cost from DRF's. Its settings: DEBUG off, no
+    middleware, no database, no DRF authentication or permission classes (see DJANGO_FLOOR_FILES). Requests/s
+    come from wrk (-t1, 4 and 1 connections, 4 s windows; three rounds alternating the rows: hello, the Django
+    floors, GET / and the spec's small quantize; medians), or from a bounded Python client when wrk is not
+    installed (said so in the output).
 Memory: a fresh one-worker server, a small warm-up request, then 20 consecutive 2000x2000 JSON quantizes; the
 worker's VmRSS after them and its VmHWM (peak) from /proc. The last line says how much CPU other processes took
 meanwhile: on a shared machine, read the figures with it.
@@ -74,8 +86,10 @@ import numpy as np  # noqa: E402
 
 from tests.integration import stack  # noqa: E402  (the test stack's helpers, as bench/upload.py uses them)
 
-PY = str(ROOT / ".venv" / "bin" / "python")
-GUNICORN = str(ROOT / ".venv" / "bin" / "gunicorn")
+# The interpreter running the bench runs the servers too (migrate, gunicorn), so another venv can be measured
+# by running the bench with its python.
+PY = sys.executable
+GUNICORN = str(Path(sys.executable).parent / "gunicorn")
 SMALL_BODY = json.dumps({"data": [[1.2, 3.4, 5.6], [7.8, 9.0, 2.1]], "validate": True}).encode()
 SMALL_ANSWER = [[-94, -32, 31], [93, 127, -69]]
 NPY = "application/x-npy"
@@ -94,6 +108,120 @@ def application(environ, start_response):
     start_response("200 OK", HEADERS)
     return [BODY]
 '''
+# The framework's own floor of a small JSON POST: a minimal Django project (written by the bench into its temp
+# directory, served like the hello app) with one DRF ViewSet action and one plain Django function view, both
+# answering the spec's example with a fixed body of the same shape as quantsite's answer (the shape computed from
+# the parsed body, so the parse is not skipped). No middleware: a JSON API without sessions, cookies or browser
+# forms needs none of Django's (DRF's views are CSRF-exempt unless SessionAuthentication is used), and whatever
+# one adds costs more. No database (DATABASES = {}); DEBUG off; Django's other defaults (USE_I18N, USE_TZ on).
+# DRF: its JSONParser and JSONRenderer, no authentication (so no request.user lookup) and no permission classes;
+# a second route, "tuned", the same action with orjson in and out and a shortcut in the content negotiation.
+DJANGO_FLOOR_FILES = {
+    "floor_settings.py": '''"""Settings of the bench's minimal Django + DRF project (written by bench/http.py)."""
+
+SECRET_KEY = "bench-only-secret-key-" + "x" * 40
+DEBUG = False
+ALLOWED_HOSTS = ["127.0.0.1"]
+ROOT_URLCONF = "floor_urls"
+INSTALLED_APPS = ["rest_framework"]
+MIDDLEWARE: list[str] = []
+DATABASES: dict[str, dict[str, str]] = {}
+REST_FRAMEWORK = {
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_AUTHENTICATION_CLASSES": [],
+    "DEFAULT_PERMISSION_CLASSES": [],
+    "UNAUTHENTICATED_USER": None,
+}
+''',
+    "floor_urls.py": '''"""Routes and views of the bench's minimal Django + DRF project (written by bench/http.py)."""
+
+import json
+
+import orjson
+from django.http import HttpResponse, JsonResponse
+from django.urls import path
+from rest_framework import viewsets
+from rest_framework.decorators import action
+from rest_framework.negotiation import DefaultContentNegotiation
+from rest_framework.parsers import BaseParser
+from rest_framework.renderers import BaseRenderer
+from rest_framework.response import Response
+
+ANSWER = {"data": [[-94, -32, 31], [93, 127, -69]], "quantization_type": "INT8"}
+
+
+class InstanceViewSet(viewsets.ViewSet):
+    @action(detail=True, methods=["post"])
+    def quantize(self, request, pk=None):
+        rows = request.data["data"]  # JSONParser
+        return Response({**ANSWER, "original_shape": [len(rows), len(rows[0])]})
+
+
+# The same action with what any DRF project can change in settings: orjson in and out, and a negotiation that
+# skips parsing Accept and Content-Type when the request leaves no choice (quantsite does both).
+class OrjsonParser(BaseParser):
+    media_type = "application/json"
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        return orjson.loads(stream.read())
+
+
+class OrjsonRenderer(BaseRenderer):
+    media_type = "application/json"
+    format = "json"
+    charset = None
+
+    def render(self, data, accepted_media_type=None, renderer_context=None):
+        return orjson.dumps(data)
+
+
+class FirstChoiceNegotiation(DefaultContentNegotiation):
+    def select_renderer(self, request, renderers, format_suffix=None):
+        meta = request.META
+        if not format_suffix and meta.get("HTTP_ACCEPT", "") in ("", "*/*") and not meta.get("QUERY_STRING"):
+            return renderers[0], renderers[0].media_type
+        return super().select_renderer(request, renderers, format_suffix)
+
+    def select_parser(self, request, parsers):
+        if parsers and parsers[0].media_type == request.content_type:
+            return parsers[0]
+        return super().select_parser(request, parsers)
+
+
+class TunedInstanceViewSet(InstanceViewSet):
+    parser_classes = [OrjsonParser]
+    renderer_classes = [OrjsonRenderer]
+    content_negotiation_class = FirstChoiceNegotiation
+
+
+def plain_quantize(request, pk):
+    rows = json.loads(request.body)["data"]
+    return JsonResponse({**ANSWER, "original_shape": [len(rows), len(rows[0])]})
+
+
+def root(request):
+    return HttpResponse(b"ok")
+
+
+urlpatterns = [
+    path("instances/<str:pk>/quantize", InstanceViewSet.as_view({"post": "quantize"})),
+    path("tuned/<str:pk>/quantize", TunedInstanceViewSet.as_view({"post": "quantize"})),
+    path("django/<str:pk>/quantize", plain_quantize),
+    path("", root),
+]
+''',
+    "floor_wsgi.py": '''"""WSGI entry of the bench's minimal Django + DRF project (written by bench/http.py)."""
+
+import os
+
+os.environ["DJANGO_SETTINGS_MODULE"] = "floor_settings"
+
+from django.core.wsgi import get_wsgi_application
+
+application = get_wsgi_application()
+''',
+}
 
 
 # ---------------------------------------------------------------------------- servers
@@ -129,27 +257,31 @@ def server_env(tmp: Path, port: int, workers: int) -> dict[str, str]:
 
 
 class Server:
-    def __init__(self, tmp: Path, workers: int, name: str, *, hello: bool = False) -> None:
+    def __init__(self, tmp: Path, workers: int, name: str, *, floor: str | None = None) -> None:
         self.port = free_port()
         self.env = server_env(tmp, self.port, workers)
         self.log_path = tmp / f"server-{name}.log"
         self.workers = workers
-        self.hello = hello
+        self.floor = floor  # None: quantsite; "hello" or "django": a floor app written into tmp
         self.tmp = tmp
         self.proc: subprocess.Popen[bytes] | None = None
 
     def command(self) -> tuple[list[str], Path]:
-        if not self.hello:
+        if self.floor is None:
             return [GUNICORN, "quantsite.wsgi", "--config", "gunicorn.conf.py"], ROOT
-        # The hello app: gunicorn's defaults (no configuration file: none in its directory), 2 sync workers.
-        (self.tmp / "hello_wsgi.py").write_text(HELLO_APP)
-        return [GUNICORN, "hello_wsgi:application", "--workers", str(self.workers), "--worker-class", "sync",
+        # A floor app: gunicorn's defaults (no configuration file: none in its directory), 2 sync workers.
+        files = {"hello_wsgi.py": HELLO_APP} if self.floor == "hello" else DJANGO_FLOOR_FILES
+        for name, text in files.items():
+            (self.tmp / name).write_text(text)
+        module = "hello_wsgi" if self.floor == "hello" else "floor_wsgi"
+        return [GUNICORN, f"{module}:application", "--workers", str(self.workers), "--worker-class", "sync",
                 "--bind", f"127.0.0.1:{self.port}", "--log-level", "warning"], self.tmp
 
     def start(self, timeout: float = 30.0) -> Server:
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         cmd, cwd = self.command()
-        env = {k: v for k, v in self.env.items() if not k.startswith("GUNICORN_")} if self.hello else self.env
+        env = self.env if self.floor is None else {k: v for k, v in self.env.items()
+                                                   if not k.startswith(("GUNICORN_", "DJANGO_"))}
         self.proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=self._log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -444,24 +576,33 @@ def own_cpu_seconds() -> float:
     return t.user + t.system + t.children_user + t.children_system
 
 
-SMALL_ROWS = (("hello app", "/", None), ("GET /", "/", None), ("spec quantize", "/instances/default/quantize",
-                                                               SMALL_BODY))
+# (row, server, path, body): "hello" and "django" are the floors (the bare WSGI app, the minimal Django + DRF
+# project), "quantsite" the server measured.
+SMALL_ROWS = (
+    ("hello app", "hello", "/", None),
+    ("DRF viewset (empty)", "django", "/instances/default/quantize", SMALL_BODY),
+    ("DRF viewset (empty, tuned)", "django", "/tuned/default/quantize", SMALL_BODY),
+    ("Django view (empty)", "django", "/django/default/quantize", SMALL_BODY),
+    ("GET /", "quantsite", "/", None),
+    ("spec quantize", "quantsite", "/instances/default/quantize", SMALL_BODY),
+)
+NAME_WIDTH = max(len(name) for name, *_ in SMALL_ROWS)
 
 
 # Worker CPU seconds per request, by row (all client counts): filled by small_requests.
 WORKER_CPU: dict[str, list[float]] = {}
 
 
-def small_requests(srv: Server, hello: Server, rounds: int, window: int, tmp: Path
+def small_requests(servers: dict[str, Server], rounds: int, window: int, tmp: Path
                    ) -> dict[tuple[str, int], list[float]]:
-    """Requests/s of the hello app, GET / and the spec's example, alternating row by row, round by round, at 4 and
-    1 clients; and the workers' CPU time per request of each window (WORKER_CPU), which the machine's other load
-    moves much less than the rates."""
+    """Requests/s of SMALL_ROWS (the floors, GET / and the spec's example), alternating row by row, round by round,
+    at 4 and 1 clients; and the workers' CPU time per request of each window (WORKER_CPU), which the machine's
+    other load moves much less than the rates. `servers` by SMALL_ROWS' server names."""
     rps: dict[tuple[str, int], list[float]] = {}
     for _ in range(rounds):
         for clients in (4, 1):
-            for name, path, body in SMALL_ROWS:
-                server = hello if name == "hello app" else srv
+            for name, server_name, path, body in SMALL_ROWS:
+                server = servers[server_name]
                 cpu_before = server.workers_cpu_seconds()
                 if WRK:
                     value = wrk_rps(server.port, path, clients, window, tmp, body)
@@ -473,26 +614,51 @@ def small_requests(srv: Server, hello: Server, rounds: int, window: int, tmp: Pa
     return rps
 
 
+def start_django_floor(tmp: Path) -> Server:
+    """The minimal Django + DRF project, 2 sync workers; its routes checked, and warmed up in both workers (they
+    import their views on their first request; quantsite's workers warm up in gunicorn.conf.py)."""
+    server = Server(tmp, 2, "django", floor="django").start()
+    try:
+        for name, server_name, path, body in SMALL_ROWS:
+            if server_name != "django":
+                continue
+            for _ in range(10):  # the sync workers close each connection, so the next one may reach the other
+                conn = server.conn()
+                status, _, data = request(conn, "POST", path, body, {"Content-Type": JSON_CT})
+                conn.close()
+                assert status == 200, (name, status, data[:300])
+                answer = json.loads(data)
+                assert answer["data"] == SMALL_ANSWER, (name, answer)
+                assert answer["original_shape"] == [2, 3], (name, answer)
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
 def small_table(rps: dict[tuple[str, int], list[float]], rounds: int, window: int, workers: int) -> list[str]:
     tool = (f"wrk -t1 -c<clients> -d{window}s" if WRK else
             f"a Python client (wrk not installed): <clients> threads with a connection each, {window} s")
     out = [f"requests/s: {tool}; {rounds} rounds alternating the rows, median of the rounds. The hello app is a bare "
-           "WSGI", "function returning a fixed small JSON body, gunicorn 2 sync workers, no config file; quantsite "
-           f"{workers} sync workers,", "its gunicorn.conf.py:",
-           f"  {'':<15} {'4 clients':>10} {'of hello':>9} {'1 client':>10} {'of hello':>9}"]
+           "WSGI", "function returning a fixed small JSON body; the empty DRF viewsets and Django view, a minimal "
+           "Django project", "answering the spec's small quantize with a fixed body (no middleware, no database; "
+           "\"tuned\": orjson and a", "negotiation shortcut); both floors gunicorn 2 sync workers, no config file; "
+           f"quantsite {workers} sync workers, its", f"gunicorn.conf.py; all run by {PY} (Python "
+           f"{sys.version.split()[0]}):",
+           f"  {'':<{NAME_WIDTH}} {'4 clients':>10} {'of hello':>9} {'1 client':>10} {'of hello':>9}"]
     med_rps = {k: statistics.median(v) for k, v in rps.items()}
     for name, *_ in SMALL_ROWS:
         cells = []
         for clients in (4, 1):
             value = med_rps[(name, clients)]
             cells.append(f"{value:10.0f} {value / med_rps[('hello app', clients)]:9.0%}")
-        out.append(f"  {name:<15} {' '.join(cells)}")
+        out.append(f"  {name:<{NAME_WIDTH}} {' '.join(cells)}")
     if WORKER_CPU:
         out.append("worker CPU per request (user + system of the workers over each window, median of the windows):")
         hello_cpu = statistics.median(WORKER_CPU["hello app"])
         for name, *_ in SMALL_ROWS:
             value = statistics.median(WORKER_CPU[name])
-            out.append(f"  {name:<15} {value * 1e6:7.0f} us  {value / hello_cpu:5.1f}x hello")
+            out.append(f"  {name:<{NAME_WIDTH}} {value * 1e6:7.0f} us  {value / hello_cpu:5.1f}x hello")
     return out
 
 
@@ -506,14 +672,16 @@ def small_only(workers: int, rounds: int, window: int) -> int:
                        check=True, timeout=120)
         srv = Server(tmp, workers, "main").start()
         servers.append(srv)
-        hello = Server(tmp, 2, "hello", hello=True).start()
+        hello = Server(tmp, 2, "hello", floor="hello").start()
         servers.append(hello)
+        django_floor = start_django_floor(tmp)
+        servers.append(django_floor)
         conn = srv.conn()
         status, _, data = request(conn, "POST", "/instances/default/quantize", SMALL_BODY, {"Content-Type": JSON_CT})
         conn.close()
         assert status == 200, data
         assert json.loads(data)["data"] == SMALL_ANSWER, data
-        rps = small_requests(srv, hello, rounds, window, tmp)
+        rps = small_requests({"hello": hello, "django": django_floor, "quantsite": srv}, rounds, window, tmp)
     finally:
         for s in servers:
             s.stop()
@@ -532,7 +700,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workers", type=int, default=2, help="workers of the main server (default 2)")
     ap.add_argument("--quick", action="store_true", help="fewer repetitions, shorter throughput windows")
-    ap.add_argument("--small", action="store_true", help="the requests/s rows only (hello, GET /, the small quantize)")
+    ap.add_argument("--small", action="store_true", help="the requests/s rows only (floors, GET /, small quantize)")
     ap.add_argument("--rounds", type=int, help="alternating rounds of the requests/s rows (default 3, --quick 2)")
     ap.add_argument("--port", type=int, help="the servers' first port (the next ones follow); default: free ports")
     args = ap.parse_args()
@@ -572,8 +740,10 @@ def main() -> int:
                        timeout=120)
         srv = Server(tmp, args.workers, "main").start()
         servers.append(srv)
-        hello = Server(tmp, 2, "hello", hello=True).start()
+        hello = Server(tmp, 2, "hello", floor="hello").start()
         servers.append(hello)
+        django_floor = start_django_floor(tmp)
+        servers.append(django_floor)
         conn = srv.conn()
         status, _, data = request(conn, "POST", "/instances/bench", json.dumps({"enable_cache": False}).encode(),
                                   {"Content-Type": JSON_CT})
@@ -630,11 +800,12 @@ def main() -> int:
             if raw_times:
                 rows.append(("quantize", "octet-stream", n, raw_times))
 
-        rps = small_requests(srv, hello, rounds, window, tmp)
+        rps = small_requests({"hello": hello, "django": django_floor, "quantsite": srv}, rounds, window, tmp)
 
         lat, big_times = latency_probe(srv, json_f[2000], 2)
         srv.stop()
         hello.stop()
+        django_floor.stop()
 
         # ---- memory: a fresh one-worker server, a small warm-up request, then 20 2000^2 JSON quantizes in a row
         rss_srv = Server(tmp, 1, "rss").start()
