@@ -6,13 +6,15 @@ so the web worker does the upload alone, as it does in production):
 
     python bench/upload.py                 # a 1 GiB float32 safetensors checkpoint, 3 runs per body kind
     python bench/upload.py --mib 256 --runs 5
+    python bench/upload.py --python rt/bin/python   # the server under a runtime-only install, as deployed
+                                                    # (python -m venv rt && rt/bin/pip install .)
 
 Each run starts a fresh gunicorn (one sync worker, SQLite in a temporary directory) and sends the file with
 http.client in 1 MiB writes: as a raw application/octet-stream body (?filename=) and as a multipart/form-data
 `file` field. The figure is the worker's peak resident set (VmHWM of /proc/<pid>/status) after the upload, and
 the upload's rate. The floor is a WSGI app of a dozen lines that copies wsgi.input to a file in 1 MiB reads: it
 holds no Django, so its peak is what gunicorn and the interpreter need for the same bytes. Target: the quantsite
-worker's peak <= 120 MB.
+worker's peak <= 120 MB, as deployed: the development install adds packages DRF imports when present (said so).
 """
 
 from __future__ import annotations
@@ -144,6 +146,13 @@ def measure(app: str, env: dict[str, str], src: Path, kind: str, path: str, logd
         proc.wait(timeout=60)
 
 
+def development_extras(python: str) -> list[str]:
+    """Which of the development tools' packages that DRF imports when present (`requests` from its test client,
+    which drf-spectacular imports; `pygments` for its browsable API) this interpreter can import."""
+    probe = "import importlib.util as u; print(' '.join(m for m in ('requests', 'pygments') if u.find_spec(m)))"
+    return subprocess.run([python, "-c", probe], capture_output=True, text=True, check=False).stdout.split()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--mib", type=int, default=1024, help="checkpoint size (default 1 GiB)")
@@ -180,6 +189,11 @@ def main() -> None:
             rate = size / statistics.median(r[1] for r in runs) / 1e9
             note = "  target <= 120 MB" if server == "quantsite" else "  floor"
             print(f"  {server:<16} {kind:<10} {rss / MB:>13.0f} MB {before / MB:>15.0f} MB {rate:>8.2f} GB/s{note}")
+        extras = development_extras(args.python)
+        if extras:
+            print(f"  (this interpreter has {' and '.join(extras)}, which DRF imports whenever they are installed: "
+                  "about 5 MB a worker that a deployment,\n   the runtime installed alone, does not hold; the "
+                  "target is a deployment's: --python of such an install measures it)")
     finally:
         subprocess.run(["redis-cli", "-n", "3", "del", queue], capture_output=True, check=False)
         shutil.rmtree(tmp, ignore_errors=True)
