@@ -277,7 +277,8 @@ class Server:
         return [GUNICORN, f"{module}:application", "--workers", str(self.workers), "--worker-class", "sync",
                 "--bind", f"127.0.0.1:{self.port}", "--log-level", "warning"], self.tmp
 
-    def start(self, timeout: float = 30.0) -> Server:
+    # 300 s: on an empty kernel cache (a fresh checkout) the master first compiles the kernels, about two minutes.
+    def start(self, timeout: float = 300.0) -> Server:
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         cmd, cwd = self.command()
         env = self.env if self.floor is None else {k: v for k, v in self.env.items()
