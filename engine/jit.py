@@ -36,7 +36,8 @@ def kernel(*signatures: str) -> Callable[[Callable[..., Any]], Any]:
     so that importing the engine (a `manage.py` command) does not pay for it."""
 
     def wrap(fn: Callable[..., Any]) -> Any:
-        dispatcher = numba.njit(**OPTIONS)(fn)
+        # numba's own cache left out (building one probes the cache folder with a file): _LoadingCache instead.
+        dispatcher = numba.njit(**{**OPTIONS, "cache": False})(fn)
         dispatcher._cache = _LoadingCache(fn)  # type: ignore[no-untyped-call]
         _REGISTRY.append((dispatcher, tuple(v for sig in signatures for v in _with_read_only_input(sig))))
         return dispatcher
